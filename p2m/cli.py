@@ -44,6 +44,7 @@ def _add_data_commands(verbs) -> None:
 
     data = verbs.add_parser("data", help="make, check and look at ShapeNet-P2M datasets")
     sub = data.add_subparsers(title="data commands", metavar="COMMAND")
+    data.set_defaults(func=lambda _args: data.print_help() or 2)
 
     synth = sub.add_parser("synth", help="generate a synthetic dataset in the ShapeNet-P2M format")
     synth.add_argument("--out", required=True, help="output dataset directory")

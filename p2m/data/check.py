@@ -9,7 +9,7 @@ from pathlib import Path
 from p2m.data.datfile import read_dat
 from p2m.data.errors import DataError
 from p2m.data.image import read_image
-from p2m.data.layout import available_splits, find_samples
+from p2m.data.layout import available_splits, find_samples, read_list
 
 
 @dataclass
@@ -17,6 +17,7 @@ class CheckReport:
     root: str
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> category -> valid samples
     errors: list[str] = field(default_factory=list)  # one line each, naming the file
+    warnings: list[str] = field(default_factory=list)
     points_min: int | None = None
     points_max: int | None = None
     image_sizes: list[int] = field(default_factory=list)
@@ -26,7 +27,7 @@ class CheckReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        return {"root": self.root, "ok": self.ok, "counts": self.counts, "errors": self.errors,
+        return {"root": self.root, "ok": self.ok, "counts": self.counts, "errors": self.errors, "warnings": self.warnings,
                 "points_per_view": [self.points_min, self.points_max], "image_sizes": self.image_sizes}
 
 
@@ -38,8 +39,9 @@ def check_dataset(root: str | os.PathLike) -> CheckReport:
     """
     root = Path(root)
     splits = available_splits(root)
-    listed = {split: find_samples(root, split) for split in splits} if splits else {"all": find_samples(root)}
+    listed = {split: read_list(root, split) for split in splits} if splits else {"all": find_samples(root)}
     report = CheckReport(root=str(root))
+    report.warnings = [f"{root}: split '{split}' is empty" for split, samples in listed.items() if not samples]
     sizes = set()
     checked: dict[Path, bool] = {}
     for split, samples in listed.items():
@@ -66,6 +68,7 @@ def format_report(report: CheckReport) -> str:
     lines.append(f"{'total':<{width}} " + " ".join(f"{sum(report.counts[s].values()):>7}" for s in splits))
     if report.points_min is not None:
         lines.append(f"points per view: {report.points_min}-{report.points_max}; image sizes: {report.image_sizes}")
+    lines.extend(f"warning: {w}" for w in report.warnings)
     lines.append(f"{len(report.errors)} problem(s)" if report.errors else "all samples valid")
     return "\n".join(lines)
 

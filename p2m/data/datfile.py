@@ -19,15 +19,21 @@ import numpy as np
 
 from p2m.data.errors import DataError
 
-# The globals an array pickle needs, under numpy 1.x and numpy 2.x module names. `_codecs.encode`
-# is how Python 3 writes `bytes` at pickle protocol 2; it only converts a str to bytes.
+# The globals an array pickle needs, under numpy 1.x and numpy 2.x module names: `_reconstruct`
+# (protocols 0-4), `_frombuffer` (protocol 5), and the two ways Python 3 writes `bytes` at protocol 2
+# (`_codecs.encode` of a str, `bytes()` when empty). None of them can run code.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
 }
+_NUMPY2_NAMES = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy.core.numeric": "numpy._core.numeric"}
 
 NORMAL_TOLERANCE = 1e-2  # | |n| - 1 | allowed for a stored unit normal
 
@@ -38,8 +44,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays are allowed)")
-        if module == "numpy.core.multiarray":  # numpy 2 moved it; both names mean the same function
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        if module in _NUMPY2_NAMES and hasattr(np, "_core"):  # numpy 2 moved them; the same functions
+            module = _NUMPY2_NAMES[module]
         return super().find_class(module, name)
 
 

@@ -67,10 +67,7 @@ def find_samples(root: str | os.PathLike, split: str | None = None) -> list[Samp
     if not root.is_dir():
         raise DataError(root, "dataset directory does not exist")
     if split is not None:
-        listing = list_file(root, split)
-        if not listing.is_file():
-            raise DataError(listing, f"no file list for split '{split}'")
-        samples = [_sample_from_line(root, listing, n, line) for n, line in _lines(listing)]
+        samples = read_list(root, split)
     else:
         dats = sorted(root.glob("*/*/*.dat")) + sorted(root.glob("*/*/rendering/*.dat"))
         samples = [_sample_from_path(p, root) for p in dats if _SYNSET.match(_synset_of(p, root))]
@@ -80,14 +77,22 @@ def find_samples(root: str | os.PathLike, split: str | None = None) -> list[Samp
     return samples
 
 
+def read_list(root: str | os.PathLike, split: str) -> list[Sample]:
+    """The samples named by ``split``'s file list, in file order (empty if the list is empty).
+
+    Raises:
+        DataError: the list is missing or a line is not a sample path.
+    """
+    root = Path(root)
+    listing = list_file(root, split)
+    if not listing.is_file():
+        raise DataError(listing, f"no file list for split '{split}'")
+    return [_sample_from_line(root, listing, n, line) for n, line in _lines(listing)]
+
+
 def available_splits(root: str | os.PathLike) -> list[str]:
     """The splits whose file list exists under ``root``, in train/val/test order."""
     return [s for s in SPLITS if list_file(root, s).is_file()]
-
-
-def sample_for(dat_path: Path, root: Path) -> Sample:
-    """The :class:`Sample` of a ``.dat`` path inside ``root``."""
-    return _sample_from_path(dat_path, root)
 
 
 def _lines(listing: Path):
