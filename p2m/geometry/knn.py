@@ -1,0 +1,100 @@
+"""Nearest neighbours between batched point sets, without the full (N, P, Q) distance matrix.
+
+The index search runs without autograd (pytorch3d's ``knn_points`` when importable, otherwise chunks
+of a matmul-expanded distance in pure torch); distances are then recomputed on the gathered points
+with autograd, so the backward pass costs O(N * P) memory, not O(N * P * Q).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_CHUNK_ELEMENTS = 1 << 24  # distance entries per chunk (64 MiB in float32)
+
+
+def has_pytorch3d() -> bool:
+    try:
+        import pytorch3d.ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def nearest_indices(x: Tensor, y: Tensor, y_lengths: Tensor | None = None, backend: str = "auto",
+                    chunk_elements: int = _CHUNK_ELEMENTS) -> Tensor:
+    """Index of the nearest point of ``y`` for every point of ``x``.
+
+    Args:
+        x: FloatTensor (N, P, 3) query points.
+        y: FloatTensor (N, Q, 3) reference points, padded beyond ``y_lengths``.
+        y_lengths: LongTensor (N,) number of valid points of each ``y`` (all Q when None); each >= 1.
+        backend: "auto" (pytorch3d when importable), "torch" or "pytorch3d".
+        chunk_elements: the most distance entries the pure-torch search holds at once.
+
+    Returns:
+        LongTensor (N, P) with values in [0, y_lengths[n]).
+    """
+    _validate_points(x, "x")
+    _validate_points(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
+    if y.shape[1] == 0:
+        raise ValueError("y must have at least one point")
+    backend = _validate_backend(backend)
+    with torch.no_grad():
+        if backend == "pytorch3d":
+            from pytorch3d.ops import knn_points
+
+            N, P, _ = x.shape
+            x_len = torch.full((N,), P, dtype=torch.long, device=x.device)
+            y_len = y_lengths if y_lengths is not None else torch.full((N,), y.shape[1], dtype=torch.long, device=x.device)
+            return knn_points(x.float(), y.float(), lengths1=x_len, lengths2=y_len, K=1).idx[..., 0]
+        return _nearest_torch(x.detach(), y.detach(), y_lengths, chunk_elements)
+
+
+def nearest_sq_dists(x: Tensor, y: Tensor, y_lengths: Tensor | None = None, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Squared distance from every point of ``x`` to its nearest point of ``y``, differentiable in both.
+
+    Returns:
+        (dists, idx): FloatTensor (N, P) squared distances and LongTensor (N, P) indices into ``y``.
+    """
+    idx = nearest_indices(x, y, y_lengths, backend)
+    nearest = gather_points(y, idx)  # (N, P, 3)
+    return ((x - nearest) ** 2).sum(-1), idx
+
+
+def gather_points(points: Tensor, idx: Tensor) -> Tensor:
+    """points (N, Q, C), idx (N, P) -> (N, P, C)."""
+    return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
+
+
+def _nearest_torch(x: Tensor, y: Tensor, y_lengths: Tensor | None, chunk_elements: int) -> Tensor:
+    N, P, _ = x.shape
+    Q = y.shape[1]
+    y_sq = (y ** 2).sum(-1)  # (N, Q)
+    if y_lengths is not None:
+        invalid = torch.arange(Q, device=y.device)[None, :] >= y_lengths[:, None]  # (N, Q)
+        y_sq = y_sq.masked_fill(invalid, float("inf"))
+    step = max(1, chunk_elements // max(1, N * Q))
+    out = torch.empty(N, P, dtype=torch.long, device=x.device)
+    for start in range(0, P, step):
+        xc = x[:, start:start + step]  # (N, c, 3)
+        # |x - y|^2 = |x|^2 - 2 x.y + |y|^2; |x|^2 is constant per row, so it does not change the argmin
+        d = torch.baddbmm(y_sq[:, None, :], xc, y.transpose(1, 2), alpha=-2.0)  # (N, c, Q)
+        out[:, start:start + step] = d.argmin(-1)
+    return out
+
+
+def _validate_points(points: Tensor, name: str) -> None:
+    if points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (N, P, 3), got {tuple(points.shape)}")
+
+
+def _validate_backend(backend: str) -> str:
+    if backend not in ("auto", "torch", "pytorch3d"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'pytorch3d', got {backend!r}")
+    if backend == "auto":
+        return "pytorch3d" if has_pytorch3d() else "torch"
+    if backend == "pytorch3d" and not has_pytorch3d():
+        raise ValueError("backend 'pytorch3d' requested but pytorch3d is not installed")
+    return backend
