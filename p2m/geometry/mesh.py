@@ -1,0 +1,73 @@
+"""Mesh connectivity: edges, neighbour lists, face normals and adjacency. Computed once per template."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def edges_from_faces(faces: Tensor) -> Tensor:
+    """Unique undirected edges of a triangle mesh.
+
+    Args:
+        faces: LongTensor (F, 3).
+
+    Returns:
+        LongTensor (E, 2) with edge[:, 0] < edge[:, 1], sorted.
+    """
+    _validate_faces(faces)
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])  # (3F, 2)
+    e = torch.sort(e, dim=1).values
+    return torch.unique(e, dim=0)
+
+
+def neighbor_table(edges: Tensor, num_verts: int) -> tuple[Tensor, Tensor]:
+    """Padded neighbour lists of a graph.
+
+    Returns:
+        (idx, mask): LongTensor (V, K) neighbour indices (padding points at the vertex itself) and
+        BoolTensor (V, K) marking the real entries; K is the largest degree.
+    """
+    both = torch.cat([edges, edges.flip(1)])  # (2E, 2)
+    both = both[torch.argsort(both[:, 0] * num_verts + both[:, 1])]
+    degree = torch.bincount(both[:, 0], minlength=num_verts)  # (V,)
+    K = int(degree.max()) if len(degree) else 0
+    start = torch.cumsum(degree, 0) - degree
+    slot = torch.arange(len(both)) - start[both[:, 0]]
+    idx = torch.arange(num_verts)[:, None].repeat(1, K)
+    idx[both[:, 0], slot] = both[:, 1]
+    mask = torch.arange(K)[None, :] < degree[:, None]
+    return idx, mask
+
+
+def face_normals(verts: Tensor, faces: Tensor, normalized: bool = True) -> Tensor:
+    """verts (N, V, 3), faces (F, 3) -> (N, F, 3) face normals (unit when ``normalized``)."""
+    v0, v1, v2 = (verts[:, faces[:, i]] for i in range(3))
+    n = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    return torch.nn.functional.normalize(n, dim=-1, eps=1e-12) if normalized else n
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted vertex normals: verts (N, V, 3), faces (F, 3) -> unit (N, V, 3)."""
+    fn = face_normals(verts, faces, normalized=False)  # (N, F, 3), length = 2 * area
+    out = torch.zeros_like(verts)
+    for i in range(3):
+        out = out.index_add(1, faces[:, i], fn)
+    return torch.nn.functional.normalize(out, dim=-1, eps=1e-12)
+
+
+def face_adjacency(faces: Tensor) -> Tensor:
+    """Pairs of faces that share an edge: faces (F, 3) -> LongTensor (A, 2)."""
+    _validate_faces(faces)
+    F = faces.shape[0]
+    e = torch.sort(torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), dim=1).values  # (3F, 2)
+    face_id = torch.arange(F).repeat(3)
+    key = e[:, 0] * (int(faces.max()) + 1) + e[:, 1]
+    order = torch.argsort(key)
+    key, face_id = key[order], face_id[order]
+    same = key[1:] == key[:-1]
+    return torch.stack([face_id[:-1][same], face_id[1:][same]], dim=1)
+
+
+def _validate_faces(faces: Tensor) -> None:
+    if faces.dim() != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}")

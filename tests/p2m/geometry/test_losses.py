@@ -1,0 +1,119 @@
+"""Mesh losses and metrics against naive references (loops, dense matrices, trimesh, scipy)."""
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from p2m.geometry.edge import edge_length_loss, edge_target_loss
+from p2m.geometry.laplacian import laplacian_change_loss, laplacian_coords, laplacian_smoothing_loss
+from p2m.geometry.mesh import edges_from_faces, face_adjacency, face_normals, neighbor_table, vertex_normals
+from p2m.geometry.metrics import mesh_metrics
+from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    verts = torch.tensor(mesh.vertices, dtype=torch.float64)[None]
+    faces = torch.tensor(mesh.faces)
+    return mesh, verts, faces
+
+
+def test_edges_and_neighbours_match_trimesh(sphere):
+    mesh, verts, faces = sphere
+    edges = edges_from_faces(faces)
+    assert {tuple(e) for e in edges.tolist()} == {tuple(sorted(e)) for e in mesh.edges_unique.tolist()}
+    idx, mask = neighbor_table(edges, len(mesh.vertices))
+    for v, nbrs in enumerate(mesh.vertex_neighbors):
+        assert sorted(idx[v][mask[v]].tolist()) == sorted(nbrs)
+
+
+def test_face_adjacency_matches_trimesh(sphere):
+    mesh, _, faces = sphere
+    ours = {tuple(sorted(p)) for p in face_adjacency(faces).tolist()}
+    assert ours == {tuple(sorted(p)) for p in mesh.face_adjacency.tolist()}
+
+
+def test_normals_match_trimesh(sphere):
+    mesh, verts, faces = sphere
+    np.testing.assert_allclose(face_normals(verts, faces)[0].numpy(), mesh.face_normals, atol=1e-10)
+    vn = vertex_normals(verts, faces)[0].numpy()
+    ref = np.zeros_like(mesh.vertices)  # loop: sum of incident faces' area vectors
+    for f in mesh.faces:
+        a, b, c = mesh.vertices[f]
+        ref[f] += np.cross(b - a, c - a)
+    np.testing.assert_allclose(vn, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-10)
+    radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
+    assert (vn * radial).sum(1).min() > 0.99  # and they point outwards
+
+
+def test_edge_losses_by_hand():
+    verts = torch.tensor([[[0.0, 0, 0], [3, 0, 0], [0, 4, 0]]])
+    edges = torch.tensor([[0, 1], [0, 2], [1, 2]])
+    # lengths 3, 4, 5
+    torch.testing.assert_close(edge_length_loss(verts, edges), torch.tensor([(9 + 16 + 25) / 3]))
+    torch.testing.assert_close(edge_target_loss(verts, edges, 4.0), torch.tensor([(1 + 0 + 1) / 3]))
+    empty = edge_length_loss(verts.requires_grad_(), torch.zeros(0, 2, dtype=torch.long))
+    assert empty.item() == 0
+    empty.sum().backward()
+    assert verts.grad is not None
+
+
+def test_laplacian_by_loops(sphere):
+    mesh, verts, faces = sphere
+    idx, mask = neighbor_table(edges_from_faces(faces), verts.shape[1])
+    g = torch.Generator().manual_seed(0)
+    moved = verts + 0.05 * torch.randn(verts.shape, generator=g, dtype=verts.dtype)
+    ref = torch.stack([moved[0, v] - moved[0, nb].mean(0) for v, nb in enumerate(mesh.vertex_neighbors)])
+    torch.testing.assert_close(laplacian_coords(moved, idx, mask)[0], ref)
+    ref_before = torch.stack([verts[0, v] - verts[0, nb].mean(0) for v, nb in enumerate(mesh.vertex_neighbors)])
+    torch.testing.assert_close(laplacian_change_loss(verts, moved, idx, mask),
+                               ((ref - ref_before) ** 2).sum(-1).mean()[None])
+    torch.testing.assert_close(laplacian_smoothing_loss(moved, idx, mask), ref.norm(dim=-1).mean()[None])
+    # a translation does not change Laplacian coordinates
+    assert laplacian_change_loss(verts, verts + 1.0, idx, mask).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_edge_normal_loss_by_loops():
+    verts = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 1]]])
+    edges = torch.tensor([[0, 1], [0, 2]])
+    gt_normals = torch.tensor([[[0.0, 0, 1], [1, 0, 0]]])
+    nearest = torch.tensor([[1, 0, 0]])  # vertex 0 -> GT normal (1,0,0)
+    # edge 0-1 direction (-1,0,0): |cos| = 1; edge 0-2 direction (0,-1,-1)/sqrt2: |cos| = 0
+    torch.testing.assert_close(edge_normal_loss(verts, edges, gt_normals, nearest), torch.tensor([0.5]))
+
+
+def test_normal_consistency_flat_vs_folded():
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    pairs = face_adjacency(faces)
+    flat = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]])
+    assert normal_consistency_loss(flat, faces, pairs).item() == pytest.approx(0, abs=1e-7)
+    folded = flat.clone()
+    folded[0, 3] = torch.tensor([0.0, 0, 1])  # second face stands at 90 degrees (after the shared edge 0-2)
+    n1 = np.cross([1, 0, 0], [1, 1, 0])
+    n2 = np.cross([1, 1, 0], [0, 0, 1])
+    expected = 1 - np.dot(n1 / np.linalg.norm(n1), n2 / np.linalg.norm(n2))
+    assert normal_consistency_loss(folded, faces, pairs).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_metrics_against_scipy(sphere):
+    mesh, verts, faces = sphere
+    edges = edges_from_faces(faces)
+    idx, mask = neighbor_table(edges, verts.shape[1])
+    gt_mesh = trimesh.creation.icosphere(subdivisions=4, radius=1.02)
+    pts, fid = trimesh.sample.sample_surface(gt_mesh, 3000, seed=0)
+    gt = torch.tensor(pts, dtype=torch.float32)[None]
+    gtn = torch.tensor(gt_mesh.face_normals[fid], dtype=torch.float32)[None]
+    m = mesh_metrics(verts.float(), faces, edges, idx, mask, gt, gtn)
+    v = mesh.vertices
+    d_pred, _ = cKDTree(pts).query(v)
+    d_gt, _ = cKDTree(v).query(pts)
+    cd = (d_pred ** 2).mean() + (d_gt ** 2).mean()
+    assert m["cd"].item() == pytest.approx(cd, rel=1e-4)
+    assert m["cd_x1000"].item() == pytest.approx(1000 * cd, rel=1e-4)
+    for key, tau in (("f_tau", 1e-4), ("f_2tau", 2e-4)):
+        p, r = (d_pred ** 2 < tau).mean(), (d_gt ** 2 < tau).mean()
+        assert m[key].item() == pytest.approx(0 if p + r == 0 else 200 * p * r / (p + r), abs=1e-3)
+    assert m["normal_consistency"].item() > 0.95  # sphere normals agree
+    assert 0 < m["smoothness"].item() < 0.5
