@@ -1,0 +1,305 @@
+"""One configuration object for data, model, losses and optimisation.
+
+It flows one way: CLI / YAML -> :class:`TrainConfig` -> search space (``dataclasses.replace``) ->
+trainable -> :func:`p2m.train.fit`. Every section checks its own values in ``__post_init__`` and names
+the key it refuses. The 12 loss weights are flat fields ``w{stage}_{term}`` so that a search can set
+them by name and a results table can store them as columns; :meth:`LossConfig.weight_matrix` gives
+them as the 3 x 4 matrix ``w[stage][term]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGES = (1, 2, 3)
+TERMS = ("chamfer", "edge", "laplacian", "normal")
+PROFILES = ("tiny", "cpu", "paper")
+
+
+def weight_key(stage: int, term: str) -> str:
+    """The config field of one loss weight, e.g. ``weight_key(2, "edge") == "w2_edge"``."""
+    if stage not in STAGES or term not in TERMS:
+        raise ValueError(f"no loss weight for stage {stage!r} and term {term!r}")
+    return f"w{stage}_{term}"
+
+
+WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in TERMS)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""  # dataset directory (ShapeNet-P2M layout); empty until given
+    train_split: str = "train"
+    val_split: str = "val"
+    gt_samples: int = 9000  # GT points per item in training batches (the P2M files have ~7.5-9.2k)
+    image_size: int = 224  # model input side in pixels
+    num_workers: int = 0  # DataLoader processes
+
+    def __post_init__(self):
+        _positive(self, "gt_samples", "image_size")
+        _non_negative(self, "num_workers")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_dim: int = 192  # graph-convolution width (the paper: 192 hidden, 3-d output)
+    layers_per_block: int = 14  # graph convolutions per deformation block (the paper: 14)
+    template: str = "generated"  # "generated" (trimesh ellipsoid) or a path to info_ellipsoid.dat
+    template_levels: int = 3
+    mesh_pos: tuple[float, float, float] = (0.0, 0.0, -0.8)  # where the template's centre sits in the camera frame
+    backbone_weights: str = ""  # local ResNet-18 ImageNet weights; empty = random init (with a warning)
+    feature_levels: tuple[int, ...] = (1, 2, 3, 4)  # ResNet stages pooled per vertex
+
+    def __post_init__(self):
+        _positive(self, "hidden_dim", "layers_per_block")
+        if self.template_levels != 3:
+            raise ValueError(f"template_levels must be 3 (Pixel2Mesh's levels), got {self.template_levels}")
+        if len(self.mesh_pos) != 3:
+            raise ValueError(f"mesh_pos must have 3 values, got {self.mesh_pos!r}")
+        if not self.feature_levels or any(level not in (1, 2, 3, 4) for level in self.feature_levels):
+            raise ValueError(f"feature_levels must be a non-empty subset of 1-4, got {self.feature_levels!r}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Defaults: the published Pixel2Mesh weights as normalised in the most-used PyTorch port
+    # (noahcao/Pixel2Mesh, experiments/default/tensorflow.yml: chamfer 1, chamfer_opposite 0.55,
+    # edge 0.1, laplace 0.5 with lap_const 0.2 on the first block, normal 1.6e-4).
+    w1_chamfer: float = 1.0
+    w1_edge: float = 0.1
+    w1_laplacian: float = 0.1  # 0.5 * 0.2
+    w1_normal: float = 1.6e-4
+    w2_chamfer: float = 1.0
+    w2_edge: float = 0.1
+    w2_laplacian: float = 0.5
+    w2_normal: float = 1.6e-4
+    w3_chamfer: float = 1.0
+    w3_edge: float = 0.1
+    w3_laplacian: float = 0.5
+    w3_normal: float = 1.6e-4
+    chamfer_opposite: float = 0.55  # factor on the prediction -> GT direction
+    pred_samples1: int = 0  # 0 = the mesh vertices (Pixel2Mesh); > 0 = points sampled on the surface (Mesh R-CNN)
+    pred_samples2: int = 0
+    pred_samples3: int = 0
+    edge_form: str = "p2m"  # "p2m": squared length; "target": deviation from edge_target_length
+    edge_target_length: float = 0.0
+    laplacian_form: str = "p2m"  # "p2m": change through the block; "smooth": plain smoothness
+    normal_form: str = "p2m"  # "p2m": edge vs GT normal; "consistency": adjacent-face normals
+
+    def __post_init__(self):
+        _non_negative(self, *WEIGHT_KEYS, "chamfer_opposite", "pred_samples1", "pred_samples2", "pred_samples3",
+                      "edge_target_length")
+        _choice(self, "edge_form", ("p2m", "target"))
+        _choice(self, "laplacian_form", ("p2m", "smooth"))
+        _choice(self, "normal_form", ("p2m", "consistency"))
+
+    def weight(self, stage: int, term: str) -> float:
+        return getattr(self, weight_key(stage, term))
+
+    def weight_matrix(self) -> list[list[float]]:
+        """w[stage - 1][term index], 3 x 4, terms in ``TERMS`` order."""
+        return [[self.weight(s, t) for t in TERMS] for s in STAGES]
+
+    def pred_samples(self, stage: int) -> int:
+        return getattr(self, f"pred_samples{stage}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-5  # Adam, as the P2M PyTorch port (1e-4 / 3e-5 in its configs)
+    weight_decay: float = 1e-6
+    batch_size: int = 8
+    max_epochs: int = 50
+    steps_per_epoch: int = 0  # 0 = one pass over the training split
+    grad_clip_norm: float = 0.0  # 0 = no clipping
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+    def __post_init__(self):
+        _positive(self, "lr", "batch_size", "max_epochs")
+        _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    profile: str = "paper"
+
+    def __post_init__(self):
+        _choice(self, "profile", PROFILES)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, object]:
+        """``{"section.field": value}`` for every leaf, e.g. for a results-table row."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+
+def profile_config(name: str) -> TrainConfig:
+    """The configuration of a size profile.
+
+    - ``tiny``: tests; an epoch of a few dozen samples in seconds on a CPU.
+    - ``cpu``: small searches on 2 cores (about 1,000 samples per epoch in about a minute).
+    - ``paper``: the published size, for GPUs.
+    """
+    if name == "tiny":
+        return TrainConfig(profile="tiny", data=DataConfig(gt_samples=1000, image_size=64),
+                           model=ModelConfig(hidden_dim=32, layers_per_block=2),
+                           optim=OptimConfig(lr=1e-3, batch_size=4, max_epochs=5))
+    if name == "cpu":
+        return TrainConfig(profile="cpu", data=DataConfig(gt_samples=2000, image_size=96),
+                           model=ModelConfig(hidden_dim=64, layers_per_block=4),
+                           optim=OptimConfig(lr=3e-4, batch_size=8, max_epochs=10))
+    if name == "paper":
+        return TrainConfig(profile="paper")
+    raise ValueError(f"profile must be one of {PROFILES}, got {name!r}")
+
+
+def from_dict(data: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
+    """Apply a nested mapping (as in a YAML file) on top of ``base`` (the profile it names, or paper).
+
+    Raises:
+        ValueError: naming ``source`` and the key, for an unknown key or a value of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if base is None:
+        base = profile_config(str(data.get("profile", "paper")))
+    updates = {}
+    sections = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key, value in data.items():
+        if key not in sections:
+            raise ValueError(f"{source}: unknown key {key!r} (known: {', '.join(sections)})")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
+            updates[key] = _replace_section(current, value, f"{source}: {key}")
+        else:
+            updates[key] = _convert(value, type(current), f"{source}: {key}")
+    try:
+        return dataclasses.replace(base, **updates)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML config file (see :func:`from_dict`)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(data, base, source=str(path))
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.field=value`` strings (values parsed as YAML scalars, then converted)."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        parts = key.strip().lstrip("-").split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(nested, base=cfg, source="override")
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from p2m.data.datfile import atomic_write_bytes
+
+    data = cfg.to_dict()
+    atomic_write_bytes(path, yaml.safe_dump(_plain(data), sort_keys=False).encode())
+
+
+def _replace_section(section, values: dict, where: str):
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    hints = typing.get_type_hints(type(section))
+    updates = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
+        updates[key] = _convert(value, hints[key], f"{where}.{key}")
+    try:
+        return dataclasses.replace(section, **updates)
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None  # section messages start with the field name
+
+
+def _convert(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        item_type = args[0]
+        return tuple(_convert(v, item_type, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(obj, name)!r}")
+
+
+def _non_negative(obj, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(obj, name)!r}")
+
+
+def _choice(obj, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(obj, name) not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
