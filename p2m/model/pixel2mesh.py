@@ -1,0 +1,66 @@
+"""Pixel2Mesh: image features -> three deformation blocks with unpooling between them."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from p2m.config import ModelConfig
+from p2m.model.backbone import ResNet18Features
+from p2m.model.gcn import DeformationBlock
+from p2m.model.pooling import pool_features
+from p2m.model.template import Template, build_template, unpool
+
+
+class MeshOutput(NamedTuple):
+    """Per stage s = 0, 1, 2: verts[s] (N, V_s, 3) after block s, and before[s] (N, V_s, 3), the
+    vertices that entered block s (after unpooling), for the Laplacian-change loss."""
+
+    verts: list[Tensor]
+    before: list[Tensor]
+
+
+class Pixel2Mesh(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_size: int):
+        super().__init__()
+        self.image_size = image_size
+        self.backbone = ResNet18Features(cfg.backbone_weights or None, cfg.feature_levels)
+        template = build_template(cfg.template, cfg.mesh_pos)
+        self.register_buffer("template_verts", template.verts)
+        self._levels = template.levels
+        for i, level in enumerate(template.levels):  # buffers, so .to(device) moves them
+            for name in ("edges", "nbr_idx", "nbr_mask"):
+                self.register_buffer(f"_l{i}_{name}", getattr(level, name), persistent=False)
+        C, H = self.backbone.out_channels, cfg.hidden_dim
+        self.blocks = nn.ModuleList([DeformationBlock(C + 3, H, cfg.layers_per_block),
+                                     DeformationBlock(C + 3 + H, H, cfg.layers_per_block),
+                                     DeformationBlock(C + 3 + H, H, cfg.layers_per_block)])
+
+    def level(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(edges, nbr_idx, nbr_mask) of level i on the model's device."""
+        return getattr(self, f"_l{i}_edges"), getattr(self, f"_l{i}_nbr_idx"), getattr(self, f"_l{i}_nbr_mask")
+
+    @property
+    def template(self) -> Template:
+        return Template(self.template_verts, self._levels)
+
+    def forward(self, images: Tensor) -> MeshOutput:
+        """images (N, 3, S, S) -> :class:`MeshOutput`."""
+        N = images.shape[0]
+        maps = self.backbone(images)
+        verts = self.template_verts[None].expand(N, -1, -1)
+        hidden = None
+        out, before = [], []
+        for i, block in enumerate(self.blocks):
+            edges, nbr_idx, nbr_mask = self.level(i)
+            if i > 0:
+                prev_edges = self.level(i - 1)[0]
+                verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
+            feats = [pool_features(maps, verts, self.image_size), verts]
+            if hidden is not None:
+                feats.append(hidden)
+            before.append(verts)
+            verts, hidden = block(verts, torch.cat(feats, dim=-1), nbr_idx, nbr_mask)
+            out.append(verts)
+        return MeshOutput(out, before)

@@ -1,0 +1,100 @@
+import warnings
+
+import pytest
+import torch
+
+from p2m.config import profile_config
+from p2m.data.camera import project
+from p2m.geometry import chamfer_distance
+from p2m.model import Pixel2Mesh
+from p2m.model.gcn import GraphConv
+from p2m.model.pooling import pool_features
+
+
+def _tiny_model():
+    cfg = profile_config("tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Pixel2Mesh(cfg.model, cfg.data.image_size), cfg
+
+
+def test_every_parameter_gets_a_gradient_after_one_step():
+    torch.manual_seed(0)
+    model, cfg = _tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # created after the model: every layer is in it
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    images = torch.randn(2, 3, cfg.data.image_size, cfg.data.image_size)
+    gt = torch.randn(2, 500, 3) * 0.1 + torch.tensor([0.0, 0.0, -0.8])
+    out = model(images)
+    assert [v.shape for v in out.verts] == [(2, 162, 3), (2, 642, 3), (2, 2562, 3)]
+    loss = sum(chamfer_distance(v, gt).gt_to_pred.mean() for v in out.verts)
+    opt.zero_grad()
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not no_grad
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_batch_items_are_independent():
+    torch.manual_seed(1)
+    model, cfg = _tiny_model()
+    model.eval()
+    images = torch.randn(3, 3, cfg.data.image_size, cfg.data.image_size)
+    batched = model(images).verts[2]
+    single = model(images[1:2]).verts[2]
+    torch.testing.assert_close(batched[1:2], single, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_reads_the_pixel_a_vertex_projects_to():
+    S = 32
+    fmap = torch.arange(S * S, dtype=torch.float32).view(1, 1, S, S)
+    # points that project exactly onto pixel centres (row 5, col 9) and (row 20, col 3)
+    uv = torch.tensor([[9.0, 5.0], [3.0, 20.0]])
+    from p2m.data.camera import intrinsics
+
+    f, c = intrinsics(S)
+    z = -0.8
+    verts = torch.stack([(uv[:, 0] - c) / f * -z, (uv[:, 1] - c) / f * z, torch.full((2,), z)], dim=1)[None]
+    torch.testing.assert_close(project(verts, S)[0], uv)
+    pooled = pool_features([fmap], verts, S)
+    torch.testing.assert_close(pooled[0, :, 0], torch.tensor([5 * S + 9.0, 20 * S + 3.0]))
+
+
+def test_graph_conv_by_loops():
+    torch.manual_seed(2)
+    conv = GraphConv(4, 3)
+    x = torch.randn(2, 3, 4)
+    nbr_idx = torch.tensor([[1, 2], [0, 1], [0, 2]])
+    nbr_mask = torch.tensor([[True, True], [True, False], [True, False]])
+    out = conv(x, nbr_idx, nbr_mask)
+    ref = torch.stack([conv.w_self(x[:, 0]) + conv.w_nbr((x[:, 1] + x[:, 2]) / 2),
+                       conv.w_self(x[:, 1]) + conv.w_nbr(x[:, 0]),
+                       conv.w_self(x[:, 2]) + conv.w_nbr(x[:, 0])], dim=1)
+    torch.testing.assert_close(out, ref)
+
+
+def test_backbone_warns_without_weights_and_refuses_wrong_weights(tmp_path):
+    from p2m.model.backbone import ResNet18Features
+
+    with pytest.warns(UserWarning, match="no pretrained weights"):
+        ResNet18Features()
+    path = tmp_path / "w.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(Exception, match="w.pt|size mismatch"):
+        ResNet18Features(path)
+
+
+def test_backbone_loads_local_weights(tmp_path):
+    import torchvision
+
+    from p2m.model.backbone import ResNet18Features
+
+    torch.manual_seed(3)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    enc = ResNet18Features(path)
+    torch.testing.assert_close(enc.stem[0].weight, ref.conv1.weight)
+    torch.testing.assert_close(enc.stages[3][1].conv2.weight, ref.layer4[1].conv2.weight)
