@@ -1,6 +1,7 @@
 """``p2m data preview``: a contact sheet of views with their ground-truth points projected on them."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -49,8 +50,6 @@ def contact_sheet(samples: list[Sample], out: str | os.PathLike, columns: int = 
     fig.suptitle("GT points projected with the Pixel2Mesh camera (colour = depth)", fontsize=9)
     fig.tight_layout()
     out = Path(out)
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

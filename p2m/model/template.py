@@ -42,11 +42,6 @@ class Template:
     verts: Tensor  # (V1, 3) level-1 vertices in the camera frame
     levels: list[MeshLevel]  # 3 levels
 
-    def to(self, device) -> "Template":
-        levels = [MeshLevel(*(getattr(lv, k).to(device) for k in ("faces", "edges", "nbr_idx", "nbr_mask", "face_pairs")),
-                            lv.num_verts) for lv in self.levels]
-        return Template(self.verts.to(device), levels)
-
 
 def build_template(source: str = "generated", mesh_pos=(0.0, 0.0, -0.8), num_levels: int = 3) -> Template:
     """The three-level template.

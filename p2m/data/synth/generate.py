@@ -23,7 +23,7 @@ import trimesh
 from PIL import Image
 from tqdm import tqdm
 
-from p2m.data.camera import SHAPENET_TO_P2M_SCALE, project, world_to_camera
+from p2m.data.camera import CENTER_224, FOCAL_224, SHAPENET_TO_P2M_SCALE, project, world_to_camera
 from p2m.data.datfile import atomic_write_bytes, write_dat
 from p2m.data.layout import SPLITS, list_file
 from p2m.data.synth.render import render_rgba
@@ -200,8 +200,6 @@ def _make_model(job) -> tuple[str, str, list[str]]:
 
 
 def _fov_deg() -> float:
-    from p2m.data.camera import CENTER_224, FOCAL_224
-
     return float(np.rad2deg(2 * np.arctan((CENTER_224 + 0.5) / FOCAL_224)))
 
 
