@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
-from p2m.geometry.knn import nearest_sq_dists
+from p2m.geometry.knn import nearest_sq_dists, valid_mask
 
 
 class Chamfer(NamedTuple):
@@ -43,7 +42,6 @@ def chamfer_distance(pred: Tensor, gt: Tensor, gt_lengths: Tensor | None = None,
     if gt_lengths is None:
         gt_mean = gt_d.mean(-1)
     else:
-        valid = torch.arange(gt_d.shape[1], device=gt_d.device)[None, :] < gt_lengths[:, None]  # (N, P)
-        gt_d = gt_d * valid
+        gt_d = gt_d * valid_mask(gt_lengths, gt_d.shape[1])
         gt_mean = gt_d.sum(-1) / gt_lengths.to(gt_d.dtype)
     return Chamfer(pred_d.mean(-1), gt_mean, pred_nn, gt_d, pred_d)

@@ -68,13 +68,17 @@ def gather_points(points: Tensor, idx: Tensor) -> Tensor:
     return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
 
 
+def valid_mask(lengths: Tensor, size: int) -> Tensor:
+    """BoolTensor (N, size): True for the first lengths[n] entries of row n (the real, unpadded points)."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def _nearest_torch(x: Tensor, y: Tensor, y_lengths: Tensor | None, chunk_elements: int) -> Tensor:
     N, P, _ = x.shape
     Q = y.shape[1]
     y_sq = (y ** 2).sum(-1)  # (N, Q)
     if y_lengths is not None:
-        invalid = torch.arange(Q, device=y.device)[None, :] >= y_lengths[:, None]  # (N, Q)
-        y_sq = y_sq.masked_fill(invalid, float("inf"))
+        y_sq = y_sq.masked_fill(~valid_mask(y_lengths, Q), float("inf"))
     step = max(1, chunk_elements // max(1, N * Q))
     out = torch.empty(N, P, dtype=torch.long, device=x.device)
     for start in range(0, P, step):

@@ -4,6 +4,12 @@ from __future__ import annotations
 from torch import Tensor
 
 
+def neighbor_mean(x: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
+    """Mean of each vertex's neighbours: x (N, V, C), nbr_idx/nbr_mask (V, K) -> (N, V, C)."""
+    w = nbr_mask.to(x.dtype)[None, :, :, None]  # (1, V, K, 1)
+    return (x[:, nbr_idx] * w).sum(2) / w.sum(2).clamp(min=1)
+
+
 def laplacian_coords(verts: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
     """delta_i = v_i - mean of v_i's neighbours.
 
@@ -13,10 +19,7 @@ def laplacian_coords(verts: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor
     Returns:
         FloatTensor (N, V, 3).
     """
-    nbrs = verts[:, nbr_idx]  # (N, V, K, 3)
-    w = nbr_mask.to(verts.dtype)
-    mean = (nbrs * w[None, :, :, None]).sum(2) / w.sum(1).clamp(min=1)[None, :, None]
-    return verts - mean
+    return verts - neighbor_mean(verts, nbr_idx, nbr_mask)
 
 
 def laplacian_change_loss(before: Tensor, after: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:

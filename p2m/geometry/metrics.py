@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from p2m.geometry.chamfer import chamfer_distance
-from p2m.geometry.knn import gather_points
+from p2m.geometry.knn import gather_points, valid_mask
 from p2m.geometry.laplacian import laplacian_coords
 from p2m.geometry.mesh import vertex_normals
 
@@ -40,7 +40,7 @@ def mesh_metrics(verts: Tensor, faces: Tensor, edges: Tensor, nbr_idx: Tensor, n
     ch = chamfer_distance(verts, gt_points, gt_lengths, backend)
     N, P, _ = gt_points.shape
     valid = torch.ones(N, P, dtype=torch.bool, device=verts.device) if gt_lengths is None else \
-        torch.arange(P, device=verts.device)[None] < gt_lengths[:, None]
+        valid_mask(gt_lengths, P)
     out = {"cd_pred_to_gt": ch.pred_to_gt, "cd_gt_to_pred": ch.gt_to_pred}
     out["cd"] = ch.pred_to_gt + ch.gt_to_pred
     out["cd_x1000"] = out["cd"] * 1000.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from p2m.geometry.laplacian import neighbor_mean
+
 
 class GraphConv(nn.Module):
     """f'_i = W_self f_i + W_nbr mean_{j in N(i)} f_j + b, with separate self and neighbour weights."""
@@ -15,9 +17,7 @@ class GraphConv(nn.Module):
 
     def forward(self, x: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
         """x: (N, V, C_in); nbr_idx, nbr_mask: (V, K) -> (N, V, C_out)."""
-        w = nbr_mask.to(x.dtype)[None, :, :, None]  # (1, V, K, 1)
-        mean = (x[:, nbr_idx] * w).sum(2) / w.sum(2).clamp(min=1)  # (N, V, C_in)
-        return self.w_self(x) + self.w_nbr(mean)
+        return self.w_self(x) + self.w_nbr(neighbor_mean(x, nbr_idx, nbr_mask))
 
 
 class DeformationBlock(nn.Module):

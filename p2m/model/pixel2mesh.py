@@ -10,7 +10,7 @@ from p2m.config import ModelConfig
 from p2m.model.backbone import ResNet18Features
 from p2m.model.gcn import DeformationBlock
 from p2m.model.pooling import pool_features
-from p2m.model.template import Template, build_template, unpool
+from p2m.model.template import build_template, unpool
 
 
 class MeshOutput(NamedTuple):
@@ -28,7 +28,6 @@ class Pixel2Mesh(nn.Module):
         self.backbone = ResNet18Features(cfg.backbone_weights or None, cfg.feature_levels)
         template = build_template(cfg.template, cfg.mesh_pos)
         self.register_buffer("template_verts", template.verts)
-        self._levels = template.levels
         for i, level in enumerate(template.levels):  # buffers, so .to(device) moves them
             for name in ("edges", "nbr_idx", "nbr_mask"):
                 self.register_buffer(f"_l{i}_{name}", getattr(level, name), persistent=False)
@@ -40,10 +39,6 @@ class Pixel2Mesh(nn.Module):
     def level(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         """(edges, nbr_idx, nbr_mask) of level i on the model's device."""
         return getattr(self, f"_l{i}_edges"), getattr(self, f"_l{i}_nbr_idx"), getattr(self, f"_l{i}_nbr_mask")
-
-    @property
-    def template(self) -> Template:
-        return Template(self.template_verts, self._levels)
 
     def forward(self, images: Tensor) -> MeshOutput:
         """images (N, 3, S, S) -> :class:`MeshOutput`."""
