@@ -51,17 +51,11 @@ class P2MDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         gt = torch.from_numpy(read_dat(sample.dat_path))  # (P, 6)
-        rgb = torch.from_numpy(composite_on_white(read_image(sample.image_path))).permute(2, 0, 1)  # (3, S, S)
-        if rgb.shape[-1] != self.image_size:
-            rgb = F.interpolate(rgb[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         P = gt.shape[0]
         pick = torch.from_numpy(rng.choice(P, size=self.gt_samples, replace=P < self.gt_samples))
         return {
-            "images": (rgb - mean) / std,
+            "images": prepare_image(read_image(sample.image_path), self.image_size),
             "points": gt[pick, :3],
             "normals": gt[pick, 3:],
             "points_full": gt[:, :3],
@@ -71,6 +65,24 @@ class P2MDataset(Dataset):
             "view": sample.view,
             "index": index,
         }
+
+
+def prepare_image(rgba, image_size: int) -> torch.Tensor:
+    """The model's input from an RGBA view: composited on white, resized, ImageNet-normalised.
+
+    Args:
+        rgba: uint8 array (S, S, 4), as :func:`p2m.data.image.read_image` returns.
+
+    Returns:
+        FloatTensor (3, image_size, image_size).
+    """
+    rgb = torch.from_numpy(composite_on_white(rgba)).permute(2, 0, 1)  # (3, S, S)
+    if rgb.shape[-1] != image_size:
+        rgb = F.interpolate(rgb[None], size=(image_size, image_size), mode="bilinear",
+                            align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (rgb - mean) / std
 
 
 def collate_p2m(batch: list[dict]) -> dict:

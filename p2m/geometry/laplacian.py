@@ -1,28 +1,39 @@
 """Laplacian regularisers on a mesh graph (uniform weights, as in Pixel2Mesh)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
-def neighbor_mean(x: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
-    """Mean of each vertex's neighbours: x (N, V, C), nbr_idx/nbr_mask (V, K) -> (N, V, C)."""
-    w = nbr_mask.to(x.dtype)[None, :, :, None]  # (1, V, K, 1)
-    return (x[:, nbr_idx] * w).sum(2) / w.sum(2).clamp(min=1)
+def neighbor_mean(x: Tensor, adjacency: Tensor) -> Tensor:
+    """Mean of each vertex's neighbours, as one sparse matmul over the whole batch.
+
+    Args:
+        x: FloatTensor (N, V, C); adjacency: sparse (V, V) from :func:`p2m.geometry.mesh.mean_adjacency`.
+
+    Returns:
+        Tensor (N, V, C) of x's dtype (computed in float32, outside autocast).
+    """
+    N, V, C = x.shape
+    with torch.autocast(x.device.type, enabled=False):
+        flat = x.float().transpose(0, 1).reshape(V, N * C)  # (V, N*C)
+        out = torch.sparse.mm(adjacency, flat)  # (V, N*C)
+    return out.reshape(V, N, C).transpose(0, 1).to(x.dtype)
 
 
-def laplacian_coords(verts: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
+def laplacian_coords(verts: Tensor, adjacency: Tensor) -> Tensor:
     """delta_i = v_i - mean of v_i's neighbours.
 
     Args:
-        verts: FloatTensor (N, V, 3); nbr_idx, nbr_mask: (V, K) from :func:`p2m.geometry.mesh.neighbor_table`.
+        verts: FloatTensor (N, V, 3); adjacency: sparse (V, V) from :func:`p2m.geometry.mesh.mean_adjacency`.
 
     Returns:
         FloatTensor (N, V, 3).
     """
-    return verts - neighbor_mean(verts, nbr_idx, nbr_mask)
+    return verts - neighbor_mean(verts, adjacency)
 
 
-def laplacian_change_loss(before: Tensor, after: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
+def laplacian_change_loss(before: Tensor, after: Tensor, adjacency: Tensor) -> Tensor:
     """Pixel2Mesh's Laplacian loss: how much a block changed the Laplacian coordinates.
 
     Args:
@@ -31,10 +42,10 @@ def laplacian_change_loss(before: Tensor, after: Tensor, nbr_idx: Tensor, nbr_ma
     Returns:
         FloatTensor (N,): mean over vertices of |delta_after - delta_before|^2.
     """
-    diff = laplacian_coords(after, nbr_idx, nbr_mask) - laplacian_coords(before, nbr_idx, nbr_mask)
+    diff = laplacian_coords(after, adjacency) - laplacian_coords(before, adjacency)
     return diff.pow(2).sum(-1).mean(-1)
 
 
-def laplacian_smoothing_loss(verts: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
+def laplacian_smoothing_loss(verts: Tensor, adjacency: Tensor) -> Tensor:
     """The seed paper's plain smoothness: mean |delta_i| over vertices. Returns (N,)."""
-    return laplacian_coords(verts, nbr_idx, nbr_mask).norm(dim=-1).mean(-1)
+    return laplacian_coords(verts, adjacency).norm(dim=-1).mean(-1)

@@ -20,23 +20,20 @@ def edges_from_faces(faces: Tensor) -> Tensor:
     return torch.unique(e, dim=0)
 
 
-def neighbor_table(edges: Tensor, num_verts: int) -> tuple[Tensor, Tensor]:
-    """Padded neighbour lists of a graph.
+def mean_adjacency(edges: Tensor, num_verts: int) -> Tensor:
+    """The row-normalised adjacency of a graph: ``(A @ x)[i]`` is the mean of x over i's neighbours.
+
+    Args:
+        edges: LongTensor (E, 2) undirected edges; num_verts: V.
 
     Returns:
-        (idx, mask): LongTensor (V, K) neighbour indices (padding points at the vertex itself) and
-        BoolTensor (V, K) marking the real entries; K is the largest degree.
+        sparse CSR FloatTensor (V, V); a vertex without neighbours has an empty row (mean 0).
     """
     both = torch.cat([edges, edges.flip(1)])  # (2E, 2)
-    both = both[torch.argsort(both[:, 0] * num_verts + both[:, 1])]
-    degree = torch.bincount(both[:, 0], minlength=num_verts)  # (V,)
-    K = int(degree.max()) if len(degree) else 0
-    start = torch.cumsum(degree, 0) - degree
-    slot = torch.arange(len(both)) - start[both[:, 0]]
-    idx = torch.arange(num_verts)[:, None].repeat(1, K)
-    idx[both[:, 0], slot] = both[:, 1]
-    mask = torch.arange(K)[None, :] < degree[:, None]
-    return idx, mask
+    degree = torch.bincount(both[:, 0], minlength=num_verts).clamp(min=1)  # (V,)
+    values = 1.0 / degree[both[:, 0]].float()
+    adj = torch.sparse_coo_tensor(both.T, values, (num_verts, num_verts)).coalesce()
+    return adj.to_sparse_csr()
 
 
 def face_normals(verts: Tensor, faces: Tensor, normalized: bool = True) -> Tensor:

@@ -23,13 +23,14 @@ F_SCORE_TAU = 1e-4
 
 
 @torch.no_grad()
-def mesh_metrics(verts: Tensor, faces: Tensor, edges: Tensor, nbr_idx: Tensor, nbr_mask: Tensor,
+def mesh_metrics(verts: Tensor, faces: Tensor, edges: Tensor, adjacency: Tensor,
                  gt_points: Tensor, gt_normals: Tensor, gt_lengths: Tensor | None = None,
                  tau: float = F_SCORE_TAU, backend: str = "auto") -> dict[str, Tensor]:
     """Per-item metrics of one stage.
 
     Args:
-        verts: FloatTensor (N, V, 3) predicted vertices; faces (F, 3), edges (E, 2), nbr_idx/nbr_mask (V, K).
+        verts: FloatTensor (N, V, 3) predicted vertices; faces (F, 3), edges (E, 2),
+            adjacency (V, V) sparse from :func:`p2m.geometry.mesh.mean_adjacency`.
         gt_points, gt_normals: FloatTensor (N, P, 3), padded beyond ``gt_lengths`` (N,).
 
     Returns:
@@ -49,7 +50,7 @@ def mesh_metrics(verts: Tensor, faces: Tensor, edges: Tensor, nbr_idx: Tensor, n
     vn = vertex_normals(verts, faces)
     out["normal_consistency"] = (vn * gather_points(gt_normals, ch.pred_nn)).sum(-1).abs().mean(-1)
     edge_len = (verts[:, edges[:, 0]] - verts[:, edges[:, 1]]).norm(dim=-1).mean(-1)
-    lap = laplacian_coords(verts, nbr_idx, nbr_mask).norm(dim=-1).mean(-1)
+    lap = laplacian_coords(verts, adjacency).norm(dim=-1).mean(-1)
     out["smoothness"] = lap / edge_len.clamp(min=1e-12)
     return out
 

@@ -11,12 +11,53 @@ from torch import Tensor, nn
 STAGE_CHANNELS = (64, 128, 256, 512)
 
 
+NORMS = ("auto", "batch", "frozen", "group")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters (Detectron's, for fine-tuning with small batches)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        for name, value in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            self.register_buffer(name, torch.full((num_features,), value))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "num_batches_tracked", None)  # present in BatchNorm2d checkpoints
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def resolve_norm(norm: str, has_weights: bool) -> str:
+    """"auto": frozen batch norm over pretrained weights, group norm from random init.
+
+    Batch norm from scratch with the small batches of a CPU trial gives running statistics that lag the
+    weights for many steps, so early validation (what ASHA compares) measures the lag, not the model.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"backbone norm must be one of {NORMS}, got {norm!r}")
+    if norm == "auto":
+        return "frozen" if has_weights else "group"
+    return norm
+
+
 class ResNet18Features(nn.Module):
     """torchvision's ResNet-18 up to layer4; ``forward`` returns the maps of the requested stages."""
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, levels: tuple[int, ...] = (1, 2, 3, 4)):
+    def __init__(self, weights_path: str | os.PathLike | None = None, levels: tuple[int, ...] = (1, 2, 3, 4),
+                 norm: str = "auto"):
         super().__init__()
-        net = torchvision.models.resnet18(weights=None)  # never downloads
+        norm = resolve_norm(norm, bool(weights_path))
+        if norm == "group" and weights_path:
+            raise ValueError("backbone norm 'group' cannot load batch-norm ImageNet weights; use 'frozen' or 'batch'")
+        layer = {"batch": nn.BatchNorm2d, "frozen": FrozenBatchNorm2d,
+                 "group": lambda c: nn.GroupNorm(min(32, c // 4), c)}[norm]
+        net = torchvision.models.resnet18(weights=None, norm_layer=layer)  # never downloads
         if weights_path:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -15,9 +15,10 @@ class GraphConv(nn.Module):
         self.w_self = nn.Linear(in_dim, out_dim)
         self.w_nbr = nn.Linear(in_dim, out_dim, bias=False)
 
-    def forward(self, x: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> Tensor:
-        """x: (N, V, C_in); nbr_idx, nbr_mask: (V, K) -> (N, V, C_out)."""
-        return self.w_self(x) + self.w_nbr(neighbor_mean(x, nbr_idx, nbr_mask))
+    def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
+        """x: (N, V, C_in); adjacency: sparse (V, V) row-normalised -> (N, V, C_out)."""
+        # W_nbr is linear without bias, so W_nbr(mean x) = mean(W_nbr x): average the narrower side
+        return self.w_self(x) + neighbor_mean(self.w_nbr(x), adjacency)
 
 
 class DeformationBlock(nn.Module):
@@ -37,9 +38,9 @@ class DeformationBlock(nn.Module):
             for p in self.out.parameters():
                 p.mul_(0.1)
 
-    def forward(self, verts: Tensor, features: Tensor, nbr_idx: Tensor, nbr_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, verts: Tensor, features: Tensor, adjacency: Tensor) -> tuple[Tensor, Tensor]:
         """verts (N, V, 3), features (N, V, C_in) -> (moved verts (N, V, 3), hidden (N, V, hidden_dim))."""
-        h = torch.relu(self.inp(features, nbr_idx, nbr_mask))
+        h = torch.relu(self.inp(features, adjacency))
         for conv1, conv2 in self.res:
-            h = 0.5 * (h + torch.relu(conv2(torch.relu(conv1(h, nbr_idx, nbr_mask)), nbr_idx, nbr_mask)))
-        return verts + self.out(h, nbr_idx, nbr_mask), h
+            h = 0.5 * (h + torch.relu(conv2(torch.relu(conv1(h, adjacency)), adjacency)))
+        return verts + self.out(h, adjacency), h

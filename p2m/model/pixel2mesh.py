@@ -21,24 +21,33 @@ class MeshOutput(NamedTuple):
     before: list[Tensor]
 
 
+class LevelGraph(NamedTuple):
+    """Connectivity of one template level on the model's device (see :class:`p2m.model.template.MeshLevel`)."""
+
+    faces: Tensor  # (F, 3)
+    edges: Tensor  # (E, 2)
+    adjacency: Tensor  # (V, V) sparse CSR, row-normalised
+    face_pairs: Tensor  # (A, 2)
+
+
 class Pixel2Mesh(nn.Module):
     def __init__(self, cfg: ModelConfig, image_size: int):
         super().__init__()
         self.image_size = image_size
-        self.backbone = ResNet18Features(cfg.backbone_weights or None, cfg.feature_levels)
+        self.backbone = ResNet18Features(cfg.backbone_weights or None, cfg.feature_levels, cfg.backbone_norm)
         template = build_template(cfg.template, cfg.mesh_pos)
         self.register_buffer("template_verts", template.verts)
         for i, level in enumerate(template.levels):  # buffers, so .to(device) moves them
-            for name in ("edges", "nbr_idx", "nbr_mask"):
+            for name in LevelGraph._fields:
                 self.register_buffer(f"_l{i}_{name}", getattr(level, name), persistent=False)
         C, H = self.backbone.out_channels, cfg.hidden_dim
         self.blocks = nn.ModuleList([DeformationBlock(C + 3, H, cfg.layers_per_block),
                                      DeformationBlock(C + 3 + H, H, cfg.layers_per_block),
                                      DeformationBlock(C + 3 + H, H, cfg.layers_per_block)])
 
-    def level(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(edges, nbr_idx, nbr_mask) of level i on the model's device."""
-        return getattr(self, f"_l{i}_edges"), getattr(self, f"_l{i}_nbr_idx"), getattr(self, f"_l{i}_nbr_mask")
+    def level(self, i: int) -> LevelGraph:
+        """The connectivity of level i (0, 1, 2) on the model's device."""
+        return LevelGraph(*(getattr(self, f"_l{i}_{name}") for name in LevelGraph._fields))
 
     def forward(self, images: Tensor) -> MeshOutput:
         """images (N, 3, S, S) -> :class:`MeshOutput`."""
@@ -48,14 +57,14 @@ class Pixel2Mesh(nn.Module):
         hidden = None
         out, before = [], []
         for i, block in enumerate(self.blocks):
-            edges, nbr_idx, nbr_mask = self.level(i)
+            adjacency = self.level(i).adjacency
             if i > 0:
-                prev_edges = self.level(i - 1)[0]
+                prev_edges = self.level(i - 1).edges
                 verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
             feats = [pool_features(maps, verts, self.image_size), verts]
             if hidden is not None:
                 feats.append(hidden)
             before.append(verts)
-            verts, hidden = block(verts, torch.cat(feats, dim=-1), nbr_idx, nbr_mask)
+            verts, hidden = block(verts, torch.cat(feats, dim=-1), adjacency)
             out.append(verts)
         return MeshOutput(out, before)

@@ -20,19 +20,18 @@ from torch import Tensor
 
 from p2m.data.datfile import load_pickle
 from p2m.data.errors import DataError
-from p2m.geometry.mesh import edges_from_faces, face_adjacency, neighbor_table
+from p2m.geometry.mesh import edges_from_faces, face_adjacency, mean_adjacency
 
 P2M_RADII = (0.276, 0.194, 0.2)  # semi-axes of the authors' ellipsoid (X, Y, Z)
 
 
 @dataclass
 class MeshLevel:
-    """Connectivity of one template level (all LongTensors except nbr_mask)."""
+    """Connectivity of one template level."""
 
     faces: Tensor  # (F, 3)
     edges: Tensor  # (E, 2)
-    nbr_idx: Tensor  # (V, K)
-    nbr_mask: Tensor  # (V, K) bool
+    adjacency: Tensor  # (V, V) sparse CSR, row-normalised (neighbour mean)
     face_pairs: Tensor  # (A, 2) faces sharing an edge
     num_verts: int
 
@@ -65,8 +64,7 @@ def build_template(source: str = "generated", mesh_pos=(0.0, 0.0, -0.8), num_lev
     num_verts = len(verts)
     for level in range(num_levels):
         edges = edges_from_faces(faces_t)
-        nbr_idx, nbr_mask = neighbor_table(edges, num_verts)
-        levels.append(MeshLevel(faces_t, edges, nbr_idx, nbr_mask, face_adjacency(faces_t), num_verts))
+        levels.append(MeshLevel(faces_t, edges, mean_adjacency(edges, num_verts), face_adjacency(faces_t), num_verts))
         if level + 1 < num_levels:
             faces_t = subdivide_faces(faces_t, edges, num_verts)
             num_verts += len(edges)

@@ -7,7 +7,7 @@ from scipy.spatial import cKDTree
 
 from p2m.geometry.edge import edge_length_loss, edge_target_loss
 from p2m.geometry.laplacian import laplacian_change_loss, laplacian_coords, laplacian_smoothing_loss
-from p2m.geometry.mesh import edges_from_faces, face_adjacency, face_normals, neighbor_table, vertex_normals
+from p2m.geometry.mesh import edges_from_faces, face_adjacency, face_normals, mean_adjacency, vertex_normals
 from p2m.geometry.metrics import mesh_metrics
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 
@@ -24,9 +24,10 @@ def test_edges_and_neighbours_match_trimesh(sphere):
     mesh, verts, faces = sphere
     edges = edges_from_faces(faces)
     assert {tuple(e) for e in edges.tolist()} == {tuple(sorted(e)) for e in mesh.edges_unique.tolist()}
-    idx, mask = neighbor_table(edges, len(mesh.vertices))
+    adj = mean_adjacency(edges, len(mesh.vertices)).to_dense()
     for v, nbrs in enumerate(mesh.vertex_neighbors):
-        assert sorted(idx[v][mask[v]].tolist()) == sorted(nbrs)
+        assert sorted(adj[v].nonzero()[:, 0].tolist()) == sorted(nbrs)
+        torch.testing.assert_close(adj[v, nbrs], torch.full((len(nbrs),), 1.0 / len(nbrs)))
 
 
 def test_face_adjacency_matches_trimesh(sphere):
@@ -62,17 +63,17 @@ def test_edge_losses_by_hand():
 
 def test_laplacian_by_loops(sphere):
     mesh, verts, faces = sphere
-    idx, mask = neighbor_table(edges_from_faces(faces), verts.shape[1])
+    adj = mean_adjacency(edges_from_faces(faces), verts.shape[1])
     g = torch.Generator().manual_seed(0)
     moved = verts + 0.05 * torch.randn(verts.shape, generator=g, dtype=verts.dtype)
     ref = torch.stack([moved[0, v] - moved[0, nb].mean(0) for v, nb in enumerate(mesh.vertex_neighbors)])
-    torch.testing.assert_close(laplacian_coords(moved, idx, mask)[0], ref)
+    torch.testing.assert_close(laplacian_coords(moved, adj)[0], ref)
     ref_before = torch.stack([verts[0, v] - verts[0, nb].mean(0) for v, nb in enumerate(mesh.vertex_neighbors)])
-    torch.testing.assert_close(laplacian_change_loss(verts, moved, idx, mask),
+    torch.testing.assert_close(laplacian_change_loss(verts, moved, adj),
                                ((ref - ref_before) ** 2).sum(-1).mean()[None])
-    torch.testing.assert_close(laplacian_smoothing_loss(moved, idx, mask), ref.norm(dim=-1).mean()[None])
+    torch.testing.assert_close(laplacian_smoothing_loss(moved, adj), ref.norm(dim=-1).mean()[None])
     # a translation does not change Laplacian coordinates
-    assert laplacian_change_loss(verts, verts + 1.0, idx, mask).item() == pytest.approx(0, abs=1e-12)
+    assert laplacian_change_loss(verts, verts + 1.0, adj).item() == pytest.approx(0, abs=1e-12)
 
 
 def test_edge_normal_loss_by_loops():
@@ -100,12 +101,12 @@ def test_normal_consistency_flat_vs_folded():
 def test_metrics_against_scipy(sphere):
     mesh, verts, faces = sphere
     edges = edges_from_faces(faces)
-    idx, mask = neighbor_table(edges, verts.shape[1])
+    adj = mean_adjacency(edges, verts.shape[1])
     gt_mesh = trimesh.creation.icosphere(subdivisions=4, radius=1.02)
     pts, fid = trimesh.sample.sample_surface(gt_mesh, 3000, seed=0)
     gt = torch.tensor(pts, dtype=torch.float32)[None]
     gtn = torch.tensor(gt_mesh.face_normals[fid], dtype=torch.float32)[None]
-    m = mesh_metrics(verts.float(), faces, edges, idx, mask, gt, gtn)
+    m = mesh_metrics(verts.float(), faces, edges, adj, gt, gtn)
     v = mesh.vertices
     d_pred, _ = cKDTree(pts).query(v)
     d_gt, _ = cKDTree(v).query(pts)

@@ -6,6 +6,7 @@ import torch
 from p2m.config import profile_config
 from p2m.data.camera import project
 from p2m.geometry import chamfer_distance
+from p2m.geometry.mesh import mean_adjacency
 from p2m.model import Pixel2Mesh
 from p2m.model.gcn import GraphConv
 from p2m.model.pooling import pool_features
@@ -66,9 +67,8 @@ def test_graph_conv_by_loops():
     torch.manual_seed(2)
     conv = GraphConv(4, 3)
     x = torch.randn(2, 3, 4)
-    nbr_idx = torch.tensor([[1, 2], [0, 1], [0, 2]])
-    nbr_mask = torch.tensor([[True, True], [True, False], [True, False]])
-    out = conv(x, nbr_idx, nbr_mask)
+    adjacency = mean_adjacency(torch.tensor([[0, 1], [0, 2]]), 3)  # vertex 0 joins 1 and 2
+    out = conv(x, adjacency)
     ref = torch.stack([conv.w_self(x[:, 0]) + conv.w_nbr((x[:, 1] + x[:, 2]) / 2),
                        conv.w_self(x[:, 1]) + conv.w_nbr(x[:, 0]),
                        conv.w_self(x[:, 2]) + conv.w_nbr(x[:, 0])], dim=1)

@@ -1,0 +1,72 @@
+"""Evaluate a model on a split: per-stage metrics for every view, and their means.
+
+Training validation (:func:`p2m.train.fit`) and ``p2m evaluate`` both go through :func:`evaluate`,
+so a number in a results table and a number from the command line are the same computation.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from p2m.config import STAGES
+from p2m.geometry.metrics import mesh_metrics
+
+METRICS = ("cd", "cd_x1000", "cd_pred_to_gt", "cd_gt_to_pred", "f_tau", "f_2tau", "normal_consistency", "smoothness")
+
+
+def metric_key(stage: int, metric: str) -> str:
+    """Key of one stage's metric, e.g. ``metric_key(3, "cd") == "s3_cd"``."""
+    return f"s{stage}_{metric}"
+
+
+class Evaluation(NamedTuple):
+    """items: one dict per view (synset, model_id, view, and every ``s{stage}_{metric}``);
+    means: the mean of each ``s{stage}_{metric}`` over the views."""
+
+    items: list[dict]
+    means: dict[str, float]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
+             limit: int = 0) -> Evaluation:
+    """Run ``model`` over ``loader`` (batches from :func:`p2m.data.collate_p2m`) against the full GT.
+
+    Args:
+        limit: stop after this many views (0 = all).
+    """
+    was_training = model.training
+    model.eval()
+    items: list[dict] = []
+    try:
+        for batch in loader:
+            images = batch["images"].to(device, non_blocking=True)
+            autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+            with autocast:
+                out = model(images)
+            gt = batch["points_full_padded"].to(device)
+            gt_n = batch["normals_full_padded"].to(device)
+            lengths = batch["num_points_full"].to(device)
+            per_stage = {}
+            for stage, verts in zip(STAGES, out.verts):
+                level = model.level(stage - 1)
+                m = mesh_metrics(verts.float(), level.faces, level.edges, level.adjacency, gt, gt_n, lengths)
+                per_stage.update({metric_key(stage, k): v.cpu() for k, v in m.items()})
+            for i in range(images.shape[0]):
+                row = {"synset": batch["synset"][i], "model_id": batch["model_id"][i], "view": batch["view"][i]}
+                row.update({k: float(v[i]) for k, v in per_stage.items()})
+                items.append(row)
+            if limit and len(items) >= limit:
+                items = items[:limit]
+                break
+    finally:
+        model.train(was_training)
+    if not items:
+        raise ValueError("evaluate: the loader gave no views")
+    keys = [metric_key(s, m) for s in STAGES for m in METRICS]
+    means = {k: sum(row[k] for row in items) / len(items) for k in keys}
+    return Evaluation(items, means)

@@ -1,0 +1,94 @@
+"""The training loss: Σ_s Σ_t w[s][t] · L_t(stage s), the 12 weights a search tunes.
+
+Terms (Pixel2Mesh, Wang et al. 2018, Sec. 3.5, in the forms of ``LossConfig``):
+- chamfer: ``gt_to_pred + chamfer_opposite * pred_to_gt`` against the GT points of the batch,
+  measured at the mesh vertices (``pred_samples{s} = 0``, as Pixel2Mesh) or at points sampled on the
+  predicted surface (``> 0``, as Mesh R-CNN);
+- edge: mean squared edge length ("p2m") or squared deviation from a target length ("target");
+- laplacian: change of the Laplacian coordinates through the block ("p2m") or plain smoothness
+  ("smooth");
+- normal: |cos| between each edge and the GT normal nearest its vertex ("p2m") or adjacent-face
+  normal consistency ("consistency").
+
+Pixel2Mesh's "move" term (vertex displacement in blocks 2 and 3) is not one of the 12 and is not used.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from p2m.config import STAGES, TERMS, LossConfig
+from p2m.geometry.chamfer import chamfer_distance
+from p2m.geometry.edge import edge_length_loss, edge_target_loss
+from p2m.geometry.knn import nearest_indices
+from p2m.geometry.laplacian import laplacian_change_loss, laplacian_smoothing_loss
+from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
+from p2m.geometry.sample import sample_surface_points
+from p2m.model.pixel2mesh import LevelGraph, MeshOutput
+
+
+class LossResult(NamedTuple):
+    """total: scalar, the weighted sum (batch mean); terms: {"s{stage}_{term}": scalar}, unweighted."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+
+def term_name(stage: int, term: str) -> str:
+    return f"s{stage}_{term}"
+
+
+def p2m_loss(cfg: LossConfig, out: MeshOutput, levels: list[LevelGraph], gt_points: Tensor, gt_normals: Tensor,
+             generator: torch.Generator | None = None) -> LossResult:
+    """The weighted loss of one batch.
+
+    Args:
+        cfg: the 12 weights and the forms of the terms.
+        out: the model's output (vertices after and before each block, float32 or autocast dtype).
+        levels: connectivity of the three template levels.
+        gt_points, gt_normals: FloatTensor (N, P, 3), P = ``data.gt_samples``.
+        generator: for the surface samples when ``pred_samples > 0``.
+
+    Returns:
+        :class:`LossResult`. A term whose weight is 0 is still computed (and reported) but adds
+        nothing to the gradient's graph beyond a zero.
+    """
+    gt_points, gt_normals = gt_points.float(), gt_normals.float()
+    terms: dict[str, Tensor] = {}
+    total = gt_points.new_zeros(())
+    for stage, verts, before, level in zip(STAGES, out.verts, out.before, levels):
+        verts, before = verts.float(), before.float()
+        values = _stage_terms(cfg, stage, verts, before, level, gt_points, gt_normals, generator)
+        for term in TERMS:
+            value = values[term].mean()
+            terms[term_name(stage, term)] = value
+            total = total + cfg.weight(stage, term) * value
+    return LossResult(total, terms)
+
+
+def _stage_terms(cfg: LossConfig, stage: int, verts: Tensor, before: Tensor, level: LevelGraph, gt_points: Tensor,
+                 gt_normals: Tensor, generator) -> dict[str, Tensor]:
+    num_samples = cfg.pred_samples(stage)
+    if num_samples > 0:
+        pred, _ = sample_surface_points(verts, level.faces, num_samples, generator)
+        ch = chamfer_distance(pred, gt_points)
+        nearest_gt = nearest_indices(verts, gt_points) if cfg.normal_form == "p2m" else None
+    else:
+        ch = chamfer_distance(verts, gt_points)
+        nearest_gt = ch.pred_nn
+    out = {"chamfer": ch.gt_to_pred + cfg.chamfer_opposite * ch.pred_to_gt}
+    if cfg.edge_form == "p2m":
+        out["edge"] = edge_length_loss(verts, level.edges)
+    else:
+        out["edge"] = edge_target_loss(verts, level.edges, cfg.edge_target_length)
+    if cfg.laplacian_form == "p2m":
+        out["laplacian"] = laplacian_change_loss(before, verts, level.adjacency)
+    else:
+        out["laplacian"] = laplacian_smoothing_loss(verts, level.adjacency)
+    if cfg.normal_form == "p2m":
+        out["normal"] = edge_normal_loss(verts, level.edges, gt_normals, nearest_gt)
+    else:
+        out["normal"] = normal_consistency_loss(verts, level.faces, level.face_pairs)
+    return out

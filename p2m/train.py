@@ -1,0 +1,281 @@
+"""Training: :func:`fit` runs the batched loop, validates every epoch, checkpoints, and calls a hook.
+
+The hook ``on_epoch(metrics, checkpoint_dir)`` is how a search reports to its scheduler without
+``p2m`` importing it. Metric keys (one flat dict per epoch):
+    epoch (1-based), train_loss, train_s{1,2,3}_{chamfer,edge,laplacian,normal} (unweighted term means),
+    val_s{1,2,3}_{cd,cd_x1000,cd_pred_to_gt,cd_gt_to_pred,f_tau,f_2tau,normal_consistency,smoothness},
+    lr, epoch_seconds, train_samples_per_second, val_views.
+The objective of a search is ``val_s3_cd`` (lower is better).
+
+An ``out_dir`` holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint/checkpoint.pt``
+(the latest epoch, replaced atomically) and ``best.pt`` (the epoch with the lowest ``val_s3_cd``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from p2m.checkpoint import CHECKPOINT_NAME, checkpoint_config, load_checkpoint, save_checkpoint
+from p2m.config import TrainConfig, save_config
+from p2m.data.datfile import atomic_write_bytes
+from p2m.data.dataset import P2MDataset, collate_p2m
+from p2m.data.layout import find_samples
+from p2m.evaluate import evaluate
+from p2m.loss import p2m_loss
+from p2m.model import Pixel2Mesh
+
+OBJECTIVE = "val_s3_cd"
+OnEpoch = Callable[[dict, Path], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch, step and terms."""
+
+
+class FitResult(NamedTuple):
+    history: list[dict]  # one metrics dict per epoch, including epochs before a resume
+    best: dict  # the metrics of the epoch with the lowest val_s3_cd
+    out_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else is checked and returned."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def build_model(cfg: TrainConfig) -> Pixel2Mesh:
+    return Pixel2Mesh(cfg.model, cfg.data.image_size)
+
+
+def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None = None,
+        resume_from: str | os.PathLike | None = None, progress: bool = True, save_best: bool = True,
+        log: Callable[[str], None] | None = print) -> FitResult:
+    """Train ``cfg`` for ``cfg.optim.max_epochs`` epochs (continuing from ``resume_from`` when given).
+
+    Args:
+        out_dir: where the config, metrics, checkpoint and best weights go (created).
+        on_epoch: called after each epoch's checkpoint is written, with the metrics and the
+            checkpoint's directory.
+        resume_from: a checkpoint file or directory; training continues after its epoch, with its
+            optimizer and RNG states, and gives the same result as an uninterrupted run (on CPU).
+        progress: show a tqdm bar over each epoch's steps.
+        save_best: keep ``best.pt`` beside the checkpoint.
+        log: receives one summary line per epoch (None: silent).
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite.
+        ValueError: for a missing dataset or split, or a checkpoint that is not readable.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoint"
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    amp_dtype = _amp_dtype(cfg, device)
+
+    train_set, val_set = _datasets(cfg)
+    with warnings.catch_warnings():
+        if cfg.model.backbone_weights == "":
+            warnings.simplefilter("ignore")  # said once below, not once per trial restart
+        model = build_model(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    steps = cfg.optim.steps_per_epoch or math.ceil(len(train_set) / cfg.optim.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps * cfg.optim.max_epochs))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    levels = [model.level(i) for i in range(3)]
+
+    history: list[dict] = []
+    best: dict = {}
+    start_epoch = 1
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, map_location=device)
+        _check_same_run(cfg, checkpoint_config(state, str(resume_from)), resume_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        history, best = list(state["history"]), dict(state["best"])
+        start_epoch = int(state["epoch"]) + 1
+    elif cfg.model.backbone_weights == "" and log:
+        log("note: the ResNet-18 starts from random init (set model.backbone_weights to a local ImageNet file)")
+    save_config(cfg, out_dir / "config.yaml")
+    _write_history(out_dir / "metrics.jsonl", history)
+
+    val_loader = DataLoader(val_set, batch_size=cfg.optim.batch_size, shuffle=False, collate_fn=collate_p2m,
+                            num_workers=cfg.data.num_workers)
+    for epoch in range(start_epoch, cfg.optim.max_epochs + 1):
+        t0 = time.perf_counter()
+        train_set.set_epoch(epoch)
+        sampler = RandomSampler(train_set, num_samples=steps * cfg.optim.batch_size if cfg.optim.steps_per_epoch else None,
+                                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, collate_fn=collate_p2m,
+                            num_workers=cfg.data.num_workers, drop_last=len(train_set) > cfg.optim.batch_size,
+                            pin_memory=device.type == "cuda")
+        sums: dict[str, float] = {}
+        seen = 0
+        bar = _progress(loader, epoch, cfg.optim.max_epochs, progress)
+        for step, batch in enumerate(bar, start=1):
+            images = batch["images"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                out = model(images)
+            res = p2m_loss(cfg.loss, out, levels, batch["points"].to(device), batch["normals"].to(device))
+            if not torch.isfinite(res.total):
+                terms = ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in res.terms.items())
+                raise NonFiniteLossError(f"loss became {float(res.total)} at epoch {epoch} step {step} ({terms})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(res.total).backward()
+            if cfg.optim.grad_clip_norm > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = images.shape[0]
+            seen += n
+            sums["train_loss"] = sums.get("train_loss", 0.0) + float(res.total.detach()) * n
+            for k, v in res.terms.items():
+                sums[f"train_{k}"] = sums.get(f"train_{k}", 0.0) + float(v.detach()) * n
+            if progress:
+                bar.set_postfix(loss=f"{sums['train_loss'] / seen:.4g}")
+        train_seconds = time.perf_counter() - t0
+        ev = evaluate(model, val_loader, device, amp_dtype)
+        metrics = {"epoch": epoch, **{k: v / seen for k, v in sums.items()},
+                   **{f"val_{k}": v for k, v in ev.means.items()}, "val_views": len(ev.items),
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
+                   "train_samples_per_second": seen / train_seconds}
+        history.append(metrics)
+        if not best or metrics[OBJECTIVE] < best[OBJECTIVE]:
+            best = metrics
+            if save_best:
+                save_checkpoint(out_dir / "best.pt", {"epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict()})
+        save_checkpoint(ckpt_dir / CHECKPOINT_NAME, {
+            "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "history": history, "best": best})
+        _write_history(out_dir / "metrics.jsonl", history)
+        if log:
+            log(_summary(metrics, cfg.optim.max_epochs))
+        if on_epoch is not None:
+            on_epoch(metrics, ckpt_dir)
+    return FitResult(history, best, out_dir)
+
+
+def run_training(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, previews: int = 4,
+                 progress: bool = True) -> FitResult:
+    """``p2m train``: :func:`fit`, then OBJ meshes and preview PNGs of ``previews`` validation views
+    (from the best epoch's weights) and ``curves.png``.
+
+    Raises:
+        ValueError: when ``out_dir`` already holds a run and ``resume`` is False, or holds none and it is True.
+    """
+    from p2m.checkpoint import load_model
+    from p2m.predict import plot_curves, write_previews
+
+    out_dir = Path(out_dir)
+    has_run = (out_dir / "checkpoint" / CHECKPOINT_NAME).is_file()
+    if has_run and not resume:
+        raise ValueError(f"{out_dir}: already holds a training run (pass --resume to continue it, or another --out)")
+    if resume and not has_run:
+        raise ValueError(f"{out_dir}: no checkpoint to resume from (checkpoint/{CHECKPOINT_NAME} is missing)")
+    result = fit(cfg, out_dir, resume_from=out_dir / "checkpoint" if resume else None, progress=progress)
+    plot_curves(result.history, out_dir / "curves.png", title=f"{cfg.profile} profile, {cfg.data.root}")
+    if previews > 0:
+        model, _ = load_model(out_dir / "best.pt", resolve_device(cfg.device))
+        _, val = _datasets(cfg)
+        step = max(1, len(val) // previews)
+        write_previews(model, cfg, val.samples[::step][:previews], out_dir)
+    return result
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at each optimizer step: linear warm-up, then constant or cosine to 5%."""
+    warmup = cfg.optim.warmup_steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.optim.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _datasets(cfg: TrainConfig) -> tuple[P2MDataset, P2MDataset]:
+    if not cfg.data.root:
+        raise ValueError("data.root: no dataset given (set data.root or pass --data)")
+    train = find_samples(cfg.data.root, cfg.data.train_split)
+    val = find_samples(cfg.data.root, cfg.data.val_split)
+    for name, samples in (("data.train_split", train), ("data.val_split", val)):
+        if not samples:
+            raise ValueError(f"{name}: no samples in split {getattr(cfg.data, name.split('.')[1])!r} of {cfg.data.root}")
+    if cfg.data.val_limit and len(val) > cfg.data.val_limit:
+        step = len(val) / cfg.data.val_limit  # spread over categories and models, not the first ones
+        val = [val[int(i * step)] for i in range(cfg.data.val_limit)]
+    return (P2MDataset(train, cfg.data.gt_samples, cfg.data.image_size, seed=cfg.seed),
+            P2MDataset(val, cfg.data.gt_samples, cfg.data.image_size, seed=cfg.seed))
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not cfg.optim.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _check_same_run(cfg: TrainConfig, saved: TrainConfig, source) -> None:
+    """A resume may lengthen a run (optim.max_epochs) or move it (device, data.root, workers); nothing else."""
+    def strip(c: TrainConfig) -> dict:
+        flat = c.flat()
+        for key in ("optim.max_epochs", "device", "data.root", "data.num_workers"):
+            flat.pop(key)
+        return flat
+
+    a, b = strip(cfg), strip(saved)
+    diff = sorted(k for k in a if a[k] != b.get(k))
+    if diff:
+        raise ValueError(f"{source}: checkpoint was trained with a different config ({', '.join(diff[:5])})")
+
+
+def _progress(loader, epoch: int, epochs: int, enabled: bool):
+    if not enabled:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
+
+
+def _summary(m: dict, epochs: int) -> str:
+    cds = " / ".join(f"{m[f'val_s{s}_cd_x1000']:.3f}" for s in (1, 2, 3))
+    return (f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4g}  val CDx1000 s1/s2/s3 {cds}  "
+            f"F@tau {m['val_s3_f_tau']:.1f}  ({m['epoch_seconds']:.1f} s, {m['train_samples_per_second']:.1f} samples/s)")
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in history).encode())
+
+
+def config_with(cfg: TrainConfig, **sections) -> TrainConfig:
+    """``cfg`` with some fields of its sections replaced: ``config_with(cfg, optim={"max_epochs": 3})``."""
+    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)
+                                       for name, values in sections.items()})

@@ -1,0 +1,127 @@
+"""The composed loss: each of the 12 weights scales exactly its own term, and the terms are the geometry ops."""
+import dataclasses
+import warnings
+
+import pytest
+import torch
+import trimesh
+
+from p2m.config import STAGES, TERMS, WEIGHT_KEYS, LossConfig, profile_config
+from p2m.geometry.chamfer import chamfer_distance
+from p2m.geometry.edge import edge_length_loss
+from p2m.geometry.laplacian import laplacian_change_loss, laplacian_smoothing_loss
+from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
+from p2m.geometry.sample import sample_surface_points
+from p2m.loss import p2m_loss, term_name
+from p2m.model import Pixel2Mesh
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    cfg = profile_config("tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Pixel2Mesh(cfg.model, cfg.data.image_size)
+    levels = [model.level(i) for i in range(3)]
+    images = torch.randn(2, 3, cfg.data.image_size, cfg.data.image_size)
+    gt = torch.randn(2, 400, 3) * 0.15 + torch.tensor([0.0, 0.0, -0.8])
+    gtn = torch.nn.functional.normalize(torch.randn(2, 400, 3), dim=-1)
+    return model, levels, images, gt, gtn
+
+
+def test_terms_are_the_geometry_ops(setup):
+    model, levels, images, gt, gtn = setup
+    out = model(images)
+    res = p2m_loss(LossConfig(), out, levels, gt, gtn)
+    for s, verts, before, level in zip(STAGES, out.verts, out.before, levels):
+        ch = chamfer_distance(verts, gt)
+        expected = {
+            "chamfer": (ch.gt_to_pred + 0.55 * ch.pred_to_gt).mean(),
+            "edge": edge_length_loss(verts, level.edges).mean(),
+            "laplacian": laplacian_change_loss(before, verts, level.adjacency).mean(),
+            "normal": edge_normal_loss(verts, level.edges, gtn, ch.pred_nn).mean(),
+        }
+        for t in TERMS:
+            torch.testing.assert_close(res.terms[term_name(s, t)], expected[t])
+    by_hand = sum(LossConfig().weight(s, t) * res.terms[term_name(s, t)] for s in STAGES for t in TERMS)
+    torch.testing.assert_close(res.total, by_hand)
+
+
+def test_other_forms_are_selected_by_config(setup):
+    model, levels, images, gt, gtn = setup
+    out = model(images)
+    cfg = LossConfig(edge_form="target", edge_target_length=0.02, laplacian_form="smooth", normal_form="consistency")
+    res = p2m_loss(cfg, out, levels, gt, gtn)
+    v, level = out.verts[2], levels[2]
+    lengths = (v[:, level.edges[:, 0]] - v[:, level.edges[:, 1]]).norm(dim=-1)
+    torch.testing.assert_close(res.terms["s3_edge"], ((lengths - 0.02) ** 2).mean())
+    torch.testing.assert_close(res.terms["s3_laplacian"], laplacian_smoothing_loss(v, level.adjacency).mean())
+    torch.testing.assert_close(res.terms["s3_normal"], normal_consistency_loss(v, level.faces, level.face_pairs).mean())
+
+
+@pytest.mark.parametrize("key", WEIGHT_KEYS)
+def test_each_weight_moves_the_loss_by_its_own_term(setup, key):
+    model, levels, images, gt, gtn = setup
+    with torch.no_grad():
+        out = model(images)
+    base = LossConfig()
+    res = p2m_loss(base, out, levels, gt, gtn)
+    stage, term = int(key[1]), key.split("_", 1)[1]
+    for new in (0.0, 3 * getattr(base, key) + 0.5):
+        changed = p2m_loss(dataclasses.replace(base, **{key: new}), out, levels, gt, gtn)
+        delta = (new - getattr(base, key)) * res.terms[term_name(stage, term)]
+        torch.testing.assert_close(changed.total - res.total, delta, rtol=1e-4, atol=1e-7)
+        for k, v in changed.terms.items():  # the terms themselves do not depend on the weights
+            torch.testing.assert_close(v, res.terms[k])
+    assert res.terms[term_name(stage, term)] > 0  # so a weight change does change the loss
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_weight_only_pulls_on_that_stage(setup, stage):
+    """With only stage s's edge weight set, the gradient reaches block s (and earlier blocks through it),
+    never a later block."""
+    model, levels, images, gt, gtn = setup
+    only = LossConfig(**{k: float(k == f"w{stage}_edge") for k in WEIGHT_KEYS})
+    model.zero_grad()
+    p2m_loss(only, model(images), levels, gt, gtn).total.backward()
+    for i, block in enumerate(model.blocks, start=1):
+        grad = sum(float(p.grad.abs().sum()) for p in block.parameters() if p.grad is not None)
+        assert (grad > 0) == (i <= stage), (i, grad)
+
+
+def test_surface_samples_lie_on_the_mesh_and_follow_area():
+    mesh = trimesh.creation.box(extents=(1.0, 2.0, 4.0))  # faces of three different areas
+    verts = torch.tensor(mesh.vertices, dtype=torch.float32)[None].repeat(2, 1, 1).requires_grad_()
+    faces = torch.tensor(mesh.faces)
+    g = torch.Generator().manual_seed(0)
+    pts, normals = sample_surface_points(verts, faces, 20000, generator=g)
+    assert pts.shape == (2, 20000, 3) and normals.shape == (2, 20000, 3)
+    half = torch.tensor([0.5, 1.0, 2.0])
+    rel = pts[0].detach().abs() / half  # a point on the box's surface has one coordinate at +-half, none beyond
+    assert (rel.max(-1).values - 1).abs().max() < 1e-5
+    on_axis = torch.nn.functional.one_hot(rel.argmax(-1), 3).float()  # the face it is on
+    torch.testing.assert_close(normals[0].abs(), on_axis, atol=1e-5, rtol=0)
+    # share of points on the two 2x4 faces is 16 / (2 * (2 + 4 + 8)) = 0.571
+    on_big = (pts[0, :, 0].abs() > 0.5 - 1e-5).float().mean().item()
+    assert on_big == pytest.approx(16 / 28, abs=0.015)
+    pts.sum().backward()
+    assert verts.grad is not None and verts.grad.abs().sum() > 0
+
+
+def test_pred_samples_replace_vertices_in_the_chamfer_term(setup):
+    model, levels, images, gt, gtn = setup
+    with torch.no_grad():
+        out = model(images)
+    vertex_cfg = LossConfig()
+    sampled_cfg = LossConfig(pred_samples3=5000)
+    a = p2m_loss(vertex_cfg, out, levels, gt, gtn)
+    b = p2m_loss(sampled_cfg, out, levels, gt, gtn, generator=torch.Generator().manual_seed(1))
+    assert a.terms["s1_chamfer"] == b.terms["s1_chamfer"]  # stages without samples are unchanged
+    assert a.terms["s3_chamfer"] != b.terms["s3_chamfer"]
+    g = torch.Generator().manual_seed(1)
+    pts, _ = sample_surface_points(out.verts[2], levels[2].faces, 5000, generator=g)
+    ch = chamfer_distance(pts, gt)
+    torch.testing.assert_close(b.terms["s3_chamfer"], (ch.gt_to_pred + 0.55 * ch.pred_to_gt).mean())
+    for t in ("edge", "laplacian", "normal"):
+        torch.testing.assert_close(a.terms[f"s3_{t}"], b.terms[f"s3_{t}"])
