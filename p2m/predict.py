@@ -1,7 +1,6 @@
 """Inference: meshes from images, and the OBJ files, previews and curves a training run leaves behind."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -10,11 +9,11 @@ import torch
 
 from p2m.config import STAGES, TrainConfig
 from p2m.data.dataset import P2MDataset, collate_p2m, prepare_image
-from p2m.data.datfile import atomic_write_bytes, read_dat
+from p2m.data.datfile import read_dat
 from p2m.data.image import read_image
 from p2m.data.layout import Sample
 from p2m.evaluate import evaluate, metric_key
-from p2m.render import preview_png, write_obj
+from p2m.render import preview_png, save_figure, write_obj
 
 
 @torch.no_grad()
@@ -77,10 +76,4 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
     ax_cd.legend()
     for ax in (ax_loss, ax_cd):
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path, title)

@@ -102,11 +102,18 @@ def preview_png(path: str | os.PathLike, image: np.ndarray, stage_verts: list[np
         draw_points(axes[1, -1], turn_about_vertical(gt_points, centre, 90), S)
         axes[0, -1].set_title("ground truth", fontsize=9)
     axes[1, 1].set_ylabel("turned 90°", fontsize=9)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: str | os.PathLike, title: str = "", dpi: int = 110) -> Path:
+    """Title, lay out and write a matplotlib figure as PNG (atomically), then close it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 

@@ -13,7 +13,6 @@ An ``out_dir`` holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -274,8 +273,3 @@ def _summary(m: dict, epochs: int) -> str:
 def _write_history(path: Path, history: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in history).encode())
 
-
-def config_with(cfg: TrainConfig, **sections) -> TrainConfig:
-    """``cfg`` with some fields of its sections replaced: ``config_with(cfg, optim={"max_epochs": 3})``."""
-    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)
-                                       for name, values in sections.items()})

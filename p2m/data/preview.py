@@ -1,17 +1,16 @@
 """``p2m data preview``: a contact sheet of views with their ground-truth points projected on them."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
 from p2m.data.camera import project
-from p2m.data.datfile import atomic_write_bytes, read_dat
+from p2m.data.datfile import read_dat
 from p2m.data.image import read_image
 from p2m.data.layout import Sample
-
+from p2m.render import save_figure
 
 def contact_sheet(samples: list[Sample], out: str | os.PathLike, columns: int = 6, max_points: int = 1500,
                   seed: int = 0) -> Path:
@@ -47,15 +46,7 @@ def contact_sheet(samples: list[Sample], out: str | os.PathLike, columns: int = 
         ax.set_ylim(rgba.shape[0] - 0.5, -0.5)
         ax.set_title(f"{sample.category} {sample.model_id[:6]} v{sample.view}\n{100 * share:.1f}% in mask",
                      fontsize=7)
-    fig.suptitle("GT points projected with the Pixel2Mesh camera (colour = depth)", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
-
+    return save_figure(fig, out, "GT points projected with the Pixel2Mesh camera (colour = depth)")
 
 def mask_coverage(uv: np.ndarray, alpha: np.ndarray) -> float:
     """Share of projected points (P, 2) whose nearest pixel has alpha > 0 (points off the image count as outside)."""
@@ -65,7 +56,6 @@ def mask_coverage(uv: np.ndarray, alpha: np.ndarray) -> float:
     inside = np.zeros(len(uv), dtype=bool)
     inside[on_image] = alpha[row[on_image], col[on_image]] > 0
     return float(inside.mean())
-
 
 def _checkerboard(size: int, cell: int = 8) -> np.ndarray:
     idx = (np.arange(size) // cell)

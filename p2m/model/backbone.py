@@ -70,7 +70,8 @@ class ResNet18Features(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4][: max(levels)])
         self.levels = tuple(levels)
-        self.out_channels = sum(STAGE_CHANNELS[level - 1] for level in self.levels)
+        self.level_channels = tuple(STAGE_CHANNELS[level - 1] for level in self.levels)
+        self.out_channels = sum(self.level_channels)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """images (N, 3, H, W) -> [(N, C_l, H_l, W_l) for each requested level]."""

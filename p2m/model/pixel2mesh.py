@@ -40,10 +40,18 @@ class Pixel2Mesh(nn.Module):
         for i, level in enumerate(template.levels):  # buffers, so .to(device) moves them
             for name in LevelGraph._fields:
                 self.register_buffer(f"_l{i}_{name}", getattr(level, name), persistent=False)
-        C, H = self.backbone.out_channels, cfg.hidden_dim
-        self.blocks = nn.ModuleList([DeformationBlock(C + 3, H, cfg.layers_per_block),
-                                     DeformationBlock(C + 3 + H, H, cfg.layers_per_block),
-                                     DeformationBlock(C + 3 + H, H, cfg.layers_per_block)])
+        H = cfg.hidden_dim
+        # The first graph convolution of a block is linear in the pooled features, and bilinear sampling
+        # commutes with a linear map of the channels, so the maps are projected (1x1 conv, per block)
+        # before sampling: P = 2H channels, enough for that layer's self and neighbour weights (rank
+        # <= 2H) to equal any on the raw sum(C_l) channels, at a fraction of the per-vertex work.
+        P = 2 * H
+        self.feature_proj = nn.ModuleList(
+            nn.ModuleList(nn.Conv2d(c, P, kernel_size=1, bias=False) for c in self.backbone.level_channels)
+            for _ in range(3))
+        self.blocks = nn.ModuleList([DeformationBlock(P + 3, H, cfg.layers_per_block),
+                                     DeformationBlock(P + 3 + H, H, cfg.layers_per_block),
+                                     DeformationBlock(P + 3 + H, H, cfg.layers_per_block)])
 
     def level(self, i: int) -> LevelGraph:
         """The connectivity of level i (0, 1, 2) on the model's device."""
@@ -56,12 +64,13 @@ class Pixel2Mesh(nn.Module):
         verts = self.template_verts[None].expand(N, -1, -1)
         hidden = None
         out, before = [], []
-        for i, block in enumerate(self.blocks):
+        for i, (block, proj) in enumerate(zip(self.blocks, self.feature_proj)):
             adjacency = self.level(i).adjacency
             if i > 0:
                 prev_edges = self.level(i - 1).edges
                 verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
-            feats = [pool_features(maps, verts, self.image_size), verts]
+            projected = [conv(fmap) for conv, fmap in zip(proj, maps)]  # each (N, 2H, H_l, W_l)
+            feats = [pool_features(projected, verts, self.image_size, combine="sum"), verts]
             if hidden is not None:
                 feats.append(hidden)
             before.append(verts)

@@ -10,7 +10,6 @@ ellipsoid is centred at Z = -0.8 with radii 0.276, 0.194, 0.2).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -13,11 +13,11 @@ from p2m.train import NonFiniteLossError, fit
 
 @pytest.fixture(scope="module")
 def learn_dir(tmp_path_factory):
-    """6 models x 4 views of every category: 96 training views, 24 validation views."""
+    """12 models x 4 views of every category: about 200 training views (24 validation views are used)."""
     from p2m.data.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("learn") / "data"
-    generate(SynthConfig(out=str(out), models_per_category=6, views=4, seed=1, workers=2), progress=False)
+    generate(SynthConfig(out=str(out), models_per_category=12, views=4, seed=1, workers=2), progress=False)
     return out
 
 
@@ -26,7 +26,7 @@ def _tiny(root, *overrides):
 
 
 def test_tiny_profile_learns_and_every_stage_deforms(learn_dir, tmp_path):
-    cfg = _tiny(learn_dir)
+    cfg = _tiny(learn_dir, "data.val_limit=24")
     result = fit(cfg, tmp_path / "run", progress=False, log=None)
     first, last = result.history[0], result.history[-1]
     print([round(row["val_s3_cd_x1000"], 2) for row in result.history])

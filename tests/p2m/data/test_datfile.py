@@ -139,3 +139,18 @@ def test_large_counts_use_4_byte_ints(tmp_path):
     write_dat(path, gt)
     np.testing.assert_array_equal(read_dat(path), gt)
     assert b"J" + struct.pack("<i", 70_000) in path.read_bytes()[:120]
+
+
+def test_atomic_write_gives_the_mode_open_would_and_leaves_no_temporaries(tmp_path):
+    import os
+
+    from p2m.data.datfile import atomic_write_bytes
+
+    target = tmp_path / "sub" / "out.bin"
+    assert atomic_write_bytes(target, b"one") == target
+    atomic_write_bytes(target, b"two")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in target.parent.iterdir()] == ["out.bin"]

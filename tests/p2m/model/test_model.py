@@ -98,3 +98,16 @@ def test_backbone_loads_local_weights(tmp_path):
     enc = ResNet18Features(path)
     torch.testing.assert_close(enc.stem[0].weight, ref.conv1.weight)
     torch.testing.assert_close(enc.stages[3][1].conv2.weight, ref.layer4[1].conv2.weight)
+
+
+def test_projecting_maps_before_pooling_equals_projecting_pooled_features():
+    """The model's 1x1 projection before sampling is the same linear map applied after sampling."""
+    torch.manual_seed(3)
+    S = 32
+    maps = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    convs = [torch.nn.Conv2d(4, 5, 1, bias=False), torch.nn.Conv2d(6, 5, 1, bias=False)]
+    verts = torch.randn(2, 50, 3) * 0.15 + torch.tensor([0.0, 0.0, -0.8])
+    before = pool_features([c(m) for c, m in zip(convs, maps)], verts, S, combine="sum")
+    weight = torch.cat([c.weight[:, :, 0, 0] for c in convs], dim=1)  # (5, 10)
+    after = pool_features(maps, verts, S) @ weight.T
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
