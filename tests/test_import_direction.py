@@ -7,6 +7,7 @@ import pytest
 
 @pytest.mark.parametrize("module, forbidden", [
     ("p2m", "ray"), ("p2m.data", "ray"), ("p2m.data.dataset", "ray"), ("p2m.data.synth", "ray"), ("p2m.cli", "ray"),
+    ("p2m.train", "ray"), ("p2m.evaluate", "ray"), ("p2m.predict", "ray"),
     ("results", "torch"), ("results", "ray"),
 ])
 def test_module_does_not_import(module, forbidden):

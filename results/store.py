@@ -1,0 +1,148 @@
+"""The Parquet tables of an experiment: written in atomic parts, read back deduplicated.
+
+Writers never rewrite a file in place: each flush writes ``results/part-<ns>-<pid>.parquet`` through a
+temporary name and a rename, so a crash leaves only whole files. A result re-reported after a resume
+(a trial restarted from a checkpoint older than its last row) is a second row with the same
+(trial_id, training_iteration); readers keep the latest written, and :func:`compact` rewrites the
+dataset as one file without duplicates. Only pandas and pyarrow are used here.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.schema import ITERATION, KEY, RESULTS_DIR, TRIAL_ID, TRIALS_FILE, WRITTEN_AT
+
+
+class ResultsError(ValueError):
+    """A results table is missing or unreadable; the message names the path."""
+
+
+class ResultsWriter:
+    """Appends result rows to ``<experiment_dir>/results/`` in Parquet parts.
+
+    Args:
+        experiment_dir: the experiment directory (created).
+        flush_every: rows buffered before a part is written (1 = a part per result: nothing is lost
+            when the driver dies; :func:`compact` merges the parts afterwards).
+    """
+
+    def __init__(self, experiment_dir: str | os.PathLike, flush_every: int = 1):
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.dir = Path(experiment_dir) / RESULTS_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.flush_every = flush_every
+        self._buffer: list[dict] = []
+        self.rows_written = 0
+
+    def append(self, row: dict) -> None:
+        missing = [k for k in KEY if k not in row]
+        if missing:
+            raise ValueError(f"result row lacks {', '.join(missing)}")
+        self._buffer.append({**row, WRITTEN_AT: time.time()})
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        if not self._buffer:
+            return None
+        table = _to_table(self._buffer)
+        path = self.dir / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+        write_table_atomic(table, path)
+        self.rows_written += len(self._buffer)
+        self._buffer = []
+        return path
+
+
+def read_results(experiment_dir: str | os.PathLike, dedupe: bool = True) -> pd.DataFrame:
+    """Every result row of an experiment, one per (trial_id, training_iteration) unless ``dedupe`` is False.
+
+    Raises:
+        ResultsError: naming the directory or file, when there are no parts or one is unreadable.
+    """
+    root = Path(experiment_dir) / RESULTS_DIR
+    parts = sorted(root.glob("part-*.parquet"))
+    if not parts:
+        raise ResultsError(f"{root}: no results (no part-*.parquet files)")
+    frames = [_read_part(p) for p in parts]
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    if dedupe and len(df):
+        df = df.sort_values(WRITTEN_AT, kind="stable").drop_duplicates(list(KEY), keep="last")
+    return df.sort_values(list(KEY), kind="stable").reset_index(drop=True)
+
+
+def compact(experiment_dir: str | os.PathLike) -> Path:
+    """Rewrite the results dataset as one deduplicated part; the old parts go only after it is written."""
+    root = Path(experiment_dir) / RESULTS_DIR
+    old = sorted(root.glob("part-*.parquet"))
+    df = read_results(experiment_dir)
+    path = root / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), path)
+    for p in old:
+        if p != path:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def write_trials(experiment_dir: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """Replace ``trials.parquet`` (one row per trial) atomically."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no trials to write")
+    path = Path(experiment_dir) / TRIALS_FILE
+    write_table_atomic(_to_table(rows), path)
+    return path
+
+
+def read_trials(experiment_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(experiment_dir) / TRIALS_FILE
+    if not path.is_file():
+        raise ResultsError(f"{path}: no trials table")
+    return _read_part(path).sort_values(TRIAL_ID, kind="stable").reset_index(drop=True)
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_table(rows: list[dict]) -> pa.Table:
+    columns: dict[str, list] = {}
+    for row in rows:  # union of the rows' keys, in first-seen order
+        for key in row:
+            columns.setdefault(key, [])
+    data = {key: [_plain(row.get(key)) for row in rows] for key in columns}
+    return pa.Table.from_pydict(data)
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _read_part(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise ResultsError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
+
+
+__all__ = ["ITERATION", "ResultsError", "ResultsWriter", "compact", "read_results", "read_trials", "write_trials"]

@@ -1,0 +1,140 @@
+"""The search space: the 12 per-stage loss weights, the sample counts, optionally the learning rate.
+
+Declared here in one place (plain data, no Ray), converted to Ray Tune domains in
+:mod:`search.schedulers`, and overridable from a search YAML (``space:``). Parameter names are the
+config keys (``loss.w2_edge``, ``data.gt_samples``), so a sampled point is applied to the base
+:class:`~p2m.config.TrainConfig` with :func:`apply_params` and lands in the results table as
+``config.loss.w2_edge``.
+
+Scale anchor: ``loss.w3_chamfer`` stays at 1. Adam's update is invariant to multiplying the whole loss
+by a constant (up to its epsilon), so 12 free weights carry only 11 degrees of freedom; fixing the
+final stage's chamfer weight removes the redundant direction and makes weights comparable between
+trials. Set ``space: {loss.w3_chamfer: {log_uniform: [lo, hi]}}`` to search it anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2m.config import STAGES, TERMS, TrainConfig, from_dict, weight_key
+
+ANCHOR = "loss.w3_chamfer"
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not 0 < self.low < self.high:
+            raise ValueError(f"log_uniform needs 0 < low < high, got [{self.low}, {self.high}]")
+
+    def contains(self, value) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+    def __post_init__(self):
+        if not self.values:
+            raise ValueError("choice needs at least one value")
+
+    def contains(self, value) -> bool:
+        return value in self.values
+
+
+Domain = LogUniform | Choice
+
+
+def default_space(base: TrainConfig, search_lr: bool = False) -> dict[str, Domain]:
+    """The default space around the published weights (each range spans 2-4 decades around them)."""
+    space: dict[str, Domain] = {}
+    for s in STAGES:
+        if s != 3:
+            space[f"loss.{weight_key(s, 'chamfer')}"] = LogUniform(0.1, 10.0)  # relative to the anchor
+        space[f"loss.{weight_key(s, 'edge')}"] = LogUniform(3e-3, 3.0)  # published 0.1
+        space[f"loss.{weight_key(s, 'laplacian')}"] = LogUniform(3e-3, 3.0) if s == 1 else LogUniform(1e-2, 10.0)
+        space[f"loss.{weight_key(s, 'normal')}"] = LogUniform(1e-6, 1e-2)  # published 1.6e-4
+    gt = base.data.gt_samples  # the profile's count and its halves and doubles
+    space["data.gt_samples"] = Choice(tuple(sorted({max(250, gt // 2), gt, gt * 2})))
+    for s in STAGES:  # 0 = the mesh vertices (Pixel2Mesh); else points sampled on the surface
+        space[f"loss.pred_samples{s}"] = Choice((0, gt))
+    if search_lr:
+        space["optim.lr"] = LogUniform(base.optim.lr / 10, base.optim.lr * 10)
+    return space
+
+
+def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = False) -> dict[str, Domain]:
+    """The default space with a YAML mapping applied: ``{key: {log_uniform: [lo, hi]} | {choice: [...]} | null}``
+    (null removes a key: it stays at the base config's value).
+
+    Raises:
+        ValueError: naming the key, for a key the config does not have or a malformed domain.
+    """
+    space = default_space(base, search_lr)
+    known = set(base.flat())
+    for key, spec in (data or {}).items():
+        where = f"space.{key}"
+        if key not in known:
+            raise ValueError(f"{where}: not a config key (e.g. loss.w2_edge, data.gt_samples)")
+        if spec is None:
+            space.pop(key, None)
+            continue
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ValueError(f"{where}: expected {{log_uniform: [lo, hi]}} or {{choice: [...]}}, got {spec!r}")
+        (kind, args), = spec.items()
+        try:
+            if kind == "log_uniform":
+                lo, hi = args
+                space[key] = LogUniform(float(lo), float(hi))
+            elif kind == "choice":
+                space[key] = Choice(tuple(args))
+            else:
+                raise ValueError(f"unknown domain {kind!r} (log_uniform or choice)")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    for key in space:  # every value of the space must make a valid config
+        domain = space[key]
+        probe = domain.low if isinstance(domain, LogUniform) else domain.values[0]
+        try:
+            apply_params(base, {key: probe})
+        except ValueError as exc:
+            raise ValueError(f"space.{key}: {exc}") from None
+    return space
+
+
+# The published Pixel2Mesh weights, as LossConfig's defaults (noahcao/Pixel2Mesh normalisation).
+PUBLISHED = {f"loss.{weight_key(s, t)}": getattr(TrainConfig().loss, weight_key(s, t)) for s in STAGES for t in TERMS}
+
+
+def baseline_points(space: dict[str, Domain], base: TrainConfig, baselines: dict[str, dict]) -> list[dict]:
+    """One full point of the space per baseline: the baseline's values, the base config's elsewhere.
+
+    Raises:
+        ValueError: when a baseline's value lies outside the space (it must be a trial of the search).
+    """
+    flat = base.flat()
+    points = []
+    for name, values in baselines.items():
+        point = {}
+        for key, domain in space.items():
+            value = values.get(key, flat[key])
+            if not domain.contains(value):
+                raise ValueError(f"baseline {name!r}: {key}={value!r} lies outside the search space {domain}")
+            point[key] = value
+        points.append(point)
+    return points
+
+
+def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
+    """``base`` with ``{"section.field": value}`` applied (checked as any config value)."""
+    nested: dict = {}
+    for key, value in params.items():
+        section, _, field = key.partition(".")
+        if field:
+            nested.setdefault(section, {})[field] = value
+        else:
+            nested[section] = value
+    return from_dict(nested, base=base, source="search point")
