@@ -139,7 +139,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             res = p2m_loss(cfg.loss, out, levels, batch["points"].to(device), batch["normals"].to(device))
             if not torch.isfinite(res.total):
                 terms = ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in res.terms.items())
-                raise NonFiniteLossError(f"loss became {float(res.total)} at epoch {epoch} step {step} ({terms})")
+                raise NonFiniteLossError(f"loss became {float(res.total.detach())} at epoch {epoch} step {step} ({terms})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(res.total).backward()
             if cfg.optim.grad_clip_norm > 0:

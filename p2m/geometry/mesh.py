@@ -1,6 +1,8 @@
 """Mesh connectivity: edges, neighbour lists, face normals and adjacency. Computed once per template."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -32,8 +34,10 @@ def mean_adjacency(edges: Tensor, num_verts: int) -> Tensor:
     both = torch.cat([edges, edges.flip(1)])  # (2E, 2)
     degree = torch.bincount(both[:, 0], minlength=num_verts).clamp(min=1)  # (V,)
     values = 1.0 / degree[both[:, 0]].float()
-    adj = torch.sparse_coo_tensor(both.T, values, (num_verts, num_verts)).coalesce()
-    return adj.to_sparse_csr()
+    adj = torch.sparse_coo_tensor(both.T, values, (num_verts, num_verts), check_invariants=True).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return adj.to_sparse_csr()
 
 
 def face_normals(verts: Tensor, faces: Tensor, normalized: bool = True) -> Tensor:
