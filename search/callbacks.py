@@ -20,8 +20,9 @@ class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/results/``; ``trials.parquet`` rewritten when a
     trial ends and when the experiment ends (then the parts are compacted)."""
 
-    def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int):
+    def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None):
         self.experiment_dir = Path(experiment_dir)
+        self.base_flat = dict(base_flat or {})  # the base config, "section.field" -> value
         self.experiment = experiment
         self.max_t = max_t
         self.writer = ResultsWriter(self.experiment_dir)
@@ -56,7 +57,7 @@ class ParquetResults(Callback):
 
     def _write_trials(self, trials) -> None:
         if trials:
-            rows = [trial_row(self.experiment, t, self.max_t) for t in trials]
+            rows = [trial_row(self.experiment, t, self.max_t, self.base_flat) for t in trials]
             for row in rows:
                 value, it = self.best.get(row[TRIAL_ID], (None, None))
                 row[f"best_{OBJECTIVE}"], row["best_iteration"] = value, it
@@ -73,7 +74,7 @@ def result_row(experiment: str, trial_id: str, result: dict) -> dict:
     return row
 
 
-def trial_row(experiment: str, trial, max_t: int) -> dict:
+def trial_row(experiment: str, trial, max_t: int, base_flat: dict | None = None) -> dict:
     last = trial.last_result or {}
     iterations = int(last.get(ITERATION, 0) or 0)
     status = str(trial.status)
@@ -88,6 +89,9 @@ def trial_row(experiment: str, trial, max_t: int) -> dict:
         reason = STOP_UNFINISHED
     row = {EXPERIMENT: experiment, TRIAL_ID: trial.trial_id, STATUS: status, STOP_REASON: reason, ERROR: error,
            ITERATIONS: iterations, "num_failures": int(getattr(trial, "num_failures", 0))}
+    # the trial's config even when it never reported: the base config with the sampled point applied
+    config = {**(base_flat or {}), **(trial.config or {})}
+    row.update({f"{CONFIG_PREFIX}{k}": list(v) if isinstance(v, tuple) else v for k, v in config.items()})
     for key, value in last.items():
         if key.startswith(CONFIG_PREFIX):
             row[key] = value

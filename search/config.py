@@ -131,12 +131,25 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
     if "max_t" not in kwargs:
         kwargs["max_t"] = kwargs["base"].optim.max_epochs
     kwargs.update(overrides or {})
+    kwargs["base"] = _absolute_paths(kwargs["base"])
     try:
         cfg = SearchConfig(**kwargs)
         cfg.points_to_evaluate()  # checks the space and that every baseline lies inside it
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     return cfg
+
+
+def _absolute_paths(base: TrainConfig) -> TrainConfig:
+    """Relative dataset and weight paths are taken from the launching directory: trials run elsewhere."""
+    data, model = base.data, base.model
+    if data.root:
+        data = dataclasses.replace(data, root=str(Path(data.root).expanduser().resolve()))
+    if model.backbone_weights:
+        model = dataclasses.replace(model, backbone_weights=str(Path(model.backbone_weights).expanduser().resolve()))
+    if model.template not in ("generated",):
+        model = dataclasses.replace(model, template=str(Path(model.template).expanduser().resolve()))
+    return dataclasses.replace(base, data=data, model=model)
 
 
 def _take(kwargs: dict, data: dict, section: str, types: dict, source: str, rename: dict | None = None) -> None:

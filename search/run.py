@@ -100,7 +100,7 @@ def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
         name=exp.name, storage_path=str(exp.parent), verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t)])
+        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat())])
 
 
 def _tune_space(space: dict) -> dict:

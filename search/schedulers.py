@@ -59,6 +59,10 @@ class P2MOptunaSearch(OptunaSearch):
             return
         value = (result or {}).get(self.metric)
         iterations = (result or {}).get(ITERATION, 0)
+        # the result that ends a trial reaches the searcher here, not through on_trial_result
+        if value is not None and math.isfinite(value) and iterations and \
+                iterations not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, iterations)
         if error or value is None or not math.isfinite(value):
             state, value = optuna.trial.TrialState.FAIL, None
         elif iterations >= self._max_t:

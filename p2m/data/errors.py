@@ -8,3 +8,6 @@ class DataError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # picklable and copyable (Ray ships a trial's exception to the driver)
+        return type(self), (self.path, self.problem)

@@ -154,3 +154,14 @@ def test_atomic_write_gives_the_mode_open_would_and_leaves_no_temporaries(tmp_pa
     assert target.read_bytes() == b"two"
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
     assert [p.name for p in target.parent.iterdir()] == ["out.bin"]
+
+
+def test_data_errors_survive_pickling_and_copying():
+    import copy
+    import pickle
+
+    from p2m.data.errors import DataError
+
+    err = DataError("/x/01.dat", "truncated")
+    for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err)):
+        assert str(clone) == "/x/01.dat: truncated" and clone.path == "/x/01.dat" and clone.problem == "truncated"

@@ -1,0 +1,82 @@
+"""``p2m search launch | resume | train-best`` (registered through the ``p2m.commands`` entry point)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from importlib.resources import files
+
+
+def register(verbs) -> None:
+    search = verbs.add_parser("search", help="loss-weight search: Ray Tune + Optuna TPE + ASHA, results in Parquet")
+    sub = search.add_subparsers(title="search commands", metavar="COMMAND")
+    search.set_defaults(func=lambda _args: search.print_help() or 2)
+
+    launch = sub.add_parser("launch", help="start a search (embedded local Ray unless --address)")
+    launch.add_argument("--config", default=None, help="search YAML (default: the shipped demo config)")
+    launch.add_argument("--address", default=None, help="Ray cluster: 'auto' or HOST:PORT (default: a new local Ray)")
+    launch.add_argument("--name", default=None, help="experiment name (the directory under storage.path)")
+    launch.add_argument("--num-samples", type=int, default=None, help="number of trials, the baselines included")
+    launch.add_argument("--data", default=None, help="dataset directory (sets base.data.root)")
+    launch.add_argument("--storage-path", default=None, help="where experiments go (sets storage.path)")
+    launch.add_argument("--quiet", action="store_true", help="no per-trial progress table")
+    launch.set_defaults(func=_launch)
+
+    resume = sub.add_parser("resume", help="continue a search: unfinished trials from their checkpoints")
+    resume.add_argument("experiment_dir")
+    resume.add_argument("--address", default=None)
+    resume.add_argument("--restart-errored", action="store_true", help="run errored trials again from scratch")
+    resume.add_argument("--quiet", action="store_true")
+    resume.set_defaults(func=_resume)
+
+
+def demo_config_path() -> str:
+    return str(files("search") / "configs" / "demo.yaml")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from search.config import load_search_config
+    from search.run import experiment_dir, launch
+
+    overrides = {}
+    if args.name:
+        overrides["name"] = args.name
+    if args.num_samples is not None:
+        overrides["num_samples"] = args.num_samples
+    if args.storage_path:
+        overrides["storage_path"] = args.storage_path
+    cfg = load_search_config(args.config or demo_config_path(), overrides)
+    if args.data:
+        cfg = dataclasses.replace(cfg, base=dataclasses.replace(
+            cfg.base, data=dataclasses.replace(cfg.base.data, root=args.data)))
+    _check_data(cfg.base.data.root)
+    exp = experiment_dir(cfg)
+    print(f"search {cfg.name}: {cfg.num_samples} trials, {cfg.scheduler} to {cfg.max_t} epochs, "
+          f"{cfg.max_concurrent} at a time; experiment in {exp}")
+    launch(cfg, args.address, verbose=0 if args.quiet else 1)
+    return _leaderboard(exp)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from search.run import resume
+
+    resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
+    return _leaderboard(args.experiment_dir)
+
+
+def _check_data(root: str) -> None:
+    from p2m.data.layout import find_samples
+
+    if not root:
+        raise ValueError("base.data.root: no dataset given (set it in the config or pass --data)")
+    if not find_samples(root, None):
+        raise ValueError(f"{root}: no samples found")
+
+
+def _leaderboard(exp) -> int:
+    from results.leaderboard import format_leaderboard
+    from results.store import read_trials
+
+    print(format_leaderboard(read_trials(exp)))
+    return 0

@@ -1,0 +1,77 @@
+"""A real search on a private local Ray: ASHA, PRUNED in Optuna, Parquet rows, baselines, a NaN trial."""
+import json
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from results.schema import OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
+from results.store import read_results, read_trials
+from search.schedulers import JOURNAL_FILE, STUDY_NAME
+from search.space import PUBLISHED
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _study(exp):
+    return optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(JournalFileBackend(str(exp / JOURNAL_FILE))))
+
+
+def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp",
+                      search={"num_samples": 7},
+                      baselines={"published": {}, "uniform": {"loss.w1_laplacian": 0.5}, "diverges": {"optim.lr": 1e6}},
+                      space={"optim.lr": {"choice": [0.0003, 1000000.0]}})
+    result = p2m_run("search", "launch", "--config", cfg, "--quiet", env=ray_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "leaderboard: 7 trials" in result.stdout
+    exp = tmp_path / "exp" / "t"
+    rows, trials = read_results(exp), read_trials(exp)
+    assert len(trials) == 7
+
+    # every result a trial reported is one row, none twice; Ray's own per-trial logs give the count
+    reported = 0
+    for progress in exp.glob("train_trial_*/progress.csv"):
+        reported += len(pd.read_csv(progress))
+    assert len(rows) == reported == trials["iterations"].sum()
+    assert not rows.duplicated(["trial_id", "training_iteration"]).any()
+    for trial_id, group in rows.groupby("trial_id"):
+        assert sorted(group["training_iteration"]) == list(range(1, len(group) + 1))
+
+    # the baselines ran as trials, with exactly their weights
+    weights = trials[list(WEIGHT_COLUMNS)]
+    published = pd.Series({f"config.{k}": v for k, v in PUBLISHED.items()})[list(WEIGHT_COLUMNS)]
+    is_published = (weights.sub(published.values).abs() < 1e-12).all(axis=1)
+    assert (is_published & (trials["config.optim.lr"] == 0.0003)).sum() == 1
+    assert ((trials["config.loss.w1_laplacian"] == 0.5) & (trials["config.loss.w2_laplacian"] == 0.5)
+            & (trials["config.optim.lr"] == 0.0003)).sum() >= 1
+
+    # the diverging baseline errored with the reason and is never best; the search still finished
+    diverged = trials[trials["config.optim.lr"] == 1e6]
+    assert len(diverged) >= 1
+    assert (diverged["stop_reason"] == STOP_ERRORED).all()
+    assert diverged["error"].str.contains("NonFiniteLossError: loss became nan").all()
+    ok = trials[trials["stop_reason"] != STOP_ERRORED]
+    assert set(ok["stop_reason"]) <= {STOP_COMPLETED, STOP_EARLY} and (ok["stop_reason"] == STOP_EARLY).any()
+    best = trials.sort_values(f"best_{OBJECTIVE}").iloc[0]
+    assert best["config.optim.lr"] == 0.0003
+    assert (ok[f"best_{OBJECTIVE}"] == rows[rows.trial_id.isin(ok.trial_id)].groupby("trial_id")[OBJECTIVE].min()
+            .reindex(ok.trial_id).values).all()
+
+    # Optuna saw ASHA's stops as PRUNED, the full-length trials as COMPLETE, the NaN trial as FAIL
+    study = _study(exp)
+    states = sorted(t.state.name for t in study.trials)
+    expected = sorted({STOP_COMPLETED: "COMPLETE", STOP_EARLY: "PRUNED", STOP_ERRORED: "FAIL"}[r]
+                      for r in trials["stop_reason"])
+    assert states == expected
+    for t in study.trials:
+        if t.state.name in ("COMPLETE", "PRUNED"):
+            params = {k: t.params[k] for k in ("loss.w1_edge", "loss.w2_laplacian")}
+            match = trials[(trials["config.loss.w1_edge"] == params["loss.w1_edge"])
+                           & (trials["config.loss.w2_laplacian"] == params["loss.w2_laplacian"])]
+            assert len(match) >= 1
+            assert len(t.intermediate_values) == int(match["iterations"].iloc[0])
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(len(t.intermediate_values) == 3 for t in complete)
+    json.dumps(rows.iloc[0].to_dict(), default=str)  # rows are plain values
