@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(P2M) data synth --out $(DEMO)/data --models-per-category 4 --views 4 --seed 0
 	$(P2M) data check $(DEMO)/data
 	$(P2M) data preview $(DEMO)/data --split train --count 12 --out $(DEMO)/preview.png
+	rm -rf $(DEMO)/experiments/demo
+	$(P2M) search launch --data $(DEMO)/data --storage-path $(DEMO)/experiments --name demo
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -28,6 +28,15 @@ def register(verbs) -> None:
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_resume)
 
+    best = sub.add_parser("train-best", help="retrain the best trial's config with K seeds and test it")
+    best.add_argument("experiment_dir")
+    best.add_argument("--epochs", type=int, default=None, help="default: the search's max_t (the same budget)")
+    best.add_argument("--seeds", type=int, default=1)
+    best.add_argument("--split", default="test")
+    best.add_argument("--previews", type=int, default=4)
+    best.add_argument("--no-progress", action="store_true")
+    best.set_defaults(func=_train_best)
+
 
 def demo_config_path() -> str:
     return str(files("search") / "configs" / "demo.yaml")
@@ -63,6 +72,16 @@ def _resume(args: argparse.Namespace) -> int:
 
     resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
     return _leaderboard(args.experiment_dir)
+
+
+def _train_best(args: argparse.Namespace) -> int:
+    import sys
+
+    from search.best import train_best
+
+    train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
+               progress=not args.no_progress and sys.stderr.isatty())
+    return 0
 
 
 def _check_data(root: str) -> None:

@@ -75,3 +75,14 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert all(len(t.intermediate_values) == 3 for t in complete)
     json.dumps(rows.iloc[0].to_dict(), default=str)  # rows are plain values
+
+    # train-best retrains the best completed trial at the same budget and lands near its figure
+    result = p2m_run("search", "train-best", exp, "--seeds", 1, "--previews", 1, env=ray_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    best = pd.read_parquet(exp / "train_best" / "results.parquet")
+    done = trials[trials["stop_reason"] == STOP_COMPLETED]
+    chosen = done.sort_values(f"last_{OBJECTIVE}").iloc[0]
+    assert best["trial_id"].tolist() == [chosen["trial_id"]]
+    assert best[OBJECTIVE].iloc[0] == pytest.approx(chosen[f"last_{OBJECTIVE}"], rel=0.05)
+    assert best["test_views"].iloc[0] > 0 and best["test_s3_cd"].iloc[0] > 0
+    assert len(list((exp / "train_best" / "seed0" / "previews").glob("*.png"))) == 1

@@ -1,0 +1,114 @@
+"""``p2m search train-best``: retrain the best trial's config without Ray, with K seeds, and test it.
+
+The best trial is chosen from the trials table: among trials that reached ``max_t`` (stop reason
+``completed``), the lowest last-epoch ``val_s3_cd`` (its last rung, the figure ASHA compared), not the
+best single epoch, which would favour lucky noise. Each seed trains in ``<experiment>/train_best/seed<k>``
+(the usual ``p2m train`` run directory: checkpoints, metrics, meshes, previews) and is evaluated on the
+test split; one row per seed goes to ``<experiment>/train_best/results.parquet``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from p2m.config import TrainConfig, from_dict
+from results.schema import CONFIG_PREFIX, OBJECTIVE, STOP_COMPLETED, STOP_REASON, TRIAL_ID
+from results.store import read_trials, write_table_atomic
+from search.run import load_experiment_config
+
+OUT_DIR = "train_best"
+
+
+def pick_best(trials: pd.DataFrame) -> pd.Series:
+    """The completed trial with the lowest last ``val_s3_cd``."""
+    last = f"last_{OBJECTIVE}"
+    done = trials[(trials[STOP_REASON] == STOP_COMPLETED) & trials[last].notna()]
+    done = done[np.isfinite(done[last].astype(float))]
+    if done.empty:
+        raise ValueError("no trial reached max_t with a finite val_s3_cd: nothing to retrain")
+    return done.sort_values(last, kind="stable").iloc[0]
+
+
+def trial_config(row: pd.Series) -> TrainConfig:
+    """The trial's full TrainConfig from its ``config.*`` columns."""
+    nested: dict = {}
+    for key, value in row.items():
+        if not key.startswith(CONFIG_PREFIX):
+            continue
+        parts = key[len(CONFIG_PREFIX):].split(".")
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return from_dict(nested, base=TrainConfig(), source=f"trial {row[TRIAL_ID]}")
+
+
+def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int = 1, split: str = "test",
+               previews: int = 4, progress: bool = True) -> pd.DataFrame:
+    """Retrain and test the best trial; returns (and writes) one row per seed."""
+    from torch.utils.data import DataLoader
+
+    from p2m.checkpoint import load_model
+    from p2m.data.dataset import P2MDataset, collate_p2m
+    from p2m.data.layout import find_samples
+    from p2m.evaluate import evaluate
+    from p2m.predict import plot_curves, write_previews
+    from p2m.train import fit, resolve_device
+
+    exp = Path(experiment_dir)
+    search_cfg = load_experiment_config(exp)
+    best = pick_best(read_trials(exp))
+    cfg = trial_config(best)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    epochs = epochs or search_cfg.max_t
+    test_samples = find_samples(cfg.data.root, split)
+    if not test_samples:
+        raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
+    print(f"best trial {best[TRIAL_ID]}: last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f} after "
+          f"{int(best['iterations'])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
+    rows = []
+    for k in range(seeds):
+        run_cfg = dataclasses.replace(cfg, seed=cfg.seed + k,
+                                      optim=dataclasses.replace(cfg.optim, max_epochs=epochs))
+        out = exp / OUT_DIR / f"seed{k}"
+        result = fit(run_cfg, out, progress=progress)
+        plot_curves(result.history, out / "curves.png", title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
+        device = resolve_device(run_cfg.device)
+        model, _ = load_model(out / "checkpoint", device)  # the last epoch, as the search compared
+        loader = DataLoader(P2MDataset(test_samples, run_cfg.data.gt_samples, run_cfg.data.image_size),
+                            batch_size=run_cfg.optim.batch_size, collate_fn=collate_p2m)
+        test = evaluate(model, loader, device)
+        if previews:
+            step = max(1, len(test_samples) // previews)
+            write_previews(model, run_cfg, test_samples[::step][:previews], out)
+        last = result.history[-1]
+        rows.append({TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "epochs": epochs, "split": split,
+                     f"trial_last_{OBJECTIVE}": float(best[f"last_{OBJECTIVE}"]),
+                     **{k2: v for k2, v in last.items() if k2.startswith("val_")},
+                     **{f"test_{k2}": v for k2, v in test.means.items()}, "test_views": len(test.items),
+                     **{f"{CONFIG_PREFIX}{k2}": (list(v) if isinstance(v, tuple) else v)
+                        for k2, v in run_cfg.flat().items()}})
+    df = pd.DataFrame(rows)
+    import pyarrow as pa
+
+    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), exp / OUT_DIR / "results.parquet")
+    _summary(df)
+    return df
+
+
+def _summary(df: pd.DataFrame) -> None:
+    val = df[OBJECTIVE] * 1000
+    spread = f" ± {val.std(ddof=1):.3f}" if len(df) > 1 else ""
+    print(f"retrained val CDx1000 {val.mean():.3f}{spread} (the trial: {1000 * df[f'trial_last_{OBJECTIVE}'].iloc[0]:.3f})")
+    for s in (1, 2, 3):
+        cd, f = df[f"test_s{s}_cd_x1000"].mean(), df[f"test_s{s}_f_tau"].mean()
+        print(f"  test stage {s}: CDx1000 {cd:.3f}  F@tau {f:.2f}" + ("" if math.isfinite(cd) else " (not finite)"))
