@@ -58,7 +58,7 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_search_config(args.config or demo_config_path(), overrides)
     if args.data:
         cfg = dataclasses.replace(cfg, base=dataclasses.replace(
-            cfg.base, data=dataclasses.replace(cfg.base.data, root=args.data)))
+            cfg.base, data=dataclasses.replace(cfg.base.data, root=str(Path(args.data).expanduser().resolve()))))
     _check_data(cfg.base.data.root)
     exp = experiment_dir(cfg)
     print(f"search {cfg.name}: {cfg.num_samples} trials, {cfg.scheduler} to {cfg.max_t} epochs, "

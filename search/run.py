@@ -96,8 +96,12 @@ def _trainable(cfg: SearchConfig):
 
 
 def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
+    reporter = tune.CLIReporter(
+        metric_columns={"training_iteration": "epochs", OBJECTIVE: "val CD s3", "val_s3_f_tau": "F@tau s3"},
+        parameter_columns={"loss.w1_chamfer": "w1_ch", "loss.w2_edge": "w2_edge", "loss.w3_laplacian": "w3_lap"},
+        max_report_frequency=30, sort_by_metric=True, metric=OBJECTIVE, mode=MODE)
     return tune.RunConfig(
-        name=exp.name, storage_path=str(exp.parent), verbose=verbose,
+        name=exp.name, storage_path=str(exp.parent), verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat())])
@@ -123,7 +127,17 @@ def _init_ray(address: str | None, cfg: SearchConfig) -> None:
     if ray.is_initialized():
         ray.shutdown()
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # the classic reporter: one compact table every 30 s instead of a box per result
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address is None:
+        # Ray's single-machine mode: without it Ray 2.60 turns "127.0.0.1" into the machine's outward IP
+        # and its gRPC servers listen on every interface; with it every server binds to loopback. The
+        # environment variable reaches the Ray processes started below; the driver read the constant
+        # when it imported ray, so it is set here too.
+        from ray._private import ray_constants
+
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
     else:

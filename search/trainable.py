@@ -9,6 +9,7 @@ continues from ``tune.get_checkpoint()``. A loss that becomes NaN or infinite ra
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ def train_trial(params: dict, base: dict) -> None:
         params: the sampled point, ``{"loss.w2_edge": 0.3, ...}``.
         base: the base ``TrainConfig`` as a dict (``to_dict()``), bound with ``tune.with_parameters``.
     """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(),

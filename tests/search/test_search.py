@@ -19,16 +19,19 @@ def _study(exp):
 
 
 def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
-    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp",
+    cfg = search_yaml(tmp_path / "s.yaml", tmp_path / "not-the-data", tmp_path / "exp",
                       search={"num_samples": 7},
                       baselines={"published": {}, "uniform": {"loss.w1_laplacian": 0.5}, "diverges": {"optim.lr": 1e6}},
                       space={"optim.lr": {"choice": [0.0003, 1000000.0]}})
-    result = p2m_run("search", "launch", "--config", cfg, "--quiet", env=ray_env)
+    # --data (relative to where the search is launched) replaces the config's dataset
+    result = p2m_run("search", "launch", "--config", cfg, "--quiet", "--data", synth_dir.name, env=ray_env,
+                     cwd=synth_dir.parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "leaderboard: 7 trials" in result.stdout
     exp = tmp_path / "exp" / "t"
     rows, trials = read_results(exp), read_trials(exp)
     assert len(trials) == 7
+    assert set(rows["node_ip"]) == {"127.0.0.1"}  # the embedded Ray stayed on loopback
 
     # every result a trial reported is one row, none twice; Ray's own per-trial logs give the count
     reported = 0
@@ -67,9 +70,10 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert states == expected
     for t in study.trials:
         if t.state.name in ("COMPLETE", "PRUNED"):
-            params = {k: t.params[k] for k in ("loss.w1_edge", "loss.w2_laplacian")}
-            match = trials[(trials["config.loss.w1_edge"] == params["loss.w1_edge"])
-                           & (trials["config.loss.w2_laplacian"] == params["loss.w2_laplacian"])]
+            same = pd.Series(True, index=trials.index)
+            for key, value in t.params.items():
+                same &= trials[f"config.{key}"] == value
+            match = trials[same]
             assert len(match) >= 1
             assert len(t.intermediate_values) == int(match["iterations"].iloc[0])
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
