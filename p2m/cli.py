@@ -43,12 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_group(verbs, name: str, help: str):
+    """A verb with sub-verbs (``p2m NAME COMMAND``); alone it prints its help. Returns its subparsers."""
+    group = verbs.add_parser(name, help=help)
+    group.set_defaults(func=lambda _args: group.print_help() or 2)
+    return group.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+
+
 def _add_data_commands(verbs) -> None:
     from p2m.data.synth.shapes import FAMILIES
 
-    data = verbs.add_parser("data", help="make, check and look at ShapeNet-P2M datasets")
-    sub = data.add_subparsers(title="data commands", metavar="COMMAND")
-    data.set_defaults(func=lambda _args: data.print_help() or 2)
+    sub = command_group(verbs, "data", "make, check and look at ShapeNet-P2M datasets")
 
     synth = sub.add_parser("synth", help="generate a synthetic dataset in the ShapeNet-P2M format")
     synth.add_argument("--out", required=True, help="output dataset directory")

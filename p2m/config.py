@@ -209,14 +209,18 @@ def from_dict(data: dict, base: TrainConfig | None = None, source: str = "config
 
 def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML config file (see :func:`from_dict`)."""
+    return from_dict(read_yaml(path, "config file"), base, source=str(path))
+
+
+def read_yaml(path: str | os.PathLike, what: str = "file") -> dict:
+    """A YAML file's top-level value ({} when empty), or a one-line ValueError naming the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ValueError(f"{path}: config file not found") from None
+        raise ValueError(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(data, base, source=str(path))
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:

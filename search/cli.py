@@ -7,9 +7,9 @@ from importlib.resources import files
 
 
 def register(verbs) -> None:
-    search = verbs.add_parser("search", help="loss-weight search: Ray Tune + Optuna TPE + ASHA, results in Parquet")
-    sub = search.add_subparsers(title="search commands", metavar="COMMAND")
-    search.set_defaults(func=lambda _args: search.print_help() or 2)
+    from p2m.cli import command_group
+
+    sub = command_group(verbs, "search", "loss-weight search: Ray Tune + Optuna TPE + ASHA, results in Parquet")
 
     launch = sub.add_parser("launch", help="start a search (embedded local Ray unless --address)")
     launch.add_argument("--config", default=None, help="search YAML (default: the shipped demo config)")

@@ -23,9 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from p2m.config import TrainConfig, from_dict
+from p2m.config import TrainConfig, from_dict, read_yaml
 from search.space import PUBLISHED, Domain, baseline_points, space_from_dict
 
 SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space")
@@ -92,14 +90,7 @@ def load_search_config(path: str | Path, overrides: dict | None = None) -> Searc
     Raises:
         ValueError: naming the file and key.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: search config not found") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return search_config_from_dict(data, str(path), overrides)
+    return search_config_from_dict(read_yaml(path, "search config"), str(path), overrides)
 
 
 def search_config_from_dict(data: dict, source: str = "search config", overrides: dict | None = None) -> SearchConfig:
