@@ -94,7 +94,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             warnings.simplefilter("ignore")  # said once below, not once per trial restart
         model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps = cfg.optim.steps_per_epoch or math.ceil(len(train_set) / cfg.optim.batch_size)
+    drop_last = len(train_set) > cfg.optim.batch_size  # no ragged last batch, unless it is the only one
+    steps = cfg.optim.steps_per_epoch or (len(train_set) // cfg.optim.batch_size if drop_last else 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps * cfg.optim.max_epochs))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     levels = [model.level(i) for i in range(3)]
@@ -127,10 +128,11 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         sampler = RandomSampler(train_set, num_samples=steps * cfg.optim.batch_size if cfg.optim.steps_per_epoch else None,
                                 generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, collate_fn=collate_p2m,
-                            num_workers=cfg.data.num_workers, drop_last=len(train_set) > cfg.optim.batch_size,
+                            num_workers=cfg.data.num_workers, drop_last=drop_last,
                             pin_memory=device.type == "cuda")
-        sums: dict[str, float] = {}
-        seen = 0
+        term_names = None
+        term_sums = torch.zeros(0)  # set at the first step, on the device
+        loss_sum, seen = 0.0, 0
         bar = _progress(loader, epoch, cfg.optim.max_epochs, progress)
         for step, batch in enumerate(bar, start=1):
             images = batch["images"].to(device, non_blocking=True)
@@ -150,14 +152,16 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             scheduler.step()
             n = images.shape[0]
             seen += n
-            sums["train_loss"] = sums.get("train_loss", 0.0) + float(res.total.detach()) * n
-            for k, v in res.terms.items():
-                sums[f"train_{k}"] = sums.get(f"train_{k}", 0.0) + float(v.detach()) * n
+            loss_sum += float(res.total.detach()) * n  # already synchronised by the finiteness check
+            if term_names is None:
+                term_names, term_sums = list(res.terms), torch.zeros(len(res.terms), device=device)
+            term_sums += torch.stack([v.detach() for v in res.terms.values()]) * n  # stays on the device
             if progress:
-                bar.set_postfix(loss=f"{sums['train_loss'] / seen:.4g}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
         train_seconds = time.perf_counter() - t0
         ev = evaluate(model, val_loader, device, amp_dtype)
-        metrics = {"epoch": epoch, **{k: v / seen for k, v in sums.items()},
+        terms = dict(zip(term_names, (term_sums / seen).tolist()))
+        metrics = {"epoch": epoch, "train_loss": loss_sum / seen, **{f"train_{k}": v for k, v in terms.items()},
                    **{f"val_{k}": v for k, v in ev.means.items()}, "val_views": len(ev.items),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
                    "train_samples_per_second": seen / train_seconds}
