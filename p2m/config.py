@@ -243,7 +243,7 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     from p2m.data.datfile import atomic_write_bytes
 
     data = cfg.to_dict()
-    atomic_write_bytes(path, yaml.safe_dump(_plain(data), sort_keys=False).encode())
+    atomic_write_bytes(path, yaml.safe_dump(to_plain(data), sort_keys=False).encode())
 
 
 def _replace_section(section, values: dict, where: str):
@@ -292,11 +292,12 @@ def _convert(value, hint, where: str):
     return value
 
 
-def _plain(value):
+def to_plain(value):
+    """Dicts, lists and tuples of plain values as dicts and lists (for YAML, JSON and Parquet)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 

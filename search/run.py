@@ -13,6 +13,7 @@ import ray
 import yaml
 from ray import tune
 
+from p2m.config import to_plain
 from p2m.data.datfile import atomic_write_bytes
 from results.schema import MODE, OBJECTIVE
 from search.callbacks import ParquetResults
@@ -37,7 +38,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     if (exp / CONFIG_FILE).exists():
         raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
     exp.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(exp / CONFIG_FILE, yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False).encode())
+    atomic_write_bytes(exp / CONFIG_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     _init_ray(address, cfg)
     try:
         tuner = _new_tuner(cfg, exp, verbose)
@@ -143,13 +144,6 @@ def _init_ray(address: str | None, cfg: SearchConfig) -> None:
     else:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
 
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 __all__ = ["launch", "resume", "load_experiment_config", "experiment_dir", "search_config_from_dict"]

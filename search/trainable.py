@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ray import tune
 
-from p2m.config import TrainConfig, from_dict
+from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.train import fit, resolve_device
 from results.schema import CONFIG_PREFIX
 from search.space import apply_params
@@ -34,7 +34,7 @@ def train_trial(params: dict, base: dict) -> None:
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(),
-             **{f"{CONFIG_PREFIX}{k}": _plain(v) for k, v in cfg.flat().items()}}
+             **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
     workdir = Path(tempfile.mkdtemp(prefix="p2m-trial-"))
     try:
         resume_from = None
@@ -49,10 +49,6 @@ def train_trial(params: dict, base: dict) -> None:
             progress=False, save_best=False, log=None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def trial_resources(cpu: float, gpu: float) -> dict:
