@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(P2M) data preview $(DEMO)/data --split train --count 12 --out $(DEMO)/preview.png
 	rm -rf $(DEMO)/experiments/demo
 	$(P2M) search launch --data $(DEMO)/data --storage-path $(DEMO)/experiments --name demo
+	$(P2M) results analyze $(DEMO)/experiments/demo
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

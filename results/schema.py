@@ -3,7 +3,7 @@
 Two tables live in an experiment directory:
 
 ``results/`` (a Parquet dataset, one row per reported result, i.e. per trial and epoch):
-    experiment, trial_id, training_iteration, written_at (seconds since the epoch, for ordering);
+    experiment, trial_id, training_iteration, written_at, baseline (its name, for the baseline trials); (seconds since the epoch, for ordering);
     every metric ``p2m.train.fit`` reports (epoch, train_loss, train_s{1,2,3}_{term},
     val_s{1,2,3}_{metric}, lr, epoch_seconds, train_samples_per_second, val_views);
     Ray's bookkeeping (time_total_s, time_this_iter_s, timestamp, node_ip, hostname, pid);
@@ -11,7 +11,7 @@ Two tables live in an experiment directory:
     ``config.loss.w{stage}_{term}``).
 
 ``trials.parquet`` (one row per trial):
-    experiment, trial_id, status (Ray's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED), stop_reason
+    experiment, trial_id, baseline, status (Ray's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED), stop_reason
     (completed, stopped_early, errored, unfinished), error, iterations, best_<objective>,
     best_iteration, last_<objective>, the config columns, and the last result's metrics as ``last.<name>``.
 """
@@ -34,6 +34,11 @@ MODE = "min"
 
 RESULTS_DIR = "results"
 TRIALS_FILE = "trials.parquet"
+SPACE_FILE = "space.json"  # the searched domains, written by ``p2m search launch``
+SETTINGS_FILE = "search_config.yaml"  # the search's settings (max_t, scheduler, resources, ...)
+PREVIEWS_DIR = "previews"  # <experiment>/previews/<trial_id>/*.png, written by trials that reach max_t
+
+BASELINE = "baseline"  # the baseline's name in both tables (None for a searched trial)
 
 # trials table
 STATUS = "status"

@@ -16,21 +16,12 @@ import numpy as np
 import pandas as pd
 
 from p2m.config import TrainConfig, from_dict
-from results.schema import CONFIG_PREFIX, OBJECTIVE, STOP_COMPLETED, STOP_REASON, TRIAL_ID
+from results.schema import CONFIG_PREFIX, OBJECTIVE, TRIAL_ID
 from results.store import read_trials, write_table_atomic
+from results.tables import pick_best
 from search.run import load_experiment_config
 
 OUT_DIR = "train_best"
-
-
-def pick_best(trials: pd.DataFrame) -> pd.Series:
-    """The completed trial with the lowest last ``val_s3_cd``."""
-    last = f"last_{OBJECTIVE}"
-    done = trials[(trials[STOP_REASON] == STOP_COMPLETED) & trials[last].notna()]
-    done = done[np.isfinite(done[last].astype(float))]
-    if done.empty:
-        raise ValueError("no trial reached max_t with a finite val_s3_cd: nothing to retrain")
-    return done.sort_values(last, kind="stable").iloc[0]
 
 
 def trial_config(row: pd.Series) -> TrainConfig:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from results.schema import (CONFIG_PREFIX, ERROR, EXPERIMENT, ITERATION, ITERATIONS, OBJECTIVE, STATUS,
+from results.schema import (BASELINE, CONFIG_PREFIX, ERROR, EXPERIMENT, ITERATION, ITERATIONS, OBJECTIVE, STATUS,
                             STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID)
 from results.store import ResultsError, ResultsWriter, compact, read_results, write_trials
 
@@ -20,9 +20,11 @@ class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/results/``; ``trials.parquet`` rewritten when a
     trial ends and when the experiment ends (then the parts are compacted)."""
 
-    def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None):
+    def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None,
+                 baselines: dict[str, dict] | None = None):
         self.experiment_dir = Path(experiment_dir)
         self.base_flat = dict(base_flat or {})  # the base config, "section.field" -> value
+        self.baselines = dict(baselines or {})  # baseline name -> its point of the space
         self.experiment = experiment
         self.max_t = max_t
         self.writer = ResultsWriter(self.experiment_dir)
@@ -36,6 +38,7 @@ class ParquetResults(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = result_row(self.experiment, trial.trial_id, result)
+        row[BASELINE] = baseline_name(trial.config, self.baselines)
         self.writer.append(row)
         self._track(trial.trial_id, row.get(OBJECTIVE), row[ITERATION])
 
@@ -58,7 +61,8 @@ class ParquetResults(Callback):
     def _write_trials(self, trials) -> None:
         if trials:
             rows = [trial_row(self.experiment, t, self.max_t, self.base_flat) for t in trials]
-            for row in rows:
+            for trial, row in zip(trials, rows):
+                row[BASELINE] = baseline_name(trial.config, self.baselines)
                 value, it = self.best.get(row[TRIAL_ID], (None, None))
                 row[f"best_{OBJECTIVE}"], row["best_iteration"] = value, it
             write_trials(self.experiment_dir, rows)
@@ -99,6 +103,20 @@ def trial_row(experiment: str, trial, max_t: int, base_flat: dict | None = None)
             row[f"last.{key}"] = value
     row[f"last_{OBJECTIVE}"] = last.get(OBJECTIVE)
     return row
+
+
+def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:
+    """The baseline whose point ``config`` is (the searcher enqueues them verbatim), else None."""
+    for name, point in baselines.items():
+        if config and all(key in config and _same(config[key], value) for key, value in point.items()):
+            return name
+    return None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
 
 
 def _error_line(text: str) -> str:

@@ -6,6 +6,7 @@ Parquet tables (``results/``, ``trials.parquet``).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from ray import tune
 
 from p2m.config import to_plain
 from p2m.data.datfile import atomic_write_bytes
-from results.schema import MODE, OBJECTIVE
+from results.schema import MODE, OBJECTIVE, PREVIEWS_DIR, SPACE_FILE
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, search_config_from_dict
+from search.space import space_to_dict
 from search.schedulers import build_scheduler, build_searcher, optuna_storage
 from search.trainable import train_trial
 
@@ -39,6 +41,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
         raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
     exp.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp / CONFIG_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
+    atomic_write_bytes(exp / SPACE_FILE, json.dumps(space_to_dict(cfg.space()), indent=1).encode())
     _init_ray(address, cfg)
     try:
         tuner = _new_tuner(cfg, exp, verbose)
@@ -53,7 +56,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
     cfg = load_experiment_config(exp)
     _init_ray(address, cfg)
     try:
-        trainable = _trainable(cfg)
+        trainable = _trainable(cfg, exp)
         if not tune.Tuner.can_restore(str(exp)):
             raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
         tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
@@ -82,17 +85,17 @@ def _new_tuner(cfg: SearchConfig, exp: Path, verbose: int) -> tune.Tuner:
                               cfg.seed, cfg.max_t, cfg.max_concurrent, cfg.algorithm)
     scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor)
     return tune.Tuner(
-        _trainable(cfg),
+        _trainable(cfg, exp),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
                                     metric=OBJECTIVE if cfg.scheduler == "fifo" else None,
                                     mode=MODE if cfg.scheduler == "fifo" else None),
         run_config=_run_config(cfg, exp, verbose))
 
 
-def _trainable(cfg: SearchConfig):
+def _trainable(cfg: SearchConfig, exp: Path):
     from search.trainable import trial_resources
 
-    fn = tune.with_parameters(train_trial, base=cfg.base.to_dict())
+    fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), preview_dir=str(exp / PREVIEWS_DIR))
     return tune.with_resources(fn, trial_resources(cfg.cpu, cfg.gpu))
 
 
@@ -105,7 +108,8 @@ def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
         name=exp.name, storage_path=str(exp.parent), verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat())])
+        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(),
+                                  dict(zip(cfg.baselines, cfg.points_to_evaluate())))])
 
 
 def _tune_space(space: dict) -> dict:

@@ -105,6 +105,12 @@ def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = Fals
     return space
 
 
+def space_to_dict(space: dict[str, Domain]) -> dict:
+    """The space as plain data, the form ``space_from_dict`` reads (``results`` reads it from ``space.json``)."""
+    return {key: ({"log_uniform": [d.low, d.high]} if isinstance(d, LogUniform) else {"choice": list(d.values)})
+            for key, d in space.items()}
+
+
 # The published Pixel2Mesh weights, as LossConfig's defaults (noahcao/Pixel2Mesh normalisation).
 PUBLISHED = {f"loss.{weight_key(s, t)}": getattr(TrainConfig().loss, weight_key(s, t)) for s in STAGES for t in TERMS}
 

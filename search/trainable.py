@@ -23,12 +23,14 @@ from results.schema import CONFIG_PREFIX
 from search.space import apply_params
 
 
-def train_trial(params: dict, base: dict) -> None:
+def train_trial(params: dict, base: dict, preview_dir: str | None = None, previews: int = 2) -> None:
     """Ray Tune function trainable.
 
     Args:
         params: the sampled point, ``{"loss.w2_edge": 0.3, ...}``.
         base: the base ``TrainConfig`` as a dict (``to_dict()``), bound with ``tune.with_parameters``.
+        preview_dir: when given, a trial that reaches its last epoch writes OBJ meshes and preview PNGs of
+            ``previews`` validation views to ``preview_dir/<trial_id>/`` (the report shows the best trial's).
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
@@ -43,12 +45,39 @@ def train_trial(params: dict, base: dict) -> None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
 
         def on_epoch(metrics: dict, checkpoint_dir: Path) -> None:
+            if preview_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
+                _write_previews(cfg, checkpoint_dir, Path(preview_dir) / tune.get_context().get_trial_id(), previews)
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
             progress=False, save_best=False, log=None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: int) -> None:
+    """Meshes and previews of ``count`` validation views, spread over the split; written to a temporary
+    directory first, so ``out`` is whole or absent."""
+    from p2m.checkpoint import load_model
+    from p2m.data.layout import find_samples
+    from p2m.predict import write_previews
+
+    samples = find_samples(cfg.data.root, cfg.data.val_split)
+    if not samples:
+        return
+    model, _ = load_model(checkpoint_dir, "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_mkdir(out.parent)))
+    try:
+        write_previews(model, cfg, samples[::max(1, len(samples) // count)][:count], tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def trial_resources(cpu: float, gpu: float) -> dict:

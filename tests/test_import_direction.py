@@ -8,7 +8,8 @@ import pytest
 @pytest.mark.parametrize("module, forbidden", [
     ("p2m", "ray"), ("p2m.data", "ray"), ("p2m.data.dataset", "ray"), ("p2m.data.synth", "ray"), ("p2m.cli", "ray"),
     ("p2m.train", "ray"), ("p2m.evaluate", "ray"), ("p2m.predict", "ray"),
-    ("results", "torch"), ("results", "ray"),
+    ("results", "torch"), ("results", "ray"), ("results.report", "torch"), ("results.report", "ray"),
+    ("results.cli", "torch"), ("results.cli", "p2m"),
 ])
 def test_module_does_not_import(module, forbidden):
     code = f"import sys, {module}; print({forbidden!r} in sys.modules)"

@@ -90,3 +90,89 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert best[OBJECTIVE].iloc[0] == pytest.approx(chosen[f"last_{OBJECTIVE}"], rel=0.05)
     assert best["test_views"].iloc[0] > 0 and best["test_s3_cd"].iloc[0] > 0
     assert len(list((exp / "train_best" / "seed0" / "previews").glob("*.png"))) == 1
+
+    # the baseline column names exactly the enqueued points
+    named = trials.set_index("trial_id")["baseline"]
+    assert named[(is_published & (trials["config.optim.lr"] == 0.0003)).values].tolist() == ["published"]
+    assert set(named.dropna()) == {"published", "uniform", "diverges"}
+    assert trials.loc[trials["baseline"] == "diverges", "config.optim.lr"].tolist() == [1e6]
+    in_rows = rows.groupby("trial_id")["baseline"].first()  # trials that reported (not the diverging one)
+    assert in_rows.equals(named.reindex(in_rows.index))
+
+    # trials that reached max_t saved previews of their meshes
+    for trial_id in done["trial_id"]:
+        assert len(list((exp / "previews" / trial_id / "previews").glob("*.png"))) == 2
+
+    # the analysis of this real search: every table against a direct pandas computation
+    result = p2m_run("results", "analyze", exp, "--format", "json", env=ray_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tables = {name: pd.DataFrame(records) for name, records in json.loads(result.stdout).items()}
+    check_analysis(tables, rows, trials, max_t=3, rungs=[1, 2])
+    report = (exp / "analysis" / "report.md").read_text()
+    assert f"Meshes of t's best trial {chosen['trial_id']}" in report
+    assert len(list((exp / "analysis").glob("*.png"))) == 6
+
+
+def check_analysis(tables, rows, trials, max_t, rungs):
+    """The analysis tables recomputed here with plain pandas, from the Parquet rows and the trials table."""
+    last = rows.sort_values("training_iteration").groupby("trial_id").last()
+    iters = trials.set_index("trial_id")["iterations"]
+    reason = trials.set_index("trial_id")["stop_reason"]
+
+    milestones = [0, *rungs, max_t]
+    rung = tables["rungs"]
+    assert rung["epoch"].tolist() == milestones
+    for i, m in enumerate(milestones):
+        nxt = milestones[i + 1] if i + 1 < len(milestones) else 10 ** 9
+        entered = iters[iters >= m].index
+        leaving = iters[(iters >= m) & (iters < nxt)].index
+        r = rung.iloc[i]
+        assert r["entered"] == len(entered)
+        assert r["stopped_early"] == (reason[leaving] == "stopped_early").sum()
+        assert r["errored"] == (reason[leaving] == "errored").sum()
+        at = rows.loc[rows["training_iteration"] == m, "val_s3_cd_x1000"]
+        if len(at):
+            assert r["best_cd_x1000"] == pytest.approx(at.min()) and r["median_cd_x1000"] == pytest.approx(at.median())
+    assert rung.iloc[-1]["completed"] == (reason == "completed").sum()
+
+    cost = tables["cost"].iloc[0]
+    seconds = last["time_total_s"].reindex(iters.index).fillna(0)
+    assert cost["trial_epochs"] == len(rows) == iters.sum()
+    assert cost["trial_hours"] == pytest.approx(seconds.sum() / 3600)
+    errored = reason == "errored"
+    per_epoch = (seconds / iters.where(iters > 0)).fillna(0)
+    full = seconds[errored].sum() + (per_epoch[~errored] * max_t).sum()
+    assert cost["no_stopping_hours"] == pytest.approx(full / 3600)
+    assert cost["no_stopping_epochs"] == iters[errored].sum() + max_t * (~errored).sum()
+
+    board = tables["leaderboard"]
+    done = last[reason.reindex(last.index) == "completed"].sort_values("val_s3_cd")
+    assert board["trial_id"].tolist()[:len(done)] == done.index.tolist()
+    for col in ("val_s1_cd_x1000", "val_s2_cd_x1000", "val_s3_cd_x1000", "val_s3_f_tau", "val_s3_f_2tau"):
+        got = board.set_index("trial_id")[col].dropna()
+        assert got.to_numpy() == pytest.approx(last.loc[got.index, col].to_numpy())
+    for col in WEIGHT_COLUMNS:
+        got = board.set_index("trial_id")[col.rsplit(".", 1)[-1]]
+        assert got.to_numpy() == pytest.approx(trials.set_index("trial_id").loc[got.index, col].to_numpy())
+
+    best = done.index[0]
+    comp = tables["comparison"].iloc[0]
+    assert comp["best_trial"] == best and comp["best_cd_x1000"] == pytest.approx(1000 * done["val_s3_cd"].iloc[0])
+    assert comp["trials"] == len(trials) and comp["completed"] == len(done)
+
+    indexed = rows.set_index(["trial_id", "training_iteration"])
+    vs = tables["baselines_vs_best"]
+    assert len(vs) == 15 * len(set(vs["baseline_trial"]))
+    for _, r in vs.iterrows():
+        assert r["best_trial"] == best
+        assert r["epoch"] == min(iters[r["baseline_trial"]], iters[best])
+        col = f"val_s{r['stage']}_{r['metric']}"
+        b, v = indexed.loc[(r["baseline_trial"], r["epoch"]), col], indexed.loc[(best, r["epoch"]), col]
+        assert (r["baseline_value"], r["best_value"]) == pytest.approx((b, v))
+        assert r["change"] == pytest.approx(v / b - 1)
+
+    imp = tables["importance"]
+    if len(done) >= 3:
+        assert (imp["trials"] == len(done)).all() and imp["fanova"].sum() == pytest.approx(1.0)
+    else:
+        assert imp.empty

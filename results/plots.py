@@ -1,0 +1,213 @@
+"""The analysis pictures (PNG, matplotlib's Agg backend): each function draws one figure for one or several
+experiments and returns the path it wrote (through a temporary name, so a picture is whole or absent)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from results.experiment import Experiment  # noqa: E402
+from results.schema import (BASELINE, ITERATION, SAMPLE_COLUMNS, STAGES, STOP_COMPLETED, STOP_REASON,  # noqa: E402
+                            TRIAL_ID, WEIGHT_COLUMNS, val_column)
+from results.store import ResultsError  # noqa: E402
+from results.tables import CD, anytime, pick_best, ranked, short  # noqa: E402
+
+CD3 = val_column(3, CD)
+
+
+def learning_curves(experiments: list[Experiment], path: str | os.PathLike) -> Path:
+    """Stage-3 validation CD x 1000 per epoch of every trial: stopped trials faded, trials that reached max_t
+    solid, baselines dashed and named, the best trial thick; ASHA's rungs as vertical lines."""
+    fig, axes = _panels(len(experiments), 6.4, 4.2)
+    for ax, exp in zip(axes, experiments):
+        best = _best_id(exp)
+        reason = exp.trials.set_index(TRIAL_ID)[STOP_REASON]
+        baselines = exp.trials.set_index(TRIAL_ID)[BASELINE]
+        for trial_id, rows in exp.results.groupby(TRIAL_ID):
+            rows = rows.sort_values(ITERATION)
+            done = reason.get(trial_id) == STOP_COMPLETED
+            name = baselines.get(trial_id)
+            style = dict(color="0.55", alpha=0.35, lw=1.0)
+            if done:
+                style = dict(color="tab:blue", alpha=0.8, lw=1.2)
+            if isinstance(name, str):
+                style = dict(color="tab:orange", alpha=0.9, lw=1.6, ls="--", label=f"baseline: {name}")
+            if trial_id == best:
+                style = dict(color="tab:red", alpha=1.0, lw=2.6, label=f"best: {trial_id}")
+            ax.plot(rows[ITERATION], rows[CD3], marker="o", ms=2.5, **style)
+        for m in exp.settings.rungs():
+            ax.axvline(m, color="0.8", lw=0.8, zorder=0)
+        ax.plot([], [], color="0.55", alpha=0.35, label="stopped early / errored")
+        ax.plot([], [], color="tab:blue", label="reached max_t")
+        ax.set(xlabel="epoch", ylabel="val CD x 1000, stage 3", title=_title(exp))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def importance_bars(tables: dict[str, pd.DataFrame], path: str | os.PathLike) -> Path:
+    """fANOVA importance (bars) and PED-ANOVA (dots) per parameter, one panel per experiment."""
+    fig, axes = _panels(len(tables), 5.6, max(3.0, 0.9 + 0.28 * max((len(t) for t in tables.values()), default=1)))
+    for ax, (name, table) in zip(axes, tables.items()):
+        if table.empty:
+            ax.text(0.5, 0.5, "too few trials reached max_t\nfor an importance estimate", ha="center",
+                    va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            ax.set_title(name)
+            continue
+        t = table.iloc[::-1]
+        y = np.arange(len(t))
+        ax.barh(y, t["fanova"], color="tab:blue", label="fANOVA")
+        ax.scatter(t["ped_anova"], y, color="tab:orange", zorder=3, s=18, label="PED-ANOVA")
+        ax.set_yticks(y, t["param"], fontsize=8)
+        n = int(t["trials"].iloc[0])
+        ax.set(xlabel="importance (normalised)",
+               title=f"{name}: {n} trials at epoch {int(t['epoch'].iloc[0])}" + (" (rough: few trials)" if n < 20 else ""))
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def parallel_coordinates(exp: Experiment, path: str | os.PathLike) -> Path:
+    """The 12 weights and the sample counts of every trial, each axis log10-scaled to its range; trials that
+    reached max_t coloured by their last stage-3 CD, the others grey."""
+    table = ranked(exp)
+    cols = [short(c) for c in WEIGHT_COLUMNS + SAMPLE_COLUMNS if short(c) in table]
+    cols = [c for c in cols if table[c].nunique(dropna=True) > 1] or cols
+    values = table[cols].astype(float)
+    logged = np.log10(values.where(values > 0))
+    logged = logged.fillna(logged.min() - 0.5)  # a 0 (mesh vertices, not samples) sits below the axis' range
+    lo, hi = logged.min(), logged.max()
+    scaled = (logged - lo) / (hi - lo).replace(0, 1)
+    done = (table[STOP_REASON] == STOP_COMPLETED).to_numpy()
+    cd = table[CD3].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(cols)), 4.6), constrained_layout=True)
+    x = np.arange(len(cols))
+    for i in np.flatnonzero(~done):
+        ax.plot(x, scaled.iloc[i], color="0.7", alpha=0.5, lw=0.8)
+    if done.any():
+        norm = matplotlib.colors.Normalize(np.nanmin(cd[done]), np.nanmax(cd[done]))
+        cmap = matplotlib.colormaps["viridis"]
+        for i in np.flatnonzero(done)[np.argsort(-cd[done])]:  # the best drawn last, on top
+            ax.plot(x, scaled.iloc[i], color=cmap(norm(cd[i])), lw=1.8)
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+                     label="val CD x 1000, stage 3 (trials at max_t)")
+    for i, c in enumerate(cols):
+        ax.axvline(i, color="0.85", lw=0.8, zorder=0)
+        ax.text(i, -0.04, f"{values[c].min():.3g}", ha="center", va="top", fontsize=6)
+        ax.text(i, 1.04, f"{values[c].max():.3g}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, cols, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_title(f"{_title(exp)}: searched values (log scale per axis; grey: stopped early)")
+    return _save(fig, path)
+
+
+def stage_cd(exp: Experiment, path: str | os.PathLike, top: int = 8) -> Path:
+    """Per-stage validation CD x 1000 of the top trials and the baselines (grouped bars)."""
+    table = ranked(exp)
+    shown = pd.concat([table.head(top), table[table[BASELINE].notna()]]).drop_duplicates(TRIAL_ID)
+    labels = [f"#{r} {t}" + (f"\n({b})" if isinstance(b, str) else "") + f"\n{e} ep"
+              for r, t, b, e in zip(shown["rank"], shown[TRIAL_ID], shown[BASELINE], shown["epochs"])]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(shown) + 1), 4.2), constrained_layout=True)
+    x = np.arange(len(shown))
+    for k, s in enumerate(STAGES):
+        ax.bar(x + (k - 1) * 0.27, shown[val_column(s, CD)], width=0.27, label=f"stage {s}")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set(ylabel="val CD x 1000 (last epoch)", title=f"{_title(exp)}: per-stage CD of the top trials")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def tradeoff(exp: Experiment, path: str | os.PathLike) -> Path:
+    """Stage-3 CD against mesh smoothness (lower is smoother) for the trials that reached max_t, with the
+    Pareto front of the two (neither can be lowered without raising the other)."""
+    table = ranked(exp)
+    smooth = val_column(3, "smoothness")
+    done = table[table[STOP_REASON] == STOP_COMPLETED].dropna(subset=[CD3, smooth])
+    other = table[table[STOP_REASON] != STOP_COMPLETED].dropna(subset=[CD3, smooth])
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+    ax.scatter(other[CD3], other[smooth], color="0.75", s=16, label="stopped early (their last epoch)")
+    ax.scatter(done[CD3], done[smooth], color="tab:blue", s=28, label="reached max_t")
+    front = pareto_front(done[[CD3, smooth]].to_numpy(dtype=float))
+    if len(front):
+        pts = done.iloc[front].sort_values(CD3)
+        ax.step(pts[CD3], pts[smooth], where="post", color="tab:red", lw=1.5)
+        ax.scatter(pts[CD3], pts[smooth], s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
+                   label=f"Pareto front ({len(pts)} trial{'s' if len(pts) > 1 else ''})")
+        for _, row in pts.iterrows():
+            ax.annotate(str(row[TRIAL_ID]), (row[CD3], row[smooth]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    for _, row in table[table[BASELINE].notna()].dropna(subset=[CD3, smooth]).iterrows():
+        ax.scatter(row[CD3], row[smooth], marker="*", s=140, color="tab:orange", zorder=4)
+        ax.annotate(str(row[BASELINE]), (row[CD3], row[smooth]), fontsize=8, xytext=(4, -10),
+                    textcoords="offset points", color="tab:orange")
+    ax.set(xlabel="val CD x 1000, stage 3", ylabel="smoothness, stage 3 (|Laplacian| / edge length)",
+           title=f"{_title(exp)}: accuracy vs smoothness")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def anytime_curves(experiments: list[Experiment], path: str | os.PathLike) -> Path:
+    """The best stage-3 CD of a finished trial against the trial-epochs spent, one line per experiment."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    for exp in experiments:
+        curve = anytime(exp).dropna(subset=["best_cd_x1000"])
+        if len(curve):
+            ax.step(curve["trial_epochs"], curve["best_cd_x1000"], where="post", lw=1.8,
+                    label=f"{exp.name} ({exp.settings.scheduler}, {exp.settings.algorithm})")
+    ax.set(xlabel="trial-epochs spent", ylabel="best val CD x 1000 at max_t so far",
+           title="search progress against compute")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``points`` (P, 2) that no other row dominates (minimising both columns)."""
+    keep = []
+    for i, p in enumerate(points):
+        dominated = np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))
+        if not dominated:
+            keep.append(i)
+    return np.asarray(keep, dtype=int)
+
+
+def _best_id(exp: Experiment) -> str | None:
+    try:
+        return pick_best(exp.trials)[TRIAL_ID]
+    except ResultsError:
+        return None
+
+
+def _title(exp: Experiment) -> str:
+    return f"{exp.name}" + (" (partial)" if exp.partial else "")
+
+
+def _panels(n: int, width: float, height: float):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), constrained_layout=True,
+                             squeeze=False)
+    return fig, list(axes[0])
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["anytime_curves", "importance_bars", "learning_curves", "parallel_coordinates", "pareto_front",
+           "stage_cd", "tradeoff"]

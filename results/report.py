@@ -1,0 +1,240 @@
+"""``p2m results analyze``: every table and picture of one or several experiments, and a report.md.
+
+The output directory gets ``report.md``, one CSV per table (``tables/<table>.csv``, the experiment in a
+column) and the PNGs; stdout gets the tables in the chosen format (text, markdown, csv or json).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results import plots
+from results.experiment import Experiment, load_experiment
+from results.importance import importance
+from results.schema import OBJECTIVE, PREVIEWS_DIR, TRIAL_ID
+from results.store import ResultsError
+from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, pick_best, rung_table
+
+FORMATS = ("text", "markdown", "csv", "json")
+TABLES = ("comparison", "leaderboard", "baselines_vs_best", "rungs", "importance", "importance_first_rung",
+          "cost")
+
+
+@dataclass
+class Analysis:
+    experiments: list[Experiment]
+    tables: dict[str, pd.DataFrame]  # name -> table, every experiment's rows, an "experiment" column first
+    pictures: dict[str, Path] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, top: int = 10,
+            plots_too: bool = True) -> Analysis:
+    """Read the experiments, build the tables, draw the pictures and write the report into ``out``
+    (default: ``<experiment>/analysis``, or ``<parent>/comparison-<a>-<b>`` for several).
+
+    Raises:
+        ResultsError: naming the path, for a missing, empty or unreadable experiment.
+    """
+    if not paths:
+        raise ResultsError("no experiment directories given")
+    experiments = [load_experiment(p) for p in paths]
+    names = [e.name for e in experiments]
+    if len(set(names)) < len(names):  # two searches of the same name: tell them apart by directory
+        for e in experiments:
+            e.name = f"{e.dir.parent.name}/{e.dir.name}"
+    tables = build_tables(experiments, top)
+    out = Path(out) if out else default_out(experiments)
+    analysis = Analysis(experiments, tables)
+    for name, table in tables.items():
+        _write_text(out / "tables" / f"{name}.csv", table.to_csv(index=False))
+    if plots_too:
+        analysis.pictures = draw(experiments, tables, out)
+    analysis.report = out / "report.md"
+    _write_text(analysis.report, report_markdown(analysis, out))
+    return analysis
+
+
+def build_tables(experiments: list[Experiment], top: int = 10) -> dict[str, pd.DataFrame]:
+    per = {
+        "leaderboard": lambda e: leaderboard(e, top),
+        "baselines_vs_best": baselines_vs_best,
+        "rungs": rung_table,
+        "importance": lambda e: importance(e),
+        "importance_first_rung": lambda e: importance(e, epoch=(e.settings.rungs() or [e.settings.max_t])[0]),
+        "cost": cost_table,
+    }
+    tables = {"comparison": comparison(experiments)}
+    for name, fn in per.items():
+        parts = [fn(e).assign(experiment=e.name) for e in experiments]
+        full = [p for p in parts if len(p)]
+        table = pd.concat(full, ignore_index=True) if full else parts[0]
+        tables[name] = table[["experiment"] + [c for c in table.columns if c != "experiment"]]
+    return tables
+
+
+def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
+    pictures = {"learning_curves": plots.learning_curves(experiments, out / "learning_curves.png")}
+    imp = tables["importance"]
+    pictures["importance"] = plots.importance_bars(
+        {e.name: imp[imp["experiment"] == e.name] for e in experiments}, out / "importance.png")
+    for e in experiments:
+        tag = "" if len(experiments) == 1 else f"_{_slug(e.name)}"
+        pictures[f"parallel_coordinates{tag}"] = plots.parallel_coordinates(e, out / f"parallel_coordinates{tag}.png")
+        pictures[f"stage_cd{tag}"] = plots.stage_cd(e, out / f"stage_cd{tag}.png")
+        pictures[f"tradeoff{tag}"] = plots.tradeoff(e, out / f"tradeoff{tag}.png")
+    pictures["anytime"] = plots.anytime_curves(experiments, out / "anytime.png")
+    return pictures
+
+
+def default_out(experiments: list[Experiment]) -> Path:
+    if len(experiments) == 1:
+        return experiments[0].dir / "analysis"
+    return experiments[0].dir.parent / ("comparison-" + "-".join(_slug(e.dir.name) for e in experiments))
+
+
+def format_tables(tables: dict[str, pd.DataFrame], fmt: str) -> str:
+    """The tables for stdout: aligned text, markdown, CSV blocks (``# name`` before each) or one JSON object."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        return json.dumps({name: json.loads(t.to_json(orient="records", double_precision=15)) for name, t in tables.items()}, indent=1)
+    blocks = []
+    for name, table in tables.items():
+        if fmt == "csv":
+            blocks.append(f"# {name}\n{table.to_csv(index=False).rstrip()}")
+        elif fmt == "markdown":
+            blocks.append(f"### {name}\n\n{markdown_table(table)}")
+        else:
+            body = table.to_string(index=False, float_format=_fmt) if len(table) else "(empty)"
+            blocks.append(f"== {name} ==\n{body}")
+    return "\n\n".join(blocks)
+
+
+def summary_lines(analysis: Analysis) -> list[str]:
+    """What a reader wants first: per experiment, the trial counts, the best trial and its gain."""
+    lines = []
+    comp = analysis.tables["comparison"].set_index("experiment")
+    vs = analysis.tables["baselines_vs_best"]
+    for e in analysis.experiments:
+        c = comp.loc[e.name]
+        line = (f"{e.name}: {c['trials']} trials ({c['completed']} reached max_t={c['max_t']}, "
+                f"{c['stopped_early']} stopped early, {c['errored']} errored, {c['unfinished']} unfinished)")
+        if isinstance(c["best_trial"], str):
+            line += f"; best {c['best_trial']} val CDx1000 {c['best_cd_x1000']:.3f}"
+        lines.append(line)
+        mine = vs[(vs["experiment"] == e.name) & (vs["stage"] == 3) & (vs["metric"] == "cd_x1000")]
+        for _, r in mine.iterrows():
+            lines.append(f"  vs baseline {r['baseline']} at epoch {r['epoch']}: stage-3 CD {r['baseline_value']:.3f} "
+                         f"-> {r['best_value']:.3f} ({100 * r['change']:+.1f}%)")
+        lines.extend(f"  partial: {note}" for note in e.notes)
+    return lines
+
+
+def report_markdown(analysis: Analysis, out: Path) -> str:
+    t = analysis.tables
+    names = ", ".join(e.name for e in analysis.experiments)
+    md = [f"# p2m-search analysis: {names}", "",
+          f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `p2m results analyze` from "
+          + ", ".join(f"`{e.dir}`" for e in analysis.experiments) + ".", ""]
+    partial = [e for e in analysis.experiments if e.partial]
+    if partial:
+        md += ["> **Partial results.** " + " ".join(f"{e.name}: {'; '.join(e.notes)}." for e in partial), ""]
+    md += ["## Summary", "", *[f"- {line.strip()}" for line in summary_lines(analysis)], "",
+           "A trial's figures are those of its last epoch; the best trial is the one `p2m search train-best` "
+           "retrains (lowest last stage-3 validation CD among trials that reached max_t). CD is x 1000, "
+           "F-scores in percent.", ""]
+    if len(analysis.experiments) > 1:
+        md += ["## Experiments side by side", "", markdown_table(t["comparison"]), "",
+               "`epochs_to_within_2pct`: trial-epochs spent when a finished trial first came within 2% of the "
+               "experiment's final best.", ""]
+    md += ["## Leaderboard", "", markdown_table(t["leaderboard"]), "",
+           "## Baselines vs the best trial", "",
+           "Each metric at the same epoch for both (`change` = best / baseline - 1; `improved` says whether "
+           "that is better for the metric).", "",
+           markdown_table(t["baselines_vs_best"]) if len(t["baselines_vs_best"]) else "(no baseline trial)", "",
+           "## ASHA rungs", "", markdown_table(t["rungs"]), "",
+           "## Weight importance", "",
+           "Optuna's fANOVA and PED-ANOVA on an in-memory study of the trials that reached max_t "
+           "(their last stage-3 CD); the second table uses every trial at the first rung (more trials, an "
+           "earlier signal). Estimates from fewer than about 20 trials are rough.", "",
+           markdown_table(t["importance"]) if len(t["importance"]) else "(too few trials reached max_t)", "",
+           markdown_table(t["importance_first_rung"]) if len(t["importance_first_rung"]) else "", "",
+           "## Cost", "", markdown_table(t["cost"]), "",
+           "`no_stopping_*`: every trial that did not error run to max_t at its own mean epoch time.", ""]
+    if analysis.pictures:
+        md += ["## Pictures", ""]
+        for name, path in analysis.pictures.items():
+            md += [f"### {name.replace('_', ' ')}", "", f"![{name}]({_rel(path, out)})", ""]
+    md += _previews(analysis, out)
+    return "\n".join(md) + "\n"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(empty)"
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _previews(analysis: Analysis, out: Path) -> list[str]:
+    md = []
+    for e in analysis.experiments:
+        try:
+            best = pick_best(e.trials)
+        except ResultsError:
+            continue
+        images = e.previews(best[TRIAL_ID])
+        retrained = sorted((e.dir / "train_best").glob("seed*/previews/*.png"))
+        if not images and not retrained:
+            md += [f"No previews of {e.name}'s best trial {best[TRIAL_ID]} were saved "
+                   f"(trials write them to `{PREVIEWS_DIR}/<trial_id>/` when they reach max_t).", ""]
+            continue
+        md += [f"## Meshes of {e.name}'s best trial {best[TRIAL_ID]}", "",
+               f"Input | stage 1 | stage 2 | stage 3 | ground truth, from the camera and turned 90°; "
+               f"last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f}.", ""]
+        md += [f"![{p.stem}]({_rel(p, out)})" for p in images] + [""]
+        if retrained:
+            md += ["Retrained by `p2m search train-best` (test split):", ""]
+            md += [f"![{p.stem}]({_rel(p, out)})" for p in retrained] + [""]
+    return md
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return _fmt(float(value))
+    return str(value)
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(path, out)).as_posix()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
