@@ -6,7 +6,8 @@ Two tables live in an experiment directory:
     experiment, trial_id, training_iteration, written_at, baseline (its name, for the baseline trials); (seconds since the epoch, for ordering);
     every metric ``p2m.train.fit`` reports (epoch, train_loss, train_s{1,2,3}_{term},
     val_s{1,2,3}_{metric}, lr, epoch_seconds, train_samples_per_second, val_views);
-    Ray's bookkeeping (time_total_s, time_this_iter_s, timestamp, node_ip, hostname, pid);
+    Ray's bookkeeping (time_total_s, time_this_iter_s, timestamp, node_ip, node_id (the Ray node the epoch ran
+    on: tells nodes apart even when they share a host), hostname, pid);
     device; and the trial's whole config flattened as ``config.<section>.<field>`` (the 12 weights are
     ``config.loss.w{stage}_{term}``).
 

@@ -11,7 +11,7 @@ from results.schema import (BASELINE, CONFIG_PREFIX, ERROR, EXPERIMENT, ITERATIO
 from results.store import ResultsError, ResultsWriter, compact, read_results, write_trials
 
 # Ray's own keys kept in a row (the rest of Ray's bookkeeping is dropped)
-RAY_KEYS = ("time_total_s", "time_this_iter_s", "timestamp", "node_ip", "hostname", "pid")
+RAY_KEYS = ("time_total_s", "time_this_iter_s", "timestamp", "node_ip", "node_id", "hostname", "pid")
 DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_log_path", "date", "iterations_since_restore",
            "time_since_restore", "experiment_tag"}
 

@@ -86,9 +86,8 @@ def _new_tuner(cfg: SearchConfig, exp: Path, verbose: int) -> tune.Tuner:
     scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor)
     return tune.Tuner(
         _trainable(cfg, exp),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
-                                    metric=OBJECTIVE if cfg.scheduler == "fifo" else None,
-                                    mode=MODE if cfg.scheduler == "fifo" else None),
+        # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples),
         run_config=_run_config(cfg, exp, verbose))
 
 

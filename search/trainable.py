@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
@@ -35,7 +36,7 @@ def train_trial(params: dict, base: dict, preview_dir: str | None = None, previe
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
     device = str(resolve_device(cfg.device))
-    extra = {"device": device, "hostname": platform.node(),
+    extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
     workdir = Path(tempfile.mkdtemp(prefix="p2m-trial-"))
     try:

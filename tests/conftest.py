@@ -1,10 +1,17 @@
-"""Shared fixtures: the real ShapeNet-P2M sample and a small synthetic dataset."""
+"""Shared fixtures: the real ShapeNet-P2M sample, a small synthetic dataset, and Ray for search and job tests
+(a private local instance on 127.0.0.1 with its own temp dir, cleaned up after)."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE_DIR = REPO.parent / "shared" / "fixtures" / "shapenet_p2m_sample"
@@ -27,3 +34,66 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
     generate(SynthConfig(out=str(out), models_per_category=3, views=2, seed=7, workers=2), progress=False)
     return out
+
+
+@pytest.fixture
+def ray_env():
+    """Environment for a search subprocess: Ray's files under a private short temp dir, nothing off loopback."""
+    tmp = Path(tempfile.mkdtemp(prefix="p2mray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
+           "PYTHONUNBUFFERED": "1"}
+    yield env
+    _kill_leftovers(str(tmp))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Kill processes whose command line names this test's Ray temp dir (raylet, GCS, workers)."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            cmd = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            try:
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def search_yaml():
+    return write_search_config
+
+
+@pytest.fixture
+def p2m_run():
+    return p2m_cli
+
+
+def write_search_config(path: Path, data_root: Path, storage: Path, **sections) -> Path:
+    cfg = {
+        "name": "t",
+        "base": {"profile": "tiny", "data": {"root": str(data_root), "val_limit": 4},
+                 "optim": {"steps_per_epoch": 2}},
+        "search": {"num_samples": 6, "max_concurrent": 2, "seed": 0},
+        "baselines": {"published": {}, "uniform": {"loss.w1_laplacian": 0.5}},
+        "scheduler": {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},
+        "resources": {"cpu": 1, "gpu": 0},
+        "failure": {"max_failures": 0},
+        "storage": {"path": str(storage)},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def p2m_cli(*args, env, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", "p2m.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)

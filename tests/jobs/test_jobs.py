@@ -1,0 +1,119 @@
+"""jobs/: every template parses, names commands the CLI has, and the SLURM script really starts Ray and runs
+a search (with fake ``srun``/``scontrol`` on one "node", Ray on 127.0.0.1)."""
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+
+from p2m.cli import build_parser
+from search.config import search_config_from_dict
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+
+
+def _parses_as_p2m(argv: list[str]) -> None:
+    """argv (starting with "p2m") is accepted by the real CLI parser and reaches a command."""
+    assert argv[0] == "p2m", argv
+    args = build_parser().parse_args(argv[1:])
+    assert callable(getattr(args, "func", None)), argv
+    assert args.func.__name__ not in ("<lambda>",), f"{argv} names a command group, not a command"
+
+
+def test_cluster_launcher_yaml_is_valid_for_ray():
+    cfg = yaml.safe_load((JOBS / "ray-cluster.yaml").read_text())
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(cfg, schema)  # Ray's own schema for `ray up`
+    assert cfg["head_node_type"] in cfg["available_node_types"]
+    gpu = [t for t in cfg["available_node_types"].values() if t.get("resources", {}).get("GPU")]
+    assert gpu and gpu[0]["max_workers"] <= cfg["max_workers"]
+    assert any("pip install" in c for c in cfg["setup_commands"])
+    assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
+    starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
+    assert "~/.ray/auth_token" in cfg["file_mounts"]
+
+
+def test_kuberay_rayjob_names_a_real_command_and_a_valid_search_config():
+    docs = list(yaml.safe_load_all((JOBS / "kuberay-rayjob.yaml").read_text()))
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    assert job["apiVersion"] == "ray.io/v1"
+    _parses_as_p2m(shlex.split(job["spec"]["entrypoint"]))
+    spec = job["spec"]["rayClusterSpec"]
+    worker = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+    mounts = {m["mountPath"] for m in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert {"/shared", "/config"} <= mounts
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    search = search_config_from_dict(yaml.safe_load(config["data"]["search.yaml"]), source="ConfigMap")
+    assert search.gpu == 0.5 and search.max_failures >= 1 and search.storage_path == "/shared/experiments"
+
+
+def test_submit_script_runs_ray_job_submit_with_a_real_command(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ray").write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    (fake / "ray").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "NAME": "n1"}
+    out = subprocess.run(["bash", str(JOBS / "submit.sh"), "--num-samples", "8"], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    argv = json.loads(out)
+    assert argv[:3] == ["job", "submit", "--address"] and "--" in argv
+    command = argv[argv.index("--") + 1:]
+    _parses_as_p2m(command)
+    assert command[-2:] == ["--num-samples", "8"] and "--address" in command
+
+
+def test_slurm_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(JOBS / "slurm.sbatch")], check=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_slurm_script_starts_ray_and_runs_then_resumes_the_search(tmp_path, synth_dir, ray_env, search_yaml):
+    """One "node" (this machine): the script's Ray start-up, wait, launch, analysis; then the same job again
+    (a requeue) resumes the experiment instead of starting a second one."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text('#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] && tr " " "\\n" <<< "$3"\n')
+    # srun -w NODE CMD...: run CMD here (every node of this fake allocation is this machine)
+    (fake / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == -* ]]; do [[ "$1" == -w ]] && shift; shift; '
+                               'done\nexec "$@"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "unused",
+                      search={"num_samples": 2, "max_concurrent": 2}, baselines={"published": {}},
+                      scheduler={"type": "asha", "max_t": 2, "grace_period": 1, "reduction_factor": 2})
+    env = {**ray_env, "PATH": f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's single-machine mode: everything on 127.0.0.1
+           "SLURM_JOB_NODELIST": "node0", "SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "2",
+           "P2M_ENV": str(tmp_path / "no-env"), "P2M_HEAD_IP": "127.0.0.1", "RAY_PORT": str(_free_port()),
+           "SEARCH_CONFIG": str(cfg), "DATA": str(synth_dir), "STORAGE": str(tmp_path / "exp"),
+           "P2M_RAY_START_ARGS": f"--temp-dir={ray_env['RAY_TMPDIR']} --disable-usage-stats"}
+    first = subprocess.run(["bash", str(JOBS / "slurm.sbatch")], capture_output=True, text=True, env=env,
+                           timeout=500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "1 node(s), Ray head node0 at 127.0.0.1:" in first.stdout
+    exp = tmp_path / "exp" / "p2m-4242"
+    assert (exp / "trials.parquet").is_file() and (exp / "analysis" / "report.md").is_file()
+    again = subprocess.run(["bash", str(JOBS / "slurm.sbatch")], capture_output=True, text=True, env=env,
+                           timeout=500)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"{exp} exists: resuming it" in again.stdout
+    assert not (tmp_path / "exp" / "p2m-4242-2").exists() and len(list((tmp_path / "exp").iterdir())) == 1
