@@ -16,12 +16,21 @@ import numpy as np
 import pandas as pd
 
 from p2m.config import TrainConfig, from_dict
-from results.schema import CONFIG_PREFIX, OBJECTIVE, TRIAL_ID
+from results.schema import BASELINE, CONFIG_PREFIX, OBJECTIVE, TRIAL_ID
 from results.store import read_trials, write_table_atomic
 from results.tables import pick_best
 from search.run import load_experiment_config
 
 OUT_DIR = "train_best"
+
+
+def pick_baseline(trials: pd.DataFrame, name: str) -> pd.Series:
+    """The baseline trial named ``name`` (whatever its stop reason: its config is what is retrained)."""
+    rows = trials[trials[BASELINE] == name] if BASELINE in trials else trials.iloc[:0]
+    if rows.empty:
+        known = sorted(trials[BASELINE].dropna().unique()) if BASELINE in trials else []
+        raise ValueError(f"no baseline trial named {name!r} (the experiment has: {', '.join(known) or 'none'})")
+    return rows.iloc[0]
 
 
 def trial_config(row: pd.Series) -> TrainConfig:
@@ -43,8 +52,9 @@ def trial_config(row: pd.Series) -> TrainConfig:
 
 
 def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int = 1, split: str = "test",
-               previews: int = 4, progress: bool = True) -> pd.DataFrame:
-    """Retrain and test the best trial; returns (and writes) one row per seed."""
+               previews: int = 4, progress: bool = True, baseline: str | None = None) -> pd.DataFrame:
+    """Retrain and test the best trial, or the baseline trial named ``baseline`` (into ``train_best_<name>/``,
+    to compare the two at the same budget); returns (and writes) one row per seed."""
     from torch.utils.data import DataLoader
 
     from p2m.checkpoint import load_model
@@ -56,7 +66,9 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
 
     exp = Path(experiment_dir)
     search_cfg = load_experiment_config(exp)
-    best = pick_best(read_trials(exp))
+    trials = read_trials(exp)
+    best = pick_best(trials) if baseline is None else pick_baseline(trials, baseline)
+    out_dir = exp / (OUT_DIR if baseline is None else f"{OUT_DIR}_{baseline}")
     cfg = trial_config(best)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
@@ -64,13 +76,14 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     test_samples = find_samples(cfg.data.root, split)
     if not test_samples:
         raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
-    print(f"best trial {best[TRIAL_ID]}: last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f} after "
+    label = "best trial" if baseline is None else f"baseline {baseline}, trial"
+    print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f} after "
           f"{int(best['iterations'])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
     rows = []
     for k in range(seeds):
         run_cfg = dataclasses.replace(cfg, seed=cfg.seed + k,
                                       optim=dataclasses.replace(cfg.optim, max_epochs=epochs))
-        out = exp / OUT_DIR / f"seed{k}"
+        out = out_dir / f"seed{k}"
         result = fit(run_cfg, out, progress=progress)
         plot_curves(result.history, out / "curves.png", title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
         device = resolve_device(run_cfg.device)
@@ -91,7 +104,7 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     df = pd.DataFrame(rows)
     import pyarrow as pa
 
-    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), exp / OUT_DIR / "results.parquet")
+    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), out_dir / "results.parquet")
     _summary(df)
     return df
 

@@ -35,6 +35,8 @@ def register(verbs) -> None:
     best.add_argument("--split", default="test")
     best.add_argument("--previews", type=int, default=4)
     best.add_argument("--no-progress", action="store_true")
+    best.add_argument("--baseline", default=None, metavar="NAME",
+                      help="retrain this baseline trial instead (e.g. published), into train_best_NAME/")
     best.set_defaults(func=_train_best)
 
 
@@ -80,7 +82,7 @@ def _train_best(args: argparse.Namespace) -> int:
     from search.best import train_best
 
     train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
-               progress=not args.no_progress and sys.stderr.isatty())
+               progress=not args.no_progress and sys.stderr.isatty(), baseline=args.baseline)
     return 0
 
 
