@@ -114,7 +114,10 @@ def format_tables(tables: dict[str, pd.DataFrame], fmt: str) -> str:
         elif fmt == "markdown":
             blocks.append(f"### {name}\n\n{markdown_table(table)}")
         else:
-            body = table.to_string(index=False, float_format=_fmt) if len(table) else "(empty)"
+            shown = table.copy()
+            for col in shown.select_dtypes(exclude="number").columns:  # an absent name prints as blank, not NaN
+                shown[col] = shown[col].astype(object).where(shown[col].notna(), "")
+            body = shown.to_string(index=False, float_format=_fmt) if len(shown) else "(empty)"
             blocks.append(f"== {name} ==\n{body}")
     return "\n\n".join(blocks)
 
