@@ -21,6 +21,9 @@ import pandas as pd
 import yaml
 from _study import run
 
+from results.store import read_trials
+from results.tables import pick_best
+
 HERE = Path(__file__).resolve().parent
 SEARCHES = {"asha_tpe": ("asha", "tpe"), "fifo_random": ("fifo", "random")}
 
@@ -48,8 +51,9 @@ def main() -> int:
             cfg = write_config(work / f"{name}.yaml", name, data, work / "experiments", profile, trials, max_t,
                                scheduler, algorithm)
             run(["p2m", "search", "launch", "--config", str(cfg), "--quiet"])
-        experiments.append(exp)
         copy_tables(exp, out / name)
+        experiments.append(out / name)
+    # the analysis reads the copies, so the report's links stay inside --out
     run(["p2m", "results", "analyze", *map(str, experiments), "--out", str(out / "analysis"), "--format",
          "markdown"])
     return verdict(pd.read_csv(out / "analysis" / "tables" / "comparison.csv"), out)
@@ -80,11 +84,18 @@ def write_config(path: Path, name: str, data: Path, storage: Path, profile: str,
 
 
 def copy_tables(exp: Path, dest: Path) -> None:
-    """The experiment's Parquet tables and settings (small), not its checkpoints."""
+    """The experiment's Parquet tables, settings and preview PNGs (small), not its checkpoints or meshes;
+    also train-best's results and previews when ``study_best_vs_published.py`` has run."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(exp / "results", dest / "results", dirs_exist_ok=True)
     for name in ("trials.parquet", "search_config.yaml", "space.json"):
         shutil.copy2(exp / name, dest / name)
+    best = pick_best(read_trials(exp))["trial_id"]  # the only trial whose previews the report shows
+    for png in [*exp.glob(f"previews/{best}/previews/*.png"), *exp.glob("train_best*/seed*/previews/*.png"),
+                *exp.glob("train_best*/results.parquet")]:
+        target = dest / png.relative_to(exp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, target)
 
 
 def verdict(comp: pd.DataFrame, out: Path) -> int:
