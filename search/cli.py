@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from importlib.resources import files
 
@@ -19,6 +20,9 @@ def register(verbs) -> None:
     launch.add_argument("--data", default=None, help="dataset directory (sets base.data.root)")
     launch.add_argument("--storage-path", default=None, help="where experiments go (sets storage.path)")
     launch.add_argument("--quiet", action="store_true", help="no per-trial progress table")
+    launch.add_argument("--smoke-test", action="store_true",
+                        help="check the set-up in seconds: 2 trials of 2 short tiny-profile epochs, on a small "
+                             "synthetic dataset made under the storage path unless --data is given")
     launch.set_defaults(func=_launch)
 
     resume = sub.add_parser("resume", help="continue a search: unfinished trials from their checkpoints")
@@ -57,7 +61,13 @@ def _launch(args: argparse.Namespace) -> int:
         overrides["num_samples"] = args.num_samples
     if args.storage_path:
         overrides["storage_path"] = args.storage_path
+    if args.smoke_test:
+        overrides.setdefault("name", f"smoke-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = load_search_config(args.config or demo_config_path(), overrides)
+    if args.smoke_test:
+        cfg = smoke_config(cfg)
+        if not args.data:
+            args.data = str(_smoke_data(Path(cfg.storage_path) / "smoke-data"))
     if args.data:
         cfg = dataclasses.replace(cfg, base=dataclasses.replace(
             cfg.base, data=dataclasses.replace(cfg.base.data, root=str(Path(args.data).expanduser().resolve()))))
@@ -67,6 +77,28 @@ def _launch(args: argparse.Namespace) -> int:
           f"{cfg.max_concurrent} at a time; experiment in {exp}")
     launch(cfg, args.address, verbose=0 if args.quiet else 1)
     return _leaderboard(exp)
+
+
+def smoke_config(cfg):
+    """``cfg`` cut to a run of seconds: the tiny profile, 2 trials (a baseline and a searched point) of 2
+    epochs of 2 steps, 1 CPU each, validation on 4 views; the space and the scheduler's kind are kept."""
+    import dataclasses
+
+    from p2m.config import from_dict, profile_config
+
+    base = from_dict({"data": {"root": cfg.base.data.root, "val_limit": 4}, "optim": {"steps_per_epoch": 2}},
+                     base=profile_config("tiny"), source="--smoke-test")
+    baselines = dict(list(cfg.baselines.items())[:1])
+    return dataclasses.replace(cfg, base=base, num_samples=2, max_concurrent=2, max_t=2, grace_period=1,
+                               baselines=baselines, cpu=1.0, gpu=0.0)
+
+
+def _smoke_data(path: Path) -> Path:
+    from p2m.data.synth import SynthConfig, generate
+
+    if not (path / "synth_meta.json").is_file():
+        generate(SynthConfig(out=str(path), models_per_category=3, views=2, seed=0, workers=1), progress=False)
+    return path
 
 
 def _resume(args: argparse.Namespace) -> int:

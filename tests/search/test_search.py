@@ -176,3 +176,13 @@ def check_analysis(tables, rows, trials, max_t, rungs):
         assert (imp["trials"] == len(done)).all() and imp["fanova"].sum() == pytest.approx(1.0)
     else:
         assert imp.empty
+
+
+def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run):
+    result = p2m_run("search", "launch", "--smoke-test", "--quiet", "--storage-path", tmp_path / "exp",
+                     "--name", "smoke", env=ray_env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "leaderboard: 2 trials (2 completed)" in result.stdout
+    trials = read_trials(tmp_path / "exp" / "smoke")
+    assert (trials["iterations"] == 2).all() and (trials["config.profile"] == "tiny").all()
+    assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()
