@@ -182,7 +182,9 @@ def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run)
     result = p2m_run("search", "launch", "--smoke-test", "--quiet", "--storage-path", tmp_path / "exp",
                      "--name", "smoke", env=ray_env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "leaderboard: 2 trials (2 completed)" in result.stdout
+    assert "leaderboard: 2 trials" in result.stdout
     trials = read_trials(tmp_path / "exp" / "smoke")
-    assert (trials["iterations"] == 2).all() and (trials["config.profile"] == "tiny").all()
+    # ASHA may stop the second trial at its first rung (epoch 1); the first to get there always goes on
+    assert (trials["status"] == "TERMINATED").all() and (trials["config.profile"] == "tiny").all()
+    assert (trials["stop_reason"] == STOP_COMPLETED).sum() >= 1 and set(trials["iterations"]) <= {1, 2}
     assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()
