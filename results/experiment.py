@@ -7,12 +7,10 @@ marked partial with the reason, so an analysis never silently passes off half a 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -161,7 +159,3 @@ def _complete_trials(trials: pd.DataFrame, results: pd.DataFrame, settings: Sett
     if odd:
         raise ResultsError(f"{TRIALS_FILE}: unknown stop reasons {sorted(odd)}")
     return trials.sort_values(TRIAL_ID, kind="stable").reset_index(drop=True)
-
-
-def finite(value) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(float(value))

@@ -3,7 +3,8 @@
 Two tables live in an experiment directory:
 
 ``results/`` (a Parquet dataset, one row per reported result, i.e. per trial and epoch):
-    experiment, trial_id, training_iteration, written_at, baseline (its name, for the baseline trials); (seconds since the epoch, for ordering);
+    experiment, trial_id, training_iteration, written_at (seconds since the epoch, for ordering), baseline
+    (the baseline's name, for the baseline trials);
     every metric ``p2m.train.fit`` reports (epoch, train_loss, train_s{1,2,3}_{term},
     val_s{1,2,3}_{metric}, lr, epoch_seconds, train_samples_per_second, val_views);
     Ray's bookkeeping (time_total_s, time_this_iter_s, timestamp, node_ip, node_id (the Ray node the epoch ran
