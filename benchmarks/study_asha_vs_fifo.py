@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from _study import run
+from _study import met, run, write_verdict
 
 from results.store import read_trials
 from results.tables import pick_best
@@ -108,13 +108,10 @@ def verdict(comp: pd.DataFrame, out: Path) -> int:
         f"({a['trial_hours']:.2f} trial-hours); within 2% after {a['epochs_to_within_2pct']} trial-epochs",
         f"FIFO + random:   best val CDx1000 {f['best_cd_x1000']:.3f} with {f['trial_epochs']} trial-epochs "
         f"({f['trial_hours']:.2f} trial-hours); within 2% after {f['epochs_to_within_2pct']} trial-epochs",
-        f"best CD, ASHA vs FIFO: {100 * cd_gap:+.1f}% (goal: within +2%) -> {'met' if cd_gap <= 0.02 else 'NOT met'}",
-        f"trial-epochs, ASHA / FIFO: {epochs:.2f} (goal <= 0.33) -> {'met' if epochs <= 1 / 3 else 'NOT met'}",
+        f"best CD, ASHA vs FIFO: {100 * cd_gap:+.1f}% (goal: within +2%) -> {met(cd_gap <= 0.02)}",
+        f"trial-epochs, ASHA / FIFO: {epochs:.2f} (goal <= 0.33) -> {met(epochs <= 1 / 3)}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    (out / "verdict_asha_vs_fifo.txt").write_text(text + "\n")
-    return 0
+    return write_verdict(lines, out / "verdict_asha_vs_fifo.txt")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from _study import run
+from _study import met, run, write_verdict
 
 HERE = Path(__file__).resolve().parent
 ARMS = {"searched": [], "published": ["--baseline", "published"]}
@@ -79,16 +79,13 @@ def verdict(table: pd.DataFrame, out: Path) -> int:
     cds = [test.loc[("searched", s), "cd_x1000"] for s in (1, 2, 3)]
     lines += [
         f"test CD, searched vs published (stage 3): {100 * cd_change:+.1f}% (goal <= -15%) -> "
-        f"{'met' if cd_change <= -0.15 else 'NOT met'}",
+        f"{met(cd_change <= -0.15)}",
         f"test F@tau, searched - published (stage 3): {f_gain:+.2f} points (goal >= +5) -> "
-        f"{'met' if f_gain >= 5 else 'NOT met'}",
+        f"{met(f_gain >= 5)}",
         f"searched, test CD by stage: {cds[0]:.3f} > {cds[1]:.3f} > {cds[2]:.3f} -> "
-        f"{'met' if cds[0] > cds[1] > cds[2] else 'NOT met'}",
+        f"{met(cds[0] > cds[1] > cds[2])}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    (out / "verdict_best_vs_published.txt").write_text(text + "\n")
-    return 0
+    return write_verdict(lines, out / "verdict_best_vs_published.txt")
 
 
 if __name__ == "__main__":
