@@ -148,5 +148,4 @@ def _init_ray(address: str | None, cfg: SearchConfig) -> None:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
 
 
-
 __all__ = ["launch", "resume", "load_experiment_config", "experiment_dir", "search_config_from_dict"]

@@ -67,18 +67,14 @@ def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: in
     if not samples:
         return
     model, _ = load_model(checkpoint_dir, "cpu")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_mkdir(out.parent)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write_previews(model, cfg, samples[::max(1, len(samples) // count)][:count], tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def trial_resources(cpu: float, gpu: float) -> dict:
