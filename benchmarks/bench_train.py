@@ -1,4 +1,6 @@
-"""Training-step throughput (batch 1 vs batch 8) and chunked chamfer vs a naive torch.cdist chamfer.
+"""Training-step throughput (batch 1 vs batch 8) and the chamfer's nearest-neighbour backends vs a naive
+torch.cdist chamfer: "chunked" (exact distances in 64 MiB chunks, the torch backend), "kdtree" (scipy's
+KD-tree, what "auto" uses on CPU without pytorch3d) and "naive" (the full matrix kept for backward).
 
     python benchmarks/bench_train.py [--profile cpu] [--steps 6] [--device cpu|cuda]
     python benchmarks/bench_train.py --chamfer-only
@@ -21,6 +23,8 @@ import warnings
 import torch
 
 B, V, P = 16, 2466, 9000  # batch, stage-3 vertices of the authors' template, GT points
+VARIANTS = ("chunked", "kdtree", "naive")
+BACKENDS = {"chunked": "torch", "kdtree": "kdtree"}
 
 
 def main() -> None:
@@ -29,7 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per batch size (after 2 warm-up steps)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--chamfer-only", action="store_true")
-    parser.add_argument("--chamfer-variant", choices=["chunked", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--chamfer-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.chamfer_variant:
         print(json.dumps(_chamfer_once(args.chamfer_variant, args.device)))
@@ -87,7 +91,8 @@ def _train_steps(profile: str, steps: int, device: str) -> None:
 
 def _chamfer(device: str) -> None:
     res = {}
-    for variant in ("chunked", "naive"):
+    variants = VARIANTS if device == "cpu" else ("chunked", "naive")
+    for variant in variants:
         out = subprocess.run([sys.executable, __file__, "--chamfer-variant", variant, "--device", device],
                              capture_output=True, text=True, check=True)
         res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -97,7 +102,14 @@ def _chamfer(device: str) -> None:
     c, n = res["chunked"], res["naive"]
     print(f"chamfer chunked vs naive: {n['seconds'] / c['seconds']:.1f}x faster (goal >= 3x), "
           f"{c['peak_mib'] / n['peak_mib']:.3f} of the memory (goal <= 1/8 = 0.125)")
-    print(f"chamfer values agree: |chunked - naive| = {abs(c['value'] - n['value']):.2e} (value {c['value']:.6f})")
+    if "kdtree" in res:
+        k = res["kdtree"]
+        print(f"chamfer kdtree vs chunked: {c['seconds'] / k['seconds']:.1f}x faster, kdtree vs naive: "
+              f"{n['seconds'] / k['seconds']:.1f}x faster, {k['peak_mib'] / n['peak_mib']:.3f} of the memory")
+    for variant in res:
+        if variant != "naive":
+            print(f"chamfer values agree: |{variant} - naive| = {abs(res[variant]['value'] - n['value']):.2e} "
+                  f"(value {res[variant]['value']:.6f})")
 
 
 def _chamfer_once(variant: str, device: str) -> dict:
@@ -108,8 +120,8 @@ def _chamfer_once(variant: str, device: str) -> dict:
     gt = (torch.randn(B, P, 3, generator=g) * 0.2).to(device)
 
     def run():
-        if variant == "chunked":
-            ch = chamfer_distance(pred, gt, backend="torch")
+        if variant in BACKENDS:
+            ch = chamfer_distance(pred, gt, backend=BACKENDS[variant])
             loss = (ch.gt_to_pred + ch.pred_to_gt).mean()
         else:
             d = torch.cdist(pred, gt) ** 2  # (B, V, P): the full matrix, kept for backward

@@ -1,11 +1,15 @@
 """Nearest neighbours between batched point sets, without the full (N, P, Q) distance matrix.
 
-The index search runs without autograd (pytorch3d's ``knn_points`` when importable, otherwise chunks
-of a matmul-expanded distance in pure torch); distances are then recomputed on the gathered points
-with autograd, so the backward pass costs O(N * P) memory, not O(N * P * Q).
+The index search runs without autograd and is exact: pytorch3d's ``knn_points`` when importable, else
+a KD-tree (scipy, in float64) for CPU tensors, else chunks of directly computed distances in torch
+(``torch.cdist`` without its matmul expansion, whose cancellation on points far from the origin, such as
+the camera-frame Z near -0.8, picks a wrong neighbour where two are within about 1e-7). Distances are
+then recomputed on the gathered points with autograd, so the backward pass costs O(N * P) memory, not
+O(N * P * Q).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,7 +32,8 @@ def nearest_indices(x: Tensor, y: Tensor, y_lengths: Tensor | None = None, backe
         x: FloatTensor (N, P, 3) query points.
         y: FloatTensor (N, Q, 3) reference points, padded beyond ``y_lengths``.
         y_lengths: LongTensor (N,) number of valid points of each ``y`` (all Q when None); each >= 1.
-        backend: "auto" (pytorch3d when importable), "torch" or "pytorch3d".
+        backend: "auto" (pytorch3d when importable, else "kdtree" on CPU and "torch" elsewhere),
+            "kdtree", "torch" or "pytorch3d".
         chunk_elements: the most distance entries the pure-torch search holds at once.
 
     Returns:
@@ -40,7 +45,7 @@ def nearest_indices(x: Tensor, y: Tensor, y_lengths: Tensor | None = None, backe
         raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
     if y.shape[1] == 0:
         raise ValueError("y must have at least one point")
-    backend = _validate_backend(backend)
+    backend = _validate_backend(backend, x.device)
     with torch.no_grad():
         if backend == "pytorch3d":
             from pytorch3d.ops import knn_points
@@ -49,6 +54,9 @@ def nearest_indices(x: Tensor, y: Tensor, y_lengths: Tensor | None = None, backe
             x_len = torch.full((N,), P, dtype=torch.long, device=x.device)
             y_len = y_lengths if y_lengths is not None else torch.full((N,), y.shape[1], dtype=torch.long, device=x.device)
             return knn_points(x.float(), y.float(), lengths1=x_len, lengths2=y_len, K=1).idx[..., 0]
+        if backend == "kdtree" and bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all()):
+            return _nearest_kdtree(x, y, y_lengths)
+        # (non-finite points: any in-range index will do, the loss they enter is not finite either)
         return _nearest_torch(x.detach(), y.detach(), y_lengths, chunk_elements)
 
 
@@ -73,18 +81,26 @@ def valid_mask(lengths: Tensor, size: int) -> Tensor:
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def _nearest_kdtree(x: Tensor, y: Tensor, y_lengths: Tensor | None) -> Tensor:
+    from scipy.spatial import cKDTree
+
+    xs, ys = x.detach().cpu().double().numpy(), y.detach().cpu().double().numpy()
+    out = np.empty(x.shape[:2], dtype=np.int64)
+    for n in range(x.shape[0]):
+        valid = ys.shape[1] if y_lengths is None else int(y_lengths[n])
+        out[n] = cKDTree(ys[n, :valid]).query(xs[n])[1]
+    return torch.from_numpy(out).to(x.device)
+
+
 def _nearest_torch(x: Tensor, y: Tensor, y_lengths: Tensor | None, chunk_elements: int) -> Tensor:
     N, P, _ = x.shape
     Q = y.shape[1]
-    y_sq = (y ** 2).sum(-1)  # (N, Q)
-    if y_lengths is not None:
-        y_sq = y_sq.masked_fill(~valid_mask(y_lengths, Q), float("inf"))
     step = max(1, chunk_elements // max(1, N * Q))
     out = torch.empty(N, P, dtype=torch.long, device=x.device)
     for start in range(0, P, step):
-        xc = x[:, start:start + step]  # (N, c, 3)
-        # |x - y|^2 = |x|^2 - 2 x.y + |y|^2; |x|^2 is constant per row, so it does not change the argmin
-        d = torch.baddbmm(y_sq[:, None, :], xc, y.transpose(1, 2), alpha=-2.0)  # (N, c, Q)
+        d = torch.cdist(x[:, start:start + step], y, compute_mode="donot_use_mm_for_euclid_dist")  # (N, c, Q)
+        if y_lengths is not None:
+            d = d.masked_fill(~valid_mask(y_lengths, Q)[:, None, :], float("inf"))
         out[:, start:start + step] = d.argmin(-1)
     return out
 
@@ -94,11 +110,13 @@ def _validate_points(points: Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, P, 3), got {tuple(points.shape)}")
 
 
-def _validate_backend(backend: str) -> str:
-    if backend not in ("auto", "torch", "pytorch3d"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'pytorch3d', got {backend!r}")
+def _validate_backend(backend: str, device: torch.device) -> str:
+    if backend not in ("auto", "kdtree", "torch", "pytorch3d"):
+        raise ValueError(f"backend must be 'auto', 'kdtree', 'torch' or 'pytorch3d', got {backend!r}")
     if backend == "auto":
-        return "pytorch3d" if has_pytorch3d() else "torch"
+        if has_pytorch3d():
+            return "pytorch3d"
+        return "kdtree" if device.type == "cpu" else "torch"
     if backend == "pytorch3d" and not has_pytorch3d():
         raise ValueError("backend 'pytorch3d' requested but pytorch3d is not installed")
     return backend

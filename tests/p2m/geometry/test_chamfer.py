@@ -17,12 +17,12 @@ def _brute_nearest(x, y):
     return torch.stack(idx), torch.stack(dist)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1 << 24])
-def test_indices_match_brute_force_and_kdtree(chunk):
+@pytest.mark.parametrize("backend, chunk", [("torch", 1), ("torch", 7), ("torch", 1 << 24), ("kdtree", 1 << 24)])
+def test_indices_match_brute_force_and_kdtree(backend, chunk):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 257, 3, generator=g, dtype=torch.float64)
     y = torch.rand(3, 511, 3, generator=g, dtype=torch.float64)
-    idx = nearest_indices(x, y, backend="torch", chunk_elements=chunk)
+    idx = nearest_indices(x, y, backend=backend, chunk_elements=chunk)
     ref_idx, ref_d = _brute_nearest(x, y)
     assert torch.equal(idx, ref_idx)
     for n in range(3):
@@ -30,6 +30,25 @@ def test_indices_match_brute_force_and_kdtree(chunk):
         np.testing.assert_array_equal(idx[n].numpy(), kd_i)
         d, _ = nearest_sq_dists(x[n:n + 1], y[n:n + 1], backend="torch")
         np.testing.assert_allclose(d[0].numpy(), kd_d ** 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "kdtree"])
+def test_exact_on_float32_points_far_from_the_origin(backend):
+    """Camera-frame points (Z near -0.8) with neighbours closer than 1e-7 in squared distance: a matmul-expanded
+    distance (|x|^2 - 2 x.y + |y|^2 in float32) picks the wrong one for some; a direct one does not."""
+    g = torch.Generator().manual_seed(5)
+    centre = torch.tensor([0.0, 0.0, -0.8])
+    x = torch.randn(2, 2466, 3, generator=g) * 0.1 + centre
+    y = torch.randn(2, 9000, 3, generator=g) * 0.1 + centre
+    idx = nearest_indices(x, y, backend=backend)
+    expanded_wrong = 0
+    for n in range(2):
+        d, ref = cKDTree(y[n].double().numpy()).query(x[n].double().numpy(), k=2)
+        sure = d[:, 1] ** 2 - d[:, 0] ** 2 > 1e-12  # not a tie at float32's resolution of these distances
+        np.testing.assert_array_equal(idx[n].numpy()[sure], ref[sure, 0])
+        expanded = torch.baddbmm((y[n:n + 1] ** 2).sum(-1)[:, None], x[n:n + 1], y[n:n + 1].transpose(1, 2), alpha=-2)
+        expanded_wrong += int((expanded.argmin(-1)[0].numpy() != ref[:, 0])[sure].sum())
+    assert expanded_wrong > 0  # the case is hard enough to tell the two apart
 
 
 def test_float32_distances_match_kdtree():
@@ -47,9 +66,18 @@ def test_padding_is_ignored():
     lengths = torch.tensor([80, 30])
     y_padded = y.clone()
     y_padded[1, 30:] = 0.5  # padding right in the middle of the cloud would win if it counted
-    idx = nearest_indices(x, y_padded, lengths, backend="torch")
-    assert idx[1].max() < 30
-    assert torch.equal(idx[1], _brute_nearest(x[1:], y[1:, :30])[0][0])
+    for backend in ("torch", "kdtree"):
+        idx = nearest_indices(x, y_padded, lengths, backend=backend)
+        assert idx[1].max() < 30
+        assert torch.equal(idx[1], _brute_nearest(x[1:], y[1:, :30])[0][0])
+        assert torch.equal(idx[0], _brute_nearest(x[:1], y[:1])[0][0])
+
+
+def test_non_finite_points_give_indices_in_range():
+    x = torch.rand(1, 20, 3)
+    x[0, 3] = float("nan")
+    idx = nearest_indices(x, torch.rand(1, 10, 3), backend="kdtree")
+    assert idx.shape == (1, 20) and 0 <= idx.min() and idx.max() < 10
 
 
 def test_chamfer_matches_dense_reference_values_and_gradients():
