@@ -2,9 +2,10 @@
 
 It flows one way: CLI / YAML -> :class:`TrainConfig` -> search space (``dataclasses.replace``) ->
 trainable -> :func:`p2m.train.fit`. Every section checks its own values in ``__post_init__`` and names
-the key it refuses. The 12 loss weights are flat fields ``w{stage}_{term}`` so that a search can set
-them by name and a results table can store them as columns; :meth:`LossConfig.weight_matrix` gives
-them as the 3 x 4 matrix ``w[stage][term]``.
+the key it refuses. The loss weights are flat fields ``w{stage}_{term}`` so that a search can set
+them by name and a results table can store them as columns: the 12 searched ones (chamfer, edge,
+Laplacian, normal at each stage; :meth:`LossConfig.weight_matrix` gives them as the 3 x 4 matrix
+``w[stage][term]``) and the reference's move term ``w{stage}_move``, fixed by default.
 """
 from __future__ import annotations
 
@@ -17,18 +18,21 @@ from pathlib import Path
 import yaml
 
 STAGES = (1, 2, 3)
-TERMS = ("chamfer", "edge", "laplacian", "normal")
+TERMS = ("chamfer", "edge", "laplacian", "normal")  # the terms whose per-stage weights a search tunes: 12 weights
+FIXED_TERMS = ("move",)  # weighted per stage too, but held at the reference's values unless a space names them
+LOSS_TERMS = TERMS + FIXED_TERMS
 PROFILES = ("tiny", "cpu", "paper")
 
 
 def weight_key(stage: int, term: str) -> str:
     """The config field of one loss weight, e.g. ``weight_key(2, "edge") == "w2_edge"``."""
-    if stage not in STAGES or term not in TERMS:
+    if stage not in STAGES or term not in LOSS_TERMS:
         raise ValueError(f"no loss weight for stage {stage!r} and term {term!r}")
     return f"w{stage}_{term}"
 
 
-WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in TERMS)
+WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in TERMS)  # the 12 searched weights
+FIXED_WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in FIXED_TERMS)
 
 
 @dataclass(frozen=True)
@@ -70,33 +74,57 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    # Defaults: the published Pixel2Mesh weights as normalised in the most-used PyTorch port
-    # (noahcao/Pixel2Mesh, experiments/default/tensorflow.yml: chamfer 1, chamfer_opposite 0.55,
-    # edge 0.1, laplace 0.5 with lap_const 0.2 on the first block, normal 1.6e-4).
+    """The loss of :func:`p2m.loss.p2m_loss`. The defaults are Pixel2Mesh's reference loss, the one the
+    ``published`` baseline trains with: the forms and weights of the most-used PyTorch port,
+    noahcao/Pixel2Mesh (``models/losses/p2m.py`` at commit 78e0f44 for the forms, its
+    ``experiments/default/tensorflow.yml`` at commit ffcd022, the config that mirrors the authors'
+    TensorFlow training, for the weights), which normalises the authors' TensorFlow factors
+    (nywang16/Pixel2Mesh ``p2m/losses.py``: chamfer x3000, edge x300, Laplacian x1500, move x100,
+    normal x0.5) by the chamfer's 3000. Each default below names its line.
+
+    Stage-1 Laplacian factor: the port multiplies block 1's Laplacian by 0.2 (``lap_const``), the
+    authors' TensorFlow code by 0.1 (``p2m/models.py``, ``.1*laplace_loss(...)``). This config follows
+    the port, like every other number here, so that the whole reference comes from one implementation
+    whose forms this project reproduces term for term; the TensorFlow values are w1_laplacian 0.05,
+    normal 0.5/3000 = 1.667e-4 and move 100/3000 = 0.0333.
+    """
+
+    # tensorflow.yml:28-31 `chamfer: [1.0, 1.0, 1.0]` (one factor per block)
     w1_chamfer: float = 1.0
+    # tensorflow.yml:34 `edge: 0.1`
     w1_edge: float = 0.1
-    w1_laplacian: float = 0.1  # 0.5 * 0.2
+    # tensorflow.yml:35 `laplace: 0.5` x p2m.py:87 `lap_const = [0.2, 1., 1.]` (block 1: 0.2)
+    w1_laplacian: float = 0.1
+    # tensorflow.yml:37 `normal: 0.00016`
     w1_normal: float = 1.6e-4
-    w2_chamfer: float = 1.0
-    w2_edge: float = 0.1
-    w2_laplacian: float = 0.5
-    w2_normal: float = 1.6e-4
-    w3_chamfer: float = 1.0
-    w3_edge: float = 0.1
-    w3_laplacian: float = 0.5
-    w3_normal: float = 1.6e-4
-    chamfer_opposite: float = 0.55  # factor on the prediction -> GT direction
-    pred_samples1: int = 0  # 0 = the mesh vertices (Pixel2Mesh); > 0 = points sampled on the surface (Mesh R-CNN)
+    w2_chamfer: float = 1.0  # tensorflow.yml:30
+    w2_edge: float = 0.1  # tensorflow.yml:34
+    w2_laplacian: float = 0.5  # tensorflow.yml:35 x lap_const[1] = 1
+    w2_normal: float = 1.6e-4  # tensorflow.yml:37
+    w3_chamfer: float = 1.0  # tensorflow.yml:31
+    w3_edge: float = 0.1  # tensorflow.yml:34
+    w3_laplacian: float = 0.5  # tensorflow.yml:35 x lap_const[2] = 1
+    w3_normal: float = 1.6e-4  # tensorflow.yml:37
+    # The move term (not among the 12 searched weights; see search/space.py). p2m.py:65 computes it only
+    # `if block_idx > 0` (block 1's input is the fixed template); blocks 2 and 3: tensorflow.yml:36
+    # `move: 0.033` x p2m.py:104 `move_loss += lap_const[i] * move` (lap_const 1).
+    w1_move: float = 0.0
+    w2_move: float = 0.033
+    w3_move: float = 0.033
+    chamfer_opposite: float = 0.55  # tensorflow.yml:32 `chamfer_opposite: 0.55`, on prediction -> GT
+    # 0 = the mesh vertices (Pixel2Mesh, p2m.py:96 measures the chamfer at pred_coord); > 0 = points
+    # sampled on the surface (Mesh R-CNN)
+    pred_samples1: int = 0
     pred_samples2: int = 0
     pred_samples3: int = 0
-    edge_form: str = "p2m"  # "p2m": squared length; "target": deviation from edge_target_length
+    edge_form: str = "p2m"  # "p2m": the reference's squared length; "target": deviation from edge_target_length
     edge_target_length: float = 0.0
     laplacian_form: str = "p2m"  # "p2m": change through the block; "smooth": plain smoothness
-    normal_form: str = "p2m"  # "p2m": edge vs GT normal; "consistency": adjacent-face normals
+    normal_form: str = "p2m"  # "p2m": the reference's edge vs GT normal; "consistency": adjacent-face normals
 
     def __post_init__(self):
-        _non_negative(self, *WEIGHT_KEYS, "chamfer_opposite", "pred_samples1", "pred_samples2", "pred_samples3",
-                      "edge_target_length")
+        _non_negative(self, *WEIGHT_KEYS, *FIXED_WEIGHT_KEYS, "chamfer_opposite", "pred_samples1", "pred_samples2",
+                      "pred_samples3", "edge_target_length")
         _choice(self, "edge_form", ("p2m", "target"))
         _choice(self, "laplacian_form", ("p2m", "smooth"))
         _choice(self, "normal_form", ("p2m", "consistency"))
@@ -105,7 +133,7 @@ class LossConfig:
         return getattr(self, weight_key(stage, term))
 
     def weight_matrix(self) -> list[list[float]]:
-        """w[stage - 1][term index], 3 x 4, terms in ``TERMS`` order."""
+        """The 12 searched weights as w[stage - 1][term index], 3 x 4, terms in ``TERMS`` order."""
         return [[self.weight(s, t) for t in TERMS] for s in STAGES]
 
     def pred_samples(self, stage: int) -> int:

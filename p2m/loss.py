@@ -1,16 +1,19 @@
-"""The training loss: Σ_s Σ_t w[s][t] · L_t(stage s), the 12 weights a search tunes.
+"""The training loss: Σ_s Σ_t w[s][t] · L_t(stage s), with the 12 weights a search tunes and the move term.
 
-Terms (Pixel2Mesh, Wang et al. 2018, Sec. 3.5, in the forms of ``LossConfig``):
+Terms (Pixel2Mesh, Wang et al. 2018, Sec. 3.5, in the forms of ``LossConfig``). With the "p2m" forms and
+``LossConfig``'s default weights the total equals the reference implementation's loss (noahcao/Pixel2Mesh
+``P2MLoss``, the authors' TensorFlow loss normalised by its chamfer factor), term for term:
 - chamfer: ``gt_to_pred + chamfer_opposite * pred_to_gt`` against the GT points of the batch,
   measured at the mesh vertices (``pred_samples{s} = 0``, as Pixel2Mesh) or at points sampled on the
   predicted surface (``> 0``, as Mesh R-CNN);
-- edge: mean squared edge length ("p2m") or squared deviation from a target length ("target");
+- edge: squared edge length over the reference's rows ("p2m", :func:`p2m_edge_loss`) or squared
+  deviation from a target length ("target");
 - laplacian: change of the Laplacian coordinates through the block ("p2m") or plain smoothness
   ("smooth");
-- normal: |cos| between each edge and the GT normal nearest its vertex ("p2m") or adjacent-face
-  normal consistency ("consistency").
-
-Pixel2Mesh's "move" term (vertex displacement in blocks 2 and 3) is not one of the 12 and is not used.
+- normal: |cos| between each edge and the GT normal nearest each of its vertices ("p2m") or
+  adjacent-face normal consistency ("consistency");
+- move: mean squared displacement of the vertices through the block (weights ``w{s}_move``, which
+  the default search space leaves at the reference's values: 0 on block 1, 0.033 on blocks 2 and 3).
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from p2m.config import STAGES, TERMS, LossConfig
+from p2m.config import LOSS_TERMS, STAGES, LossConfig
 from p2m.geometry.chamfer import chamfer_distance
-from p2m.geometry.edge import edge_length_loss, edge_target_loss
+from p2m.geometry.edge import edge_target_loss, p2m_edge_loss
 from p2m.geometry.knn import nearest_indices
 from p2m.geometry.laplacian import laplacian_change_loss, laplacian_smoothing_loss
+from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 from p2m.geometry.sample import sample_surface_points
 from p2m.model.pixel2mesh import LevelGraph, MeshOutput
@@ -45,7 +49,7 @@ def p2m_loss(cfg: LossConfig, out: MeshOutput, levels: list[LevelGraph], gt_poin
     """The weighted loss of one batch.
 
     Args:
-        cfg: the 12 weights and the forms of the terms.
+        cfg: the weights and the forms of the terms.
         out: the model's output (vertices after and before each block, float32 or autocast dtype).
         levels: connectivity of the three template levels.
         gt_points, gt_normals: FloatTensor (N, P, 3), P = ``data.gt_samples``.
@@ -61,7 +65,7 @@ def p2m_loss(cfg: LossConfig, out: MeshOutput, levels: list[LevelGraph], gt_poin
     for stage, verts, before, level in zip(STAGES, out.verts, out.before, levels):
         verts, before = verts.float(), before.float()
         values = _stage_terms(cfg, stage, verts, before, level, gt_points, gt_normals, generator)
-        for term in TERMS:
+        for term in LOSS_TERMS:
             value = values[term].mean()
             terms[term_name(stage, term)] = value
             total = total + cfg.weight(stage, term) * value
@@ -80,7 +84,7 @@ def _stage_terms(cfg: LossConfig, stage: int, verts: Tensor, before: Tensor, lev
         nearest_gt = ch.pred_nn
     out = {"chamfer": ch.gt_to_pred + cfg.chamfer_opposite * ch.pred_to_gt}
     if cfg.edge_form == "p2m":
-        out["edge"] = edge_length_loss(verts, level.edges)
+        out["edge"] = p2m_edge_loss(verts, level.edges)
     else:
         out["edge"] = edge_target_loss(verts, level.edges, cfg.edge_target_length)
     if cfg.laplacian_form == "p2m":
@@ -91,4 +95,5 @@ def _stage_terms(cfg: LossConfig, stage: int, verts: Tensor, before: Tensor, lev
         out["normal"] = edge_normal_loss(verts, level.edges, gt_normals, nearest_gt)
     else:
         out["normal"] = normal_consistency_loss(verts, level.faces, level.face_pairs)
+    out["move"] = move_loss(before, verts)
     return out

@@ -2,7 +2,7 @@
 
 The hook ``on_epoch(metrics, checkpoint_dir)`` is how a search reports to its scheduler without
 ``p2m`` importing it. Metric keys (one flat dict per epoch):
-    epoch (1-based), train_loss, train_s{1,2,3}_{chamfer,edge,laplacian,normal} (unweighted term means),
+    epoch (1-based), train_loss, train_s{1,2,3}_{chamfer,edge,laplacian,normal,move} (unweighted term means),
     val_s{1,2,3}_{cd,cd_x1000,cd_pred_to_gt,cd_gt_to_pred,f_tau,f_2tau,normal_consistency,smoothness},
     lr, epoch_seconds, train_samples_per_second, val_views.
 The objective of a search is ``val_s3_cd`` (lower is better).

@@ -6,10 +6,11 @@ import pytest
 import torch
 import trimesh
 
-from p2m.config import STAGES, TERMS, WEIGHT_KEYS, LossConfig, profile_config
+from p2m.config import FIXED_WEIGHT_KEYS, LOSS_TERMS, STAGES, WEIGHT_KEYS, LossConfig, profile_config
 from p2m.geometry.chamfer import chamfer_distance
-from p2m.geometry.edge import edge_length_loss
+from p2m.geometry.edge import p2m_edge_loss
 from p2m.geometry.laplacian import laplacian_change_loss, laplacian_smoothing_loss
+from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 from p2m.geometry.sample import sample_surface_points
 from p2m.loss import p2m_loss, term_name
@@ -38,13 +39,14 @@ def test_terms_are_the_geometry_ops(setup):
         ch = chamfer_distance(verts, gt)
         expected = {
             "chamfer": (ch.gt_to_pred + 0.55 * ch.pred_to_gt).mean(),
-            "edge": edge_length_loss(verts, level.edges).mean(),
+            "edge": p2m_edge_loss(verts, level.edges).mean(),
             "laplacian": laplacian_change_loss(before, verts, level.adjacency).mean(),
             "normal": edge_normal_loss(verts, level.edges, gtn, ch.pred_nn).mean(),
+            "move": move_loss(before, verts).mean(),
         }
-        for t in TERMS:
+        for t in LOSS_TERMS:
             torch.testing.assert_close(res.terms[term_name(s, t)], expected[t])
-    by_hand = sum(LossConfig().weight(s, t) * res.terms[term_name(s, t)] for s in STAGES for t in TERMS)
+    by_hand = sum(LossConfig().weight(s, t) * res.terms[term_name(s, t)] for s in STAGES for t in LOSS_TERMS)
     torch.testing.assert_close(res.total, by_hand)
 
 
@@ -60,7 +62,7 @@ def test_other_forms_are_selected_by_config(setup):
     torch.testing.assert_close(res.terms["s3_normal"], normal_consistency_loss(v, level.faces, level.face_pairs).mean())
 
 
-@pytest.mark.parametrize("key", WEIGHT_KEYS)
+@pytest.mark.parametrize("key", WEIGHT_KEYS + FIXED_WEIGHT_KEYS)
 def test_each_weight_moves_the_loss_by_its_own_term(setup, key):
     model, levels, images, gt, gtn = setup
     with torch.no_grad():
@@ -82,7 +84,7 @@ def test_a_stage_weight_only_pulls_on_that_stage(setup, stage):
     """With only stage s's edge weight set, the gradient reaches block s (and earlier blocks through it),
     never a later block."""
     model, levels, images, gt, gtn = setup
-    only = LossConfig(**{k: float(k == f"w{stage}_edge") for k in WEIGHT_KEYS})
+    only = LossConfig(**{k: float(k == f"w{stage}_edge") for k in WEIGHT_KEYS + FIXED_WEIGHT_KEYS})
     model.zero_grad()
     p2m_loss(only, model(images), levels, gt, gtn).total.backward()
     for i, block in enumerate(model.blocks, start=1):

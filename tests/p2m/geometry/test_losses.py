@@ -5,10 +5,11 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from p2m.geometry.edge import edge_length_loss, edge_target_loss
+from p2m.geometry.edge import edge_target_loss, p2m_edge_loss
 from p2m.geometry.laplacian import laplacian_change_loss, laplacian_coords, laplacian_smoothing_loss
 from p2m.geometry.mesh import edges_from_faces, face_adjacency, face_normals, mean_adjacency, vertex_normals
 from p2m.geometry.metrics import mesh_metrics
+from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 
 
@@ -52,13 +53,23 @@ def test_normals_match_trimesh(sphere):
 def test_edge_losses_by_hand():
     verts = torch.tensor([[[0.0, 0, 0], [3, 0, 0], [0, 4, 0]]])
     edges = torch.tensor([[0, 1], [0, 2], [1, 2]])
-    # lengths 3, 4, 5
-    torch.testing.assert_close(edge_length_loss(verts, edges), torch.tensor([(9 + 16 + 25) / 3]))
+    # lengths 3, 4, 5; the reference's rows: the 3 edges both ways and 3 zero-length self-loops
+    torch.testing.assert_close(p2m_edge_loss(verts, edges), torch.tensor([2 * (9 + 16 + 25) / (2 * 3 + 3)]))
     torch.testing.assert_close(edge_target_loss(verts, edges, 4.0), torch.tensor([(1 + 0 + 1) / 3]))
-    empty = edge_length_loss(verts.requires_grad_(), torch.zeros(0, 2, dtype=torch.long))
+    empty = p2m_edge_loss(verts.requires_grad_(), torch.zeros(0, 2, dtype=torch.long))
     assert empty.item() == 0
     empty.sum().backward()
     assert verts.grad is not None
+
+
+def test_move_loss_by_hand():
+    before = torch.zeros(2, 3, 3)
+    after = before.clone()
+    after[0, 0] = torch.tensor([1.0, 2.0, 2.0])  # |d|^2 = 9 on one of three vertices
+    after[1] += 0.5  # a translation moves every vertex: |d|^2 = 0.75 each
+    torch.testing.assert_close(move_loss(before, after), torch.tensor([3.0, 0.75]))
+    with pytest.raises(ValueError, match="same shape"):
+        move_loss(before, after[:, :2])
 
 
 def test_laplacian_by_loops(sphere):
@@ -80,9 +91,29 @@ def test_edge_normal_loss_by_loops():
     verts = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 1]]])
     edges = torch.tensor([[0, 1], [0, 2]])
     gt_normals = torch.tensor([[[0.0, 0, 1], [1, 0, 0]]])
-    nearest = torch.tensor([[1, 0, 0]])  # vertex 0 -> GT normal (1,0,0)
-    # edge 0-1 direction (-1,0,0): |cos| = 1; edge 0-2 direction (0,-1,-1)/sqrt2: |cos| = 0
-    torch.testing.assert_close(edge_normal_loss(verts, edges, gt_normals, nearest), torch.tensor([0.5]))
+    nearest = torch.tensor([[1, 0, 0]])  # vertex 0 -> GT normal (1,0,0); vertices 1, 2 -> (0,0,1)
+    # rows (a, b) use a's normal: 0->1 |cos((-1,0,0), x)| = 1, 1->0 |cos((1,0,0), z)| = 0,
+    # 0->2 |cos((0,-1,-1)/sqrt2, x)| = 0, 2->0 |cos((0,1,1)/sqrt2, z)| = 1/sqrt2; three self-loops give 0
+    expected = (1 + 0 + 0 + 2 ** -0.5) / (2 * 2 + 3)
+    torch.testing.assert_close(edge_normal_loss(verts, edges, gt_normals, nearest), torch.tensor([expected]))
+
+
+def test_edge_normal_loss_against_directed_rows(sphere):
+    """On a whole mesh: the loop over the reference's rows (both directions, self-loops) in float64."""
+    mesh, verts, faces = sphere
+    edges = edges_from_faces(faces)
+    g = torch.Generator().manual_seed(3)
+    moved = verts + 0.05 * torch.randn(verts.shape, generator=g, dtype=verts.dtype)
+    gt_normals = torch.nn.functional.normalize(torch.randn(1, 50, 3, generator=g, dtype=verts.dtype), dim=-1)
+    nearest = torch.randint(0, 50, (1, verts.shape[1]), generator=g)
+    rows = [(a, b) for a, b in edges.tolist()] + [(b, a) for a, b in edges.tolist()] + \
+        [(v, v) for v in range(verts.shape[1])]
+    total = 0.0
+    for a, b in rows:
+        e = (moved[0, a] - moved[0, b]).numpy()
+        n = gt_normals[0, nearest[0, a]].numpy()
+        total += 0.0 if a == b else abs(e @ n) / np.linalg.norm(e)
+    assert edge_normal_loss(moved, edges, gt_normals, nearest).item() == pytest.approx(total / len(rows), rel=1e-12)
 
 
 def test_normal_consistency_flat_vs_folded():
