@@ -7,7 +7,7 @@ base:                            # a p2m TrainConfig mapping: profile, data, mod
   data: {root: demo/data}
 search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false}
 baselines:                       # points every search evaluates first; values default to the base config's
-  published: {}                  # the published Pixel2Mesh weights (the LossConfig defaults)
+  published: {}                  # Pixel2Mesh's reference loss: every LossConfig default (search.space.PUBLISHED)
 scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 1, gpu: 0}      # per trial; gpu may be a fraction (0.25 = four trials per GPU)
 failure: {max_failures: 1}

@@ -6,6 +6,14 @@ config keys (``loss.w2_edge``, ``data.gt_samples``), so a sampled point is appli
 :class:`~p2m.config.TrainConfig` with :func:`apply_params` and lands in the results table as
 ``config.loss.w2_edge``.
 
+The move term is not searched: ``loss.w{1,2,3}_move`` stay at the reference's values (0, 0.033, 0.033)
+unless ``space:`` names them. It penalises every displacement a block makes, rigid ones included, and
+so pulls in nearly the same direction as that block's Laplacian-change term (which a search already
+tunes); two near-collinear weights per block would spend trials on a ridge rather than on the trade-offs
+between chamfer, edges, smoothness and normals. The paper lists four loss terms (Sec. 3.5); move is in
+the authors' code only, tuned once for both blocks. Keeping it fixed keeps the space at the 12 per-stage
+weights of those four terms (11 degrees of freedom with the anchor) and comparable with earlier searches.
+
 Scale anchor: ``loss.w3_chamfer`` stays at 1. Adam's update is invariant to multiplying the whole loss
 by a constant (up to its epsilon), so 12 free weights carry only 11 degrees of freedom; fixing the
 final stage's chamfer weight removes the redundant direction and makes weights comparable between
@@ -13,9 +21,10 @@ trials. Set ``space: {loss.w3_chamfer: {log_uniform: [lo, hi]}}`` to search it a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from p2m.config import STAGES, TERMS, TrainConfig, from_dict, weight_key
+from p2m.config import STAGES, LossConfig, TrainConfig, from_dict, weight_key
 
 ANCHOR = "loss.w3_chamfer"
 
@@ -111,19 +120,32 @@ def space_to_dict(space: dict[str, Domain]) -> dict:
             for key, d in space.items()}
 
 
-# The published Pixel2Mesh weights, as LossConfig's defaults (noahcao/Pixel2Mesh normalisation).
-PUBLISHED = {f"loss.{weight_key(s, t)}": getattr(TrainConfig().loss, weight_key(s, t)) for s in STAGES for t in TERMS}
+# The `published` baseline: Pixel2Mesh's reference loss, i.e. every field of LossConfig at its default (the
+# 12 weights, the move weights, the chamfer's opposite factor, the vertices as chamfer points and the
+# reference forms of the terms). LossConfig's definition cites the reference's file and line for each number.
+PUBLISHED = {f"loss.{key}": value for key, value in dataclasses.asdict(LossConfig()).items()}
 
 
 def baseline_points(space: dict[str, Domain], base: TrainConfig, baselines: dict[str, dict]) -> list[dict]:
     """One full point of the space per baseline: the baseline's values, the base config's elsewhere.
 
+    A baseline runs as a trial of the search, which sets only the searched keys; a value it gives for
+    any other key must therefore equal the base config's (else the baseline would silently not be what
+    its name says).
+
     Raises:
-        ValueError: when a baseline's value lies outside the space (it must be a trial of the search).
+        ValueError: when a baseline names a key the config lacks, gives an unsearched key a value other
+            than the base config's, or has a value outside the space.
     """
     flat = base.flat()
     points = []
     for name, values in baselines.items():
+        for key, value in values.items():
+            if key not in flat:
+                raise ValueError(f"baseline {name!r}: {key} is not a config key (e.g. loss.w2_edge)")
+            if key not in space and value != flat[key]:
+                raise ValueError(f"baseline {name!r}: {key}={value!r} is not searched, and the base config has "
+                                 f"{flat[key]!r}, so the baseline cannot run as named (set the key in base, or remove the baseline)")
         point = {}
         for key, domain in space.items():
             value = values.get(key, flat[key])

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from p2m.config import WEIGHT_KEYS, profile_config
+from p2m.config import WEIGHT_KEYS, LossConfig, profile_config
 from search.cli import demo_config_path
 from search.config import load_search_config, search_config_from_dict
 from search.space import ANCHOR, PUBLISHED, Choice, LogUniform, apply_params, default_space
@@ -32,8 +32,17 @@ def test_the_shipped_demo_config_is_valid_and_its_baselines_are_points():
     assert cfg.base.profile == "tiny" and cfg.base.optim.max_epochs == cfg.max_t == 4
     points = cfg.points_to_evaluate()
     assert len(points) == 2
-    assert {k: points[0][k] for k in PUBLISHED if k != ANCHOR} == {k: v for k, v in PUBLISHED.items() if k != ANCHOR}
+    assert apply_params(cfg.base, points[0]).loss == LossConfig()
     assert points[1]["loss.w1_laplacian"] == 0.5
+
+
+def test_the_published_baseline_trains_with_the_reference_loss():
+    cfg = search_config_from_dict({"base": {"profile": "cpu"}, "baselines": {"published": {}, "mine": {}}})
+    published, mine = cfg.points_to_evaluate()
+    assert apply_params(cfg.base, published).loss == LossConfig()  # every weight, the move term and the forms
+    # a baseline may repeat an unsearched value the base config has; it is then a trial like any other
+    same = search_config_from_dict({"baselines": {"mine": {"loss.w2_move": 0.033, "loss.w1_edge": 0.2}}})
+    assert same.points_to_evaluate()[0]["loss.w1_edge"] == 0.2
 
 
 @pytest.mark.parametrize("data, message", [
@@ -44,6 +53,10 @@ def test_the_shipped_demo_config_is_valid_and_its_baselines_are_points():
     ({"space": {"loss.w9_edge": {"log_uniform": [0.1, 1]}}}, "space.loss.w9_edge: not a config key"),
     ({"space": {"loss.w1_edge": {"log_uniform": [1, 0.1]}}}, "space.loss.w1_edge: log_uniform needs 0 < low < high"),
     ({"baselines": {"mine": {"loss.w1_edge": 50.0}}}, "baseline 'mine': loss.w1_edge=50.0 lies outside"),
+    ({"baselines": {"mine": {"loss.w9_edge": 1.0}}}, "baseline 'mine': loss.w9_edge is not a config key"),
+    ({"baselines": {"mine": {"loss.w2_move": 0.1}}}, "baseline 'mine': loss.w2_move=0.1 is not searched"),
+    ({"base": {"loss": {"normal_form": "consistency"}}},
+     "baseline 'published': loss.normal_form='p2m' is not searched, and the base config has 'consistency'"),
     ({"base": {"loss": {"w1_edge": -1}}}, "base: loss.w1_edge must be >= 0"),
     ({"resources": {"gpu": -0.5}}, "gpu >= 0"),
 ])
