@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from p2m.atomic import atomic_write_bytes
 from p2m.config import TrainConfig, from_dict
-from p2m.data.datfile import atomic_write_bytes
+from p2m.names import BEST_FILE, CHECKPOINT_FILE
 
 FORMAT = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -28,15 +28,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint file; or, from a directory, its ``checkpoint.pt`` (a checkpoint directory)
-    or else its ``best.pt`` (a run directory of ``p2m train``).
+    """Read a checkpoint file; or, from a directory, its ``CHECKPOINT_FILE`` (a checkpoint directory)
+    or else its ``BEST_FILE`` (a run directory of ``p2m train``).
 
     Raises:
         ValueError: naming the file, when it is missing, unreadable or not a p2m checkpoint.
     """
     path = Path(path)
     if path.is_dir():
-        path = next((p for p in (path / CHECKPOINT_NAME, path / "best.pt") if p.is_file()), path / CHECKPOINT_NAME)
+        path = next((p for p in (path / CHECKPOINT_FILE, path / BEST_FILE) if p.is_file()), path / CHECKPOINT_FILE)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
     try:

@@ -161,11 +161,12 @@ def _train(args) -> int:
 
     from p2m import train
     from p2m.config import TrainConfig, apply_overrides, from_dict, load_config, profile_config
+    from p2m.names import RUN_CONFIG_FILE, STAGES, val_column
 
     if args.resume:  # the run's own config; only what --resume may change is taken from the arguments
         if args.config or args.profile:
             raise ValueError("--resume takes the run's saved config: drop --config/--profile")
-        cfg = load_config(Path(args.out) / "config.yaml", base=TrainConfig())
+        cfg = load_config(Path(args.out) / RUN_CONFIG_FILE, base=TrainConfig())
     else:
         base = profile_config(args.profile) if args.profile else None
         cfg = load_config(args.config, base) if args.config else (base or from_dict({}))
@@ -179,7 +180,7 @@ def _train(args) -> int:
                                 progress=not args.no_progress and sys.stderr.isatty())
     best = result.best
     print(f"best epoch {best['epoch']}: val CDx1000 s1/s2/s3 "
-          + " / ".join(f"{best[f'val_s{s}_cd_x1000']:.3f}" for s in (1, 2, 3)) + f"; run in {result.out_dir}")
+          + " / ".join(f"{best[val_column(s, 'cd_x1000')]:.3f}" for s in STAGES) + f"; run in {result.out_dir}")
     return 0
 
 
@@ -213,11 +214,11 @@ def _evaluate(args) -> int:
     import io
 
     from p2m.checkpoint import load_model
-    from p2m.config import STAGES
     from p2m.data.dataset import P2MDataset, collate_p2m
-    from p2m.data.datfile import atomic_write_bytes
+    from p2m.atomic import atomic_write_bytes
     from p2m.data.layout import find_samples
-    from p2m.evaluate import evaluate, metric_key
+    from p2m.evaluate import evaluate
+    from p2m.names import STAGES, stage_key
     from p2m.train import resolve_device
     from torch.utils.data import DataLoader
 
@@ -241,7 +242,7 @@ def _evaluate(args) -> int:
     print(f"{len(result.items)} views of {args.data} ({args.split})")
     print(f"{'stage':>5} {'CDx1000':>9} {'F@tau':>7} {'F@2tau':>7} {'normal':>7}")
     for s in STAGES:
-        m = {k: result.means[metric_key(s, k)] for k in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency")}
+        m = {k: result.means[stage_key(s, k)] for k in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency")}
         print(f"{s:>5} {m['cd_x1000']:>9.3f} {m['f_tau']:>7.2f} {m['f_2tau']:>7.2f} {m['normal_consistency']:>7.3f}")
     if args.out:
         print(f"wrote {args.out}")

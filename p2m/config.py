@@ -2,10 +2,10 @@
 
 It flows one way: CLI / YAML -> :class:`TrainConfig` -> search space (``dataclasses.replace``) ->
 trainable -> :func:`p2m.train.fit`. Every section checks its own values in ``__post_init__`` and names
-the key it refuses. The loss weights are flat fields ``w{stage}_{term}`` so that a search can set
-them by name and a results table can store them as columns: the 12 searched ones (chamfer, edge,
-Laplacian, normal at each stage; :meth:`LossConfig.weight_matrix` gives them as the 3 x 4 matrix
-``w[stage][term]``) and the reference's move term ``w{stage}_move``, fixed by default.
+the key it refuses. The loss weights are flat fields ``w{stage}_{term}`` (spelt by :func:`p2m.names.weight`)
+so that a search can set them by name and a results table can store them as columns: the 12 searched
+ones (chamfer, edge, Laplacian, normal at each stage) and the reference's move term ``w{stage}_move``,
+fixed by default.
 """
 from __future__ import annotations
 
@@ -17,22 +17,18 @@ from pathlib import Path
 
 import yaml
 
-STAGES = (1, 2, 3)
-TERMS = ("chamfer", "edge", "laplacian", "normal")  # the terms whose per-stage weights a search tunes: 12 weights
-FIXED_TERMS = ("move",)  # weighted per stage too, but held at the reference's values unless a space names them
-LOSS_TERMS = TERMS + FIXED_TERMS
+from p2m.atomic import atomic_write_bytes
+from p2m.names import FIXED_WEIGHTS, WEIGHTS, pred_samples_field, weight
 PROFILES = ("tiny", "cpu", "paper")
 
 
 def weight_key(stage: int, term: str) -> str:
     """The config field of one loss weight, e.g. ``weight_key(2, "edge") == "w2_edge"``."""
-    if stage not in STAGES or term not in LOSS_TERMS:
-        raise ValueError(f"no loss weight for stage {stage!r} and term {term!r}")
-    return f"w{stage}_{term}"
+    return weight(stage, term).field
 
 
-WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in TERMS)  # the 12 searched weights
-FIXED_WEIGHT_KEYS = tuple(weight_key(s, t) for s in STAGES for t in FIXED_TERMS)
+WEIGHT_KEYS = tuple(w.field for w in WEIGHTS)  # the 12 searched weights
+FIXED_WEIGHT_KEYS = tuple(w.field for w in FIXED_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,6 @@ class ModelConfig:
     hidden_dim: int = 192  # graph-convolution width (the paper: 192 hidden, 3-d output)
     layers_per_block: int = 14  # graph convolutions per deformation block (the paper: 14)
     template: str = "generated"  # "generated" (trimesh ellipsoid) or a path to info_ellipsoid.dat
-    template_levels: int = 3
     mesh_pos: tuple[float, float, float] = (0.0, 0.0, -0.8)  # where the template's centre sits in the camera frame
     backbone_weights: str = ""  # local ResNet-18 ImageNet weights; empty = random init (with a warning)
     feature_levels: tuple[int, ...] = (1, 2, 3, 4)  # ResNet stages pooled per vertex
@@ -63,8 +58,6 @@ class ModelConfig:
 
     def __post_init__(self):
         _positive(self, "hidden_dim", "layers_per_block")
-        if self.template_levels != 3:
-            raise ValueError(f"template_levels must be 3 (Pixel2Mesh's levels), got {self.template_levels}")
         if len(self.mesh_pos) != 3:
             raise ValueError(f"mesh_pos must have 3 values, got {self.mesh_pos!r}")
         _choice(self, "backbone_norm", ("auto", "batch", "frozen", "group"))
@@ -132,12 +125,8 @@ class LossConfig:
     def weight(self, stage: int, term: str) -> float:
         return getattr(self, weight_key(stage, term))
 
-    def weight_matrix(self) -> list[list[float]]:
-        """The 12 searched weights as w[stage - 1][term index], 3 x 4, terms in ``TERMS`` order."""
-        return [[self.weight(s, t) for t in TERMS] for s in STAGES]
-
     def pred_samples(self, stage: int) -> int:
-        return getattr(self, f"pred_samples{stage}")
+        return getattr(self, pred_samples_field(stage))
 
 
 @dataclass(frozen=True)
@@ -268,8 +257,6 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from p2m.data.datfile import atomic_write_bytes
-
     data = cfg.to_dict()
     atomic_write_bytes(path, yaml.safe_dump(to_plain(data), sort_keys=False).encode())
 

@@ -12,20 +12,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from p2m.config import STAGES
 from p2m.geometry.metrics import mesh_metrics
-
-METRICS = ("cd", "cd_x1000", "cd_pred_to_gt", "cd_gt_to_pred", "f_tau", "f_2tau", "normal_consistency", "smoothness")
-
-
-def metric_key(stage: int, metric: str) -> str:
-    """Key of one stage's metric, e.g. ``metric_key(3, "cd") == "s3_cd"``."""
-    return f"s{stage}_{metric}"
+from p2m.names import METRICS, STAGES, stage_key
 
 
 class Evaluation(NamedTuple):
-    """items: one dict per view (synset, model_id, view, and every ``s{stage}_{metric}``);
-    means: the mean of each ``s{stage}_{metric}`` over the views."""
+    """items: one dict per view (synset, model_id, view, and every ``stage_key(stage, metric)``, e.g. ``s3_cd``);
+    means: the mean of each of those over the views."""
 
     items: list[dict]
     means: dict[str, float]
@@ -55,7 +48,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
             for stage, verts in zip(STAGES, out.verts):
                 level = model.level(stage - 1)
                 m = mesh_metrics(verts.float(), level.faces, level.edges, level.adjacency, gt, gt_n, lengths)
-                per_stage.update({metric_key(stage, k): v.cpu() for k, v in m.items()})
+                per_stage.update({stage_key(stage, k): v.cpu() for k, v in m.items()})
             for i in range(images.shape[0]):
                 row = {"synset": batch["synset"][i], "model_id": batch["model_id"][i], "view": batch["view"][i]}
                 row.update({k: float(v[i]) for k, v in per_stage.items()})
@@ -67,6 +60,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
         model.train(was_training)
     if not items:
         raise ValueError("evaluate: the loader gave no views")
-    keys = [metric_key(s, m) for s in STAGES for m in METRICS]
+    keys = [stage_key(s, m) for s in STAGES for m in METRICS]
     means = {k: sum(row[k] for row in items) / len(items) for k in keys}
     return Evaluation(items, means)

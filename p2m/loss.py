@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from p2m.config import LOSS_TERMS, STAGES, LossConfig
+from p2m.config import LossConfig
 from p2m.geometry.chamfer import chamfer_distance
 from p2m.geometry.edge import edge_target_loss, p2m_edge_loss
 from p2m.geometry.knn import nearest_indices
@@ -31,17 +31,14 @@ from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 from p2m.geometry.sample import sample_surface_points
 from p2m.model.pixel2mesh import LevelGraph, MeshOutput
+from p2m.names import LOSS_TERMS, STAGES, stage_key
 
 
 class LossResult(NamedTuple):
-    """total: scalar, the weighted sum (batch mean); terms: {"s{stage}_{term}": scalar}, unweighted."""
+    """total: scalar, the weighted sum (batch mean); terms: {``stage_key(stage, term)``: scalar}, unweighted."""
 
     total: Tensor
     terms: dict[str, Tensor]
-
-
-def term_name(stage: int, term: str) -> str:
-    return f"s{stage}_{term}"
 
 
 def p2m_loss(cfg: LossConfig, out: MeshOutput, levels: list[LevelGraph], gt_points: Tensor, gt_normals: Tensor,
@@ -67,7 +64,7 @@ def p2m_loss(cfg: LossConfig, out: MeshOutput, levels: list[LevelGraph], gt_poin
         values = _stage_terms(cfg, stage, verts, before, level, gt_points, gt_normals, generator)
         for term in LOSS_TERMS:
             value = values[term].mean()
-            terms[term_name(stage, term)] = value
+            terms[stage_key(stage, term)] = value
             total = total + cfg.weight(stage, term) * value
     return LossResult(total, terms)
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from p2m.config import STAGES, TrainConfig
+from p2m.config import TrainConfig
 from p2m.data.dataset import P2MDataset, collate_p2m, prepare_image
 from p2m.data.datfile import read_dat
 from p2m.data.image import read_image
 from p2m.data.layout import Sample
-from p2m.evaluate import evaluate, metric_key
+from p2m.evaluate import evaluate
+from p2m.names import PREVIEWS_DIR, STAGES, stage_key, val_column
 from p2m.render import preview_png, save_figure, write_obj
 
 
@@ -49,9 +50,9 @@ def write_previews(model, cfg: TrainConfig, samples: list[Sample], out_dir: str 
         rgba = read_image(sample.image_path)
         verts = predict_image(model, cfg, rgba)
         write_stage_objs(out_dir / "meshes" / name, verts, faces)
-        captions = [f"CDx1000 {row[metric_key(s, 'cd_x1000')]:.2f}" for s in STAGES]
+        captions = [f"CDx1000 {row[stage_key(s, 'cd_x1000')]:.2f}" for s in STAGES]
         gt = read_dat(sample.dat_path)[:, :3]
-        written.append(preview_png(out_dir / "previews" / f"{name}.png", rgba, verts, faces, gt,
+        written.append(preview_png(out_dir / PREVIEWS_DIR / f"{name}.png", rgba, verts, faces, gt,
                                    title=f"{sample.synset}/{sample.model_id} view {sample.view}", metrics=captions))
     return written
 
@@ -70,7 +71,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
     ax_loss.plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
     ax_loss.set(xlabel="epoch", ylabel="weighted training loss", yscale="log", title="training loss")
     for s in STAGES:
-        ax_cd.plot(epochs, [row[f"val_{metric_key(s, 'cd_x1000')}"] for row in history], marker="o", ms=3,
+        ax_cd.plot(epochs, [row[val_column(s, "cd_x1000")] for row in history], marker="o", ms=3,
                    label=f"stage {s}")
     ax_cd.set(xlabel="epoch", ylabel="CD x 1000", title="validation chamfer distance")
     ax_cd.legend()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from p2m.data.camera import project
-from p2m.data.datfile import atomic_write_bytes
+from p2m.atomic import atomic_write_bytes
 
 STAGE_COLOURS = ("#8fb8de", "#7fc8a9", "#f0b775")
 

@@ -12,11 +12,11 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from p2m.atomic import atomic_write_bytes
 from p2m.data.errors import DataError
 
 # The globals an array pickle needs, under numpy 1.x and numpy 2.x module names: `_reconstruct`
@@ -115,34 +115,6 @@ def write_dat(path: str | os.PathLike, points: np.ndarray) -> None:
     """
     points = validate_points(np.asarray(points), path)
     atomic_write_bytes(path, _array_pickle_py2(points))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place; returns the path.
-
-    A crash leaves either the old file or the new one, never a half-written file under ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()  # read once at import: os.umask can only be read by setting it
 
 
 def _array_pickle_py2(array: np.ndarray) -> bytes:

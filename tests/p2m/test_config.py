@@ -2,12 +2,14 @@ import dataclasses
 
 import pytest
 
-from p2m.config import (TERMS, WEIGHT_KEYS, LossConfig, TrainConfig, apply_overrides, from_dict, load_config,
-                        profile_config, save_config, weight_key)
+from p2m.config import (WEIGHT_KEYS, LossConfig, TrainConfig, apply_overrides, from_dict, load_config, profile_config,
+                        save_config, weight_key)
+from p2m.names import STAGES, TERMS
 
 
 def test_defaults_are_the_published_weights():
-    w = LossConfig().weight_matrix()
+    loss = LossConfig()
+    w = [[loss.weight(s, t) for t in TERMS] for s in STAGES]
     assert w == [[1.0, 0.1, 0.5 * 0.2, 1.6e-4], [1.0, 0.1, 0.5, 1.6e-4], [1.0, 0.1, 0.5, 1.6e-4]]
     assert LossConfig().chamfer_opposite == 0.55
     assert len(WEIGHT_KEYS) == 12 and weight_key(3, "normal") == "w3_normal"
@@ -57,7 +59,7 @@ def test_bad_files(tmp_path):
 def test_replace_is_how_a_search_sets_weights():
     cfg = TrainConfig()
     new = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, **{weight_key(1, t): 2.0 for t in TERMS}))
-    assert new.loss.weight_matrix()[0] == [2.0] * 4
+    assert [new.loss.weight(1, t) for t in TERMS] == [2.0] * 4
     with pytest.raises(ValueError, match="w1_edge must be >= 0"):
         dataclasses.replace(cfg.loss, w1_edge=-1.0)
     assert "loss.w3_normal" in cfg.flat()

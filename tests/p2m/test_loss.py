@@ -6,14 +6,15 @@ import pytest
 import torch
 import trimesh
 
-from p2m.config import FIXED_WEIGHT_KEYS, LOSS_TERMS, STAGES, WEIGHT_KEYS, LossConfig, profile_config
+from p2m.config import FIXED_WEIGHT_KEYS, WEIGHT_KEYS, LossConfig, profile_config
 from p2m.geometry.chamfer import chamfer_distance
 from p2m.geometry.edge import p2m_edge_loss
 from p2m.geometry.laplacian import laplacian_change_loss, laplacian_smoothing_loss
 from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss
 from p2m.geometry.sample import sample_surface_points
-from p2m.loss import p2m_loss, term_name
+from p2m.loss import p2m_loss
+from p2m.names import LOSS_TERMS, STAGES, stage_key
 from p2m.model import Pixel2Mesh
 
 
@@ -45,8 +46,8 @@ def test_terms_are_the_geometry_ops(setup):
             "move": move_loss(before, verts).mean(),
         }
         for t in LOSS_TERMS:
-            torch.testing.assert_close(res.terms[term_name(s, t)], expected[t])
-    by_hand = sum(LossConfig().weight(s, t) * res.terms[term_name(s, t)] for s in STAGES for t in LOSS_TERMS)
+            torch.testing.assert_close(res.terms[stage_key(s, t)], expected[t])
+    by_hand = sum(LossConfig().weight(s, t) * res.terms[stage_key(s, t)] for s in STAGES for t in LOSS_TERMS)
     torch.testing.assert_close(res.total, by_hand)
 
 
@@ -72,11 +73,11 @@ def test_each_weight_moves_the_loss_by_its_own_term(setup, key):
     stage, term = int(key[1]), key.split("_", 1)[1]
     for new in (0.0, 3 * getattr(base, key) + 0.5):
         changed = p2m_loss(dataclasses.replace(base, **{key: new}), out, levels, gt, gtn)
-        delta = (new - getattr(base, key)) * res.terms[term_name(stage, term)]
+        delta = (new - getattr(base, key)) * res.terms[stage_key(stage, term)]
         torch.testing.assert_close(changed.total - res.total, delta, rtol=1e-4, atol=1e-7)
         for k, v in changed.terms.items():  # the terms themselves do not depend on the weights
             torch.testing.assert_close(v, res.terms[k])
-    assert res.terms[term_name(stage, term)] > 0  # so a weight change does change the loss
+    assert res.terms[stage_key(stage, term)] > 0  # so a weight change does change the loss
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -15,9 +15,10 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from p2m.config import STAGES, TERMS, LossConfig
+from p2m.config import LossConfig
 from p2m.data import load_pickle, read_dat
-from p2m.loss import p2m_loss, term_name
+from p2m.loss import p2m_loss
+from p2m.names import STAGES, TERMS, stage_key
 from p2m.model import build_template, unpool
 from p2m.model.pixel2mesh import LevelGraph, MeshOutput
 
@@ -27,7 +28,8 @@ LAP_CONST = (0.2, 1.0, 1.0)
 RTOL = 1e-5
 
 
-def reference_terms(info, i: int, before: torch.Tensor, after: torch.Tensor, gt: torch.Tensor, gt_normals: torch.Tensor):
+def reference_terms(info, i: int, before: torch.Tensor, after: torch.Tensor, gt: torch.Tensor,
+                    gt_normals: torch.Tensor):
     """The reference's unweighted terms of block i (0-based), batch means, float64.
 
     before, after: (N, V, 3) in the authors' vertex order; gt, gt_normals: (N, P, 3).
@@ -120,7 +122,7 @@ def test_every_term_and_the_total_equal_the_reference(case):
             if term == "move" and s == 1:
                 assert LossConfig().weight(1, "move") == 0  # the reference has no move term on block 1
                 continue
-            assert ours.terms[term_name(s, term)].item() == pytest.approx(value.item(), rel=RTOL), (s, term)
+            assert ours.terms[stage_key(s, term)].item() == pytest.approx(value.item(), rel=RTOL), (s, term)
     # weights as the reference applies them: stage-1 Laplacian 0.5 x 0.2, move 0.033 on blocks 2 and 3
     total = reference_total(ref)
     assert ours.total.item() == pytest.approx(total.item(), rel=RTOL)

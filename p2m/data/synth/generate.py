@@ -24,7 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from p2m.data.camera import CENTER_224, FOCAL_224, SHAPENET_TO_P2M_SCALE, project, world_to_camera
-from p2m.data.datfile import atomic_write_bytes, write_dat
+from p2m.atomic import atomic_write_bytes
+from p2m.data.datfile import write_dat
 from p2m.data.layout import SPLITS, list_file
 from p2m.data.synth.render import render_rgba
 from p2m.data.synth.shapes import FAMILIES

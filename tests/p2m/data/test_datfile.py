@@ -144,7 +144,7 @@ def test_large_counts_use_4_byte_ints(tmp_path):
 def test_atomic_write_gives_the_mode_open_would_and_leaves_no_temporaries(tmp_path):
     import os
 
-    from p2m.data.datfile import atomic_write_bytes
+    from p2m.atomic import atomic_write_bytes
 
     target = tmp_path / "sub" / "out.bin"
     assert atomic_write_bytes(target, b"one") == target

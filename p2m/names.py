@@ -1,0 +1,125 @@
+"""The names p2m, search and results share, defined once: stages, loss terms, metrics, the objective, the
+spellings of a loss weight, and the files of an experiment and of a training run.
+
+This module imports nothing beyond ``typing``, so every package can import it (``results`` never imports
+torch or Ray) and a rename happens here and nowhere else. The results tables' own column names
+(trial_id, stop_reason, ...) live in :mod:`results.schema`, built on these.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+STAGES = (1, 2, 3)  # the three deformation blocks, and the mesh each outputs
+TERMS = ("chamfer", "edge", "laplacian", "normal")  # the terms whose per-stage weights a search tunes: 12 weights
+FIXED_TERMS = ("move",)  # weighted per stage too, held at the reference's values unless a space names them
+LOSS_TERMS = TERMS + FIXED_TERMS
+# per-stage evaluation metrics (p2m.geometry.metrics): CD and its two directions, F-scores, normals, smoothness
+METRICS = ("cd", "cd_x1000", "cd_pred_to_gt", "cd_gt_to_pred", "f_tau", "f_2tau", "normal_consistency", "smoothness")
+
+CONFIG_PREFIX = "config."  # a trial's config key ``loss.w2_edge`` is the results column ``config.loss.w2_edge``
+
+
+def stage_key(stage: int, name: str) -> str:
+    """A per-stage quantity: a loss term (``stage_key(1, "edge") == "s1_edge"``) or a metric (``"s3_cd"``)."""
+    if stage not in STAGES or name not in LOSS_TERMS + METRICS:
+        raise ValueError(f"no per-stage quantity {name!r} for stage {stage!r}")
+    return f"s{stage}_{name}"
+
+
+def train_column(stage: int, term: str) -> str:
+    """The epoch mean of an unweighted loss term: ``train_column(1, "normal") == "train_s1_normal"``."""
+    if term not in LOSS_TERMS:
+        raise ValueError(f"no loss term {term!r}")
+    return f"train_{stage_key(stage, term)}"
+
+
+def val_column(stage: int, metric: str) -> str:
+    """A validation metric: ``val_column(3, "cd") == "val_s3_cd"``."""
+    return _metric_column("val", stage, metric)
+
+
+def test_column(stage: int, metric: str) -> str:
+    """A test metric (``p2m search train-best``): ``test_column(3, "f_tau") == "test_s3_f_tau"``."""
+    return _metric_column("test", stage, metric)
+
+
+def _metric_column(prefix: str, stage: int, metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"no metric {metric!r} (known: {', '.join(METRICS)})")
+    return f"{prefix}_{stage_key(stage, metric)}"
+
+
+OBJECTIVE = val_column(3, "cd")  # what a search minimises: the stage-3 validation chamfer distance, "val_s3_cd"
+MODE = "min"
+
+
+class Weight(NamedTuple):
+    """One loss weight and its three spellings: the ``LossConfig`` field, the config key (what a search space
+    and ``--set`` name) and the results-table column."""
+
+    stage: int
+    term: str
+
+    @property
+    def field(self) -> str:  # "w2_edge"
+        return f"w{self.stage}_{self.term}"
+
+    @property
+    def param(self) -> str:  # "loss.w2_edge"
+        return f"loss.{self.field}"
+
+    @property
+    def column(self) -> str:  # "config.loss.w2_edge"
+        return config_column(self.param)
+
+
+def weight(stage: int, term: str) -> Weight:
+    """The weight of ``term`` at ``stage``; the only place its spellings are made."""
+    if stage not in STAGES or term not in LOSS_TERMS:
+        raise ValueError(f"no loss weight for stage {stage!r} and term {term!r}")
+    return Weight(stage, term)
+
+
+WEIGHTS = tuple(weight(s, t) for s in STAGES for t in TERMS)  # the 12 searched weights, stage-major
+FIXED_WEIGHTS = tuple(weight(s, t) for s in STAGES for t in FIXED_TERMS)
+
+
+def config_column(param: str) -> str:
+    """The results column of a config key: ``config_column("data.gt_samples") == "config.data.gt_samples"``."""
+    return CONFIG_PREFIX + param
+
+
+def pred_samples_field(stage: int) -> str:
+    """The ``LossConfig`` field of a stage's surface-sample count: ``"pred_samples2"``."""
+    if stage not in STAGES:
+        raise ValueError(f"no stage {stage!r}")
+    return f"pred_samples{stage}"
+
+
+# the searched sample counts, as config keys
+SAMPLE_PARAMS = ("data.gt_samples",) + tuple(f"loss.{pred_samples_field(s)}" for s in STAGES)
+
+# an experiment directory (storage.path/<name>), written by ``p2m search``
+SETTINGS_FILE = "search_config.yaml"  # the search's settings and base training config
+SPACE_FILE = "space.json"  # the searched distributions, in Optuna's JSON form
+RESULTS_DIR = "results"  # the Parquet dataset: one row per trial and epoch
+TRIALS_FILE = "trials.parquet"  # one row per trial
+JOURNAL_FILE = "optuna_journal.log"  # the Optuna study (unless an RDB URL holds it)
+PREVIEWS_DIR = "previews"  # previews/<trial_id>/ of trials that reached max_t; previews/ of a run too
+TRAIN_BEST_DIR = "train_best"  # p2m search train-best's runs (seed<k>/) and TRAIN_BEST_RESULTS_FILE
+TRAIN_BEST_RESULTS_FILE = "results.parquet"  # one row per seed
+
+
+def train_best_dir(baseline: str | None = None) -> str:
+    """Where ``train-best`` retrains the best trial (``train_best``) or a baseline (``train_best_<name>``)."""
+    return TRAIN_BEST_DIR if baseline is None else f"{TRAIN_BEST_DIR}_{baseline}"
+
+
+# a training run directory (p2m train --out, a trial's work directory, each train-best seed)
+RUN_CONFIG_FILE = "config.yaml"  # the resolved TrainConfig
+METRICS_FILE = "metrics.jsonl"  # one line per epoch
+CHECKPOINT_DIR = "checkpoint"  # holds CHECKPOINT_FILE, the latest epoch
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"  # the epoch with the lowest OBJECTIVE
+CURVES_FILE = "curves.png"
+
