@@ -1,14 +1,13 @@
 """Training: :func:`fit` runs the batched loop, validates every epoch, checkpoints, and calls a hook.
 
 The hook ``on_epoch(metrics, checkpoint_dir)`` is how a search reports to its scheduler without
-``p2m`` importing it. Metric keys (one flat dict per epoch):
-    epoch (1-based), train_loss, train_s{1,2,3}_{chamfer,edge,laplacian,normal,move} (unweighted term means),
-    val_s{1,2,3}_{cd,cd_x1000,cd_pred_to_gt,cd_gt_to_pred,f_tau,f_2tau,normal_consistency,smoothness},
-    lr, epoch_seconds, train_samples_per_second, val_views.
-The objective of a search is ``val_s3_cd`` (lower is better).
+``p2m`` importing it. Metric keys (one flat dict per epoch; the names are :mod:`p2m.names`'):
+    epoch (1-based), train_loss, ``train_column(stage, term)`` for every loss term (unweighted epoch means),
+    ``val_column(stage, metric)`` for every metric, lr, epoch_seconds, train_samples_per_second, val_views.
+The objective of a search is ``OBJECTIVE`` (``val_s3_cd``, lower is better).
 
-An ``out_dir`` holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint/checkpoint.pt``
-(the latest epoch, replaced atomically) and ``best.pt`` (the epoch with the lowest ``val_s3_cd``).
+An ``out_dir`` holds ``RUN_CONFIG_FILE``, ``METRICS_FILE`` (one line per epoch), ``CHECKPOINT_DIR/CHECKPOINT_FILE``
+(the latest epoch, replaced atomically) and ``BEST_FILE`` (the epoch with the lowest ``OBJECTIVE``).
 """
 from __future__ import annotations
 
@@ -25,16 +24,17 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from p2m.checkpoint import CHECKPOINT_NAME, checkpoint_config, load_checkpoint, save_checkpoint
+from p2m.atomic import atomic_write_bytes
+from p2m.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from p2m.config import TrainConfig, save_config
-from p2m.data.datfile import atomic_write_bytes
 from p2m.data.dataset import P2MDataset, collate_p2m
 from p2m.data.layout import find_samples
 from p2m.evaluate import evaluate
 from p2m.loss import p2m_loss
 from p2m.model import Pixel2Mesh
+from p2m.names import (BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CURVES_FILE, LOSS_TERMS, METRICS, METRICS_FILE,
+                       OBJECTIVE, RUN_CONFIG_FILE, STAGES, stage_key, train_column, val_column)
 
-OBJECTIVE = "val_s3_cd"
 OnEpoch = Callable[[dict, Path], None]
 
 
@@ -83,7 +83,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoint"
+    ckpt_dir = out_dir / CHECKPOINT_DIR
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     amp_dtype = _amp_dtype(cfg, device)
@@ -96,16 +96,23 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     drop_last = len(train_set) > cfg.optim.batch_size  # no ragged last batch, unless it is the only one
     steps = cfg.optim.steps_per_epoch or (len(train_set) // cfg.optim.batch_size if drop_last else 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps * cfg.optim.max_epochs))
+    state = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    # The schedule's horizon is fixed when a run starts: a resume that lengthens the run (max_epochs)
+    # continues the schedule where it stood (past its end, at its floor) instead of stretching it, which
+    # would throw the learning rate back up mid-run.
+    horizon = steps * cfg.optim.max_epochs
+    if state is not None:
+        saved = checkpoint_config(state, str(resume_from))
+        horizon = int(state.get("lr_horizon_steps", steps * saved.optim.max_epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, horizon))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     levels = [model.level(i) for i in range(3)]
 
     history: list[dict] = []
     best: dict = {}
     start_epoch = 1
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location=device)
-        _check_same_run(cfg, checkpoint_config(state, str(resume_from)), resume_from)
+    if state is not None:
+        _check_same_run(cfg, saved, resume_from)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -117,8 +124,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         start_epoch = int(state["epoch"]) + 1
     elif cfg.model.backbone_weights == "" and log:
         log("note: the ResNet-18 starts from random init (set model.backbone_weights to a local ImageNet file)")
-    save_config(cfg, out_dir / "config.yaml")
-    _write_history(out_dir / "metrics.jsonl", history)
+    save_config(cfg, out_dir / RUN_CONFIG_FILE)
+    _write_history(out_dir / METRICS_FILE, history)
 
     val_loader = DataLoader(val_set, batch_size=cfg.optim.batch_size, shuffle=False, collate_fn=collate_p2m,
                             num_workers=cfg.data.num_workers)
@@ -161,21 +168,23 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         train_seconds = time.perf_counter() - t0
         ev = evaluate(model, val_loader, device, amp_dtype)
         terms = dict(zip(term_names, (term_sums / seen).tolist()))
-        metrics = {"epoch": epoch, "train_loss": loss_sum / seen, **{f"train_{k}": v for k, v in terms.items()},
-                   **{f"val_{k}": v for k, v in ev.means.items()}, "val_views": len(ev.items),
+        metrics = {"epoch": epoch, "train_loss": loss_sum / seen,
+                   **{train_column(s, t): terms[stage_key(s, t)] for s in STAGES for t in LOSS_TERMS},
+                   **{val_column(s, m): ev.means[stage_key(s, m)] for s in STAGES for m in METRICS},
+                   "val_views": len(ev.items),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
                    "train_samples_per_second": seen / train_seconds}
         history.append(metrics)
         if not best or metrics[OBJECTIVE] < best[OBJECTIVE]:
             best = metrics
             if save_best:
-                save_checkpoint(out_dir / "best.pt", {"epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict()})
-        save_checkpoint(ckpt_dir / CHECKPOINT_NAME, {
+                save_checkpoint(out_dir / BEST_FILE, {"epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict()})
+        save_checkpoint(ckpt_dir / CHECKPOINT_FILE, {
             "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "history": history, "best": best})
-        _write_history(out_dir / "metrics.jsonl", history)
+        _write_history(out_dir / METRICS_FILE, history)
         if log:
             log(_summary(metrics, cfg.optim.max_epochs))
         if on_epoch is not None:
@@ -195,15 +204,15 @@ def run_training(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = Fa
     from p2m.predict import plot_curves, write_previews
 
     out_dir = Path(out_dir)
-    has_run = (out_dir / "checkpoint" / CHECKPOINT_NAME).is_file()
+    has_run = (out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file()
     if has_run and not resume:
         raise ValueError(f"{out_dir}: already holds a training run (pass --resume to continue it, or another --out)")
     if resume and not has_run:
-        raise ValueError(f"{out_dir}: no checkpoint to resume from (checkpoint/{CHECKPOINT_NAME} is missing)")
-    result = fit(cfg, out_dir, resume_from=out_dir / "checkpoint" if resume else None, progress=progress)
-    plot_curves(result.history, out_dir / "curves.png", title=f"{cfg.profile} profile, {cfg.data.root}")
+        raise ValueError(f"{out_dir}: no checkpoint to resume from ({CHECKPOINT_DIR}/{CHECKPOINT_FILE} is missing)")
+    result = fit(cfg, out_dir, resume_from=out_dir / CHECKPOINT_DIR if resume else None, progress=progress)
+    plot_curves(result.history, out_dir / CURVES_FILE, title=f"{cfg.profile} profile, {cfg.data.root}")
     if previews > 0:
-        model, _ = load_model(out_dir / "best.pt", resolve_device(cfg.device))
+        model, _ = load_model(out_dir / BEST_FILE, resolve_device(cfg.device))
         _, val = _datasets(cfg)
         step = max(1, len(val) // previews)
         write_previews(model, cfg, val.samples[::step][:previews], out_dir)
@@ -269,9 +278,9 @@ def _progress(loader, epoch: int, epochs: int, enabled: bool):
 
 
 def _summary(m: dict, epochs: int) -> str:
-    cds = " / ".join(f"{m[f'val_s{s}_cd_x1000']:.3f}" for s in (1, 2, 3))
+    cds = " / ".join(f"{m[val_column(s, 'cd_x1000')]:.3f}" for s in STAGES)
     return (f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4g}  val CDx1000 s1/s2/s3 {cds}  "
-            f"F@tau {m['val_s3_f_tau']:.1f}  ({m['epoch_seconds']:.1f} s, {m['train_samples_per_second']:.1f} samples/s)")
+            f"F@tau {m[val_column(3, 'f_tau')]:.1f}  ({m['epoch_seconds']:.1f} s, {m['train_samples_per_second']:.1f} samples/s)")
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

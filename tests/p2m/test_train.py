@@ -53,6 +53,20 @@ def test_resume_gives_the_uninterrupted_run(synth_dir, tmp_path):
            [{k: v for k, v in row.items() if k not in drop} for row in straight.history]
 
 
+def test_a_longer_resume_continues_the_schedule_instead_of_restarting_it(synth_dir, tmp_path):
+    """Resuming a 2-epoch cosine run for 4 epochs keeps the schedule's horizon: the learning rate stays at the
+    floor it reached (5%) rather than jumping back up the cosine of a 4-epoch run."""
+    cfg = _tiny(synth_dir, "optim.steps_per_epoch=2", "data.val_limit=2", "optim.warmup_steps=0",
+                "optim.max_epochs=2")
+    first = fit(cfg, tmp_path / "run", progress=False, log=None)
+    longer = fit(apply_overrides(cfg, ["optim.max_epochs=4"]), tmp_path / "run",
+                 resume_from=tmp_path / "run" / "checkpoint", progress=False, log=None)
+    lrs = [row["lr"] for row in longer.history]
+    floor = 0.05 * cfg.optim.lr
+    assert lrs[:2] == [row["lr"] for row in first.history]
+    assert lrs[1] == pytest.approx(floor) and lrs[2] == pytest.approx(floor) and lrs[3] == pytest.approx(floor)
+
+
 def test_on_epoch_gets_metrics_and_a_loadable_checkpoint(synth_dir, tmp_path):
     cfg = _tiny(synth_dir, "optim.steps_per_epoch=1", "data.val_limit=2", "optim.max_epochs=2")
     seen = []
@@ -67,7 +81,7 @@ def test_on_epoch_gets_metrics_and_a_loadable_checkpoint(synth_dir, tmp_path):
     for stage in (1, 2, 3):
         for name in ("cd", "cd_x1000", "f_tau", "f_2tau", "normal_consistency", "smoothness"):
             assert f"val_s{stage}_{name}" in keys
-        for term in ("chamfer", "edge", "laplacian", "normal"):
+        for term in ("chamfer", "edge", "laplacian", "normal", "move"):
             assert f"train_s{stage}_{term}" in keys
     model, saved = load_model(tmp_path / "run" / "best.pt")
     assert saved == cfg
