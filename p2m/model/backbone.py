@@ -59,11 +59,7 @@ class ResNet18Features(nn.Module):
                  "group": lambda c: nn.GroupNorm(min(32, c // 4), c)}[norm]
         net = torchvision.models.resnet18(weights=None, norm_layer=layer)  # never downloads
         if weights_path:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            if [k for k in missing if not k.startswith("fc.")] or unexpected:
-                raise ValueError(f"{weights_path}: not ResNet-18 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            _load_weights(net, weights_path)
         else:
             warnings.warn("backbone: no pretrained weights given (model.backbone_weights); ResNet-18 starts from "
                           "random init", stacklevel=2)
@@ -71,7 +67,6 @@ class ResNet18Features(nn.Module):
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4][: max(levels)])
         self.levels = tuple(levels)
         self.level_channels = tuple(STAGE_CHANNELS[level - 1] for level in self.levels)
-        self.out_channels = sum(self.level_channels)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """images (N, 3, H, W) -> [(N, C_l, H_l, W_l) for each requested level]."""
@@ -82,3 +77,30 @@ class ResNet18Features(nn.Module):
             if level in self.levels:
                 maps.append(x)
         return maps
+
+
+def _load_weights(net: nn.Module, path: str | os.PathLike) -> None:
+    """torchvision's ResNet-18 state dict (its ``fc`` head ignored) into ``net``.
+
+    Raises:
+        ValueError: one line naming the file, when it is missing, unreadable, or not ResNet-18 weights.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: backbone weights not found (model.backbone_weights)") from None
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise ValueError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = net.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (ResNet-18: {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: not ResNet-18 weights (wrong shapes: {', '.join(wrong[:2])})")
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: not ResNet-18 weights (missing {', '.join(missing[:3]) or 'nothing'}; "
+                         f"unexpected {', '.join(unexpected[:3]) or 'nothing'})")

@@ -80,10 +80,23 @@ def test_backbone_warns_without_weights_and_refuses_wrong_weights(tmp_path):
 
     with pytest.warns(UserWarning, match="no pretrained weights"):
         ResNet18Features()
-    path = tmp_path / "w.pt"
-    torch.save({"conv1.weight": torch.zeros(1)}, path)
-    with pytest.raises(Exception, match="w.pt|size mismatch"):
-        ResNet18Features(path)
+    import torchvision
+
+    good = {k: v for k, v in torchvision.models.resnet18(weights=None).state_dict().items()}
+    wrong_shape = {**good, "conv1.weight": torch.zeros(64, 3, 3, 3)}
+    cases = {"shape.pt": (wrong_shape, r"shape.pt: not ResNet-18 weights \(wrong shapes: conv1.weight \(64, 3, 3, 3\)"),
+             "partial.pt": ({"conv1.weight": good["conv1.weight"]}, r"partial.pt: not ResNet-18 weights \(missing bn1"),
+             "list.pt": ([1, 2], r"list.pt: not a state dict")}
+    for name, (state, message) in cases.items():
+        torch.save(state, tmp_path / name)
+        with pytest.raises(ValueError, match=message) as err:
+            ResNet18Features(tmp_path / name)
+        assert "\n" not in str(err.value)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt: not a readable weights file"):
+        ResNet18Features(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="nowhere.pt: backbone weights not found"):
+        ResNet18Features(tmp_path / "nowhere.pt")
 
 
 def test_backbone_loads_local_weights(tmp_path):
