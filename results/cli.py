@@ -12,8 +12,9 @@ def register(verbs) -> None:
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR")
     analyze.add_argument("--out", default=None, help="output directory (default: EXPERIMENT_DIR/analysis; "
                                                      "with several, <parent>/comparison-<names>)")
-    analyze.add_argument("--format", default="text", choices=("text", "markdown", "csv", "json"),
-                         help="how the tables are printed (the files are always CSV, PNG and report.md)")
+    analyze.add_argument("--format", default=None, choices=("text", "markdown", "csv", "json"),
+                         help="also print every table, in this format (by default only the summary is printed; "
+                              "the files are always CSV, PNG and report.md)")
     analyze.add_argument("--top", type=int, default=10, help="trials in the leaderboard")
     analyze.add_argument("--no-plots", action="store_true", help="tables and report only")
     analyze.set_defaults(func=_analyze)
@@ -25,9 +26,10 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     analysis = analyze(args.experiments, args.out, args.top, plots_too=not args.no_plots)
-    if args.format in ("text", "markdown"):
-        print("\n".join(summary_lines(analysis)) + "\n")
-    print(format_tables(analysis.tables, args.format))
-    if args.format in ("text", "markdown"):
-        print(f"\nreport: {analysis.report}")
+    if args.format in (None, "text", "markdown"):
+        print("\n".join(summary_lines(analysis)))
+    if args.format:
+        print(format_tables(analysis.tables, args.format))
+    if args.format in (None, "text", "markdown"):
+        print(f"report: {analysis.report}")
     return 0

@@ -3,21 +3,23 @@
 The study is in memory: one ``FrozenTrial`` per trial, its parameters from the ``config.*`` columns and
 its value the stage-3 validation CD at the chosen epoch. By default only trials that reached ``max_t``
 count (their value is the finished run's); ``epoch=`` a rung uses every trial that reported that epoch,
-more trials at an earlier, noisier signal. Distributions come from the search's ``space.json``; an older
-experiment without one gets them from the values seen (log-uniform over their range, or a choice).
+more trials at an earlier, noisier signal. The distributions are the search's own, read from its space file
+(:mod:`results.space`). An evaluator that cannot run on a study is named with its error, never turned
+into a silent blank.
 """
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import optuna
 import pandas as pd
 
+from p2m.names import CONFIG_PREFIX, OBJECTIVE, config_column
 from results.experiment import Experiment
-from results.schema import CONFIG_PREFIX, ITERATION, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON, TRIAL_ID, \
-    WEIGHT_COLUMNS, val_column
-from results.store import ResultsError
+from results.schema import ITERATION, STOP_COMPLETED, STOP_REASON, TRIAL_ID
+from results.space import contains
 from results.tables import short
 
 EVALUATORS = ("fanova", "ped_anova")
@@ -34,71 +36,60 @@ def rebuild_study(exp: Experiment, epoch: int | None = None) -> optuna.Study:
     if epoch == exp.settings.max_t:
         done = set(exp.trials.loc[exp.trials[STOP_REASON] == STOP_COMPLETED, TRIAL_ID])
         rows = rows[rows[TRIAL_ID].isin(done)]
-    objective = val_column(3, "cd")
-    rows = rows[np.isfinite(rows[objective].astype(float))]
+    rows = rows[np.isfinite(rows[OBJECTIVE].astype(float))]
     distributions = _distributions(exp, rows)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     study = optuna.create_study(direction="minimize")
     for _, row in rows.iterrows():
-        params = {key: _plain(row[CONFIG_PREFIX + key]) for key in distributions}
+        params = {key: _plain(row[config_column(key)]) for key in distributions}
+        if not all(contains(distributions[key], value) for key, value in params.items()):
+            continue  # a baseline outside the space: compared, but no point of the searched distributions
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                  value=float(row[objective]),
+                                                  value=float(row[OBJECTIVE]),
                                                   user_attrs={TRIAL_ID: str(row[TRIAL_ID])}))
     return study
 
 
-def importance(exp: Experiment, epoch: int | None = None, seed: int = 0) -> pd.DataFrame:
+class Importance(NamedTuple):
+    table: pd.DataFrame  # param, fanova, ped_anova, trials, epoch; most important first
+    failures: dict[str, str]  # evaluator -> the error it raised on this study
+
+
+def importance(exp: Experiment, epoch: int | None = None, seed: int = 0) -> Importance:
     """Parameter importances (each evaluator's normalised to sum to 1), most important first.
 
-    Columns: param, fanova, ped_anova, trials (how many trials the study holds), epoch. An evaluator that
-    cannot run on this study (too few trials) gives NaN; with fewer than ``MIN_TRIALS`` trials the table
-    is empty.
+    With fewer than ``MIN_TRIALS`` trials the table is empty. An evaluator that raises on the study leaves
+    its column NaN and its error in ``failures``.
     """
     study = rebuild_study(exp, epoch)
     columns = ["param", *EVALUATORS, "trials", "epoch"]
     params = list(study.trials[0].distributions) if study.trials else []
     if len(study.trials) < MIN_TRIALS or not params:
-        return pd.DataFrame(columns=columns)
+        return Importance(pd.DataFrame(columns=columns), {})
     evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator(seed=seed),
                   "ped_anova": optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)}
     out = pd.DataFrame({"param": [short(CONFIG_PREFIX + p) for p in params]})
+    failures = {}
     for name, evaluator in evaluators.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the experimental-API warning of PED-ANOVA
             try:
                 values = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
-            except (ValueError, RuntimeError, ZeroDivisionError):
+            except Exception as exc:  # any evaluator error is reported, not raised: the rest of the analysis stands
                 values = {}
+                failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         out[name] = [float(values.get(p, np.nan)) for p in params]
     out["trials"] = len(study.trials)
     out["epoch"] = epoch or exp.settings.max_t
-    return out.sort_values(["fanova", "ped_anova"], ascending=False, na_position="last",
-                           kind="stable").reset_index(drop=True)
+    table = out.sort_values(["fanova", "ped_anova"], ascending=False, na_position="last",
+                            kind="stable").reset_index(drop=True)
+    return Importance(table, failures)
 
 
 def _distributions(exp: Experiment, rows: pd.DataFrame) -> dict:
-    """The searched keys that vary among ``rows``, with their distributions."""
-    out = {}
-    keys = list(exp.space) or [c[len(CONFIG_PREFIX):] for c in WEIGHT_COLUMNS + SAMPLE_COLUMNS]
-    for key in keys:
-        col = CONFIG_PREFIX + key
-        if col not in rows or rows[col].nunique(dropna=True) < 2:
-            continue  # fixed (the anchor) or constant among these trials: nothing to attribute
-        domain = exp.space.get(key)
-        values = [_plain(v) for v in rows[col]]
-        if domain is None:
-            numeric = all(isinstance(v, (int, float)) and v > 0 for v in values)
-            integral = all(isinstance(v, int) for v in values)
-            domain = ({"log_uniform": [min(values), max(values)]} if numeric and not integral
-                      else {"choice": sorted(set(values))})
-        if "log_uniform" in domain:
-            lo, hi = domain["log_uniform"]
-            out[key] = optuna.distributions.FloatDistribution(float(lo), float(hi), log=True)
-        elif "choice" in domain:
-            out[key] = optuna.distributions.CategoricalDistribution([_plain(v) for v in domain["choice"]])
-        else:
-            raise ResultsError(f"{exp.dir}/space.json: {key}: unknown domain {domain!r}")
-    return out
+    """The searched keys that vary among ``rows``, with the search's distributions."""
+    return {key: dist for key, dist in exp.space.items()
+            if config_column(key) in rows and rows[config_column(key)].nunique(dropna=True) >= 2}
 
 
 def _plain(value):

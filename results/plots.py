@@ -3,7 +3,6 @@ experiments and returns the path it wrote (through a temporary name, so a pictur
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -13,11 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from p2m.atomic import atomic_path  # noqa: E402
+from p2m.names import STAGES, val_column  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
-from results.schema import (BASELINE, ITERATION, SAMPLE_COLUMNS, STAGES, STOP_COMPLETED, STOP_REASON,  # noqa: E402
-                            TRIAL_ID, WEIGHT_COLUMNS, val_column)
+from results.schema import (BASELINE, ITERATION, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON, TRIAL_ID,  # noqa: E402
+                            WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
-from results.tables import CD, anytime, pick_best, ranked, short  # noqa: E402
+from results.tables import CD, anytime, ranked, short  # noqa: E402
+from results.trials import pick_best  # noqa: E402
 
 CD3 = val_column(3, CD)
 
@@ -42,7 +44,7 @@ def learning_curves(experiments: list[Experiment], path: str | os.PathLike) -> P
             if trial_id == best:
                 style = dict(color="tab:red", alpha=1.0, lw=2.6, label=f"best: {trial_id}")
             ax.plot(rows[ITERATION], rows[CD3], marker="o", ms=2.5, **style)
-        for m in exp.settings.rungs():
+        for m in exp.settings.rung_epochs():
             ax.axvline(m, color="0.8", lw=0.8, zorder=0)
         ax.plot([], [], color="0.55", alpha=0.35, label="stopped early / errored")
         ax.plot([], [], color="tab:blue", label="reached max_t")
@@ -196,17 +198,12 @@ def _panels(n: int, width: float, height: float):
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 __all__ = ["anytime_curves", "importance_bars", "learning_curves", "parallel_coordinates", "pareto_front",

@@ -19,19 +19,21 @@ import pandas as pd
 from results import plots
 from results.experiment import Experiment, load_experiment
 from results.importance import importance
-from results.schema import OBJECTIVE, PREVIEWS_DIR, TRIAL_ID
+from p2m.atomic import atomic_write_bytes
+from p2m.names import PREVIEWS_DIR, train_best_dir
+from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
-from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, pick_best, rung_table
+from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
+from results.trials import pick_best
 
 FORMATS = ("text", "markdown", "csv", "json")
-TABLES = ("comparison", "leaderboard", "baselines_vs_best", "rungs", "importance", "importance_first_rung",
-          "cost")
 
 
 @dataclass
 class Analysis:
     experiments: list[Experiment]
     tables: dict[str, pd.DataFrame]  # name -> table, every experiment's rows, an "experiment" column first
+    warnings: list[str] = field(default_factory=list)  # what could not be computed, and why
     pictures: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
 
@@ -51,9 +53,9 @@ def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     if len(set(names)) < len(names):  # two searches of the same name: tell them apart by directory
         for e in experiments:
             e.name = f"{e.dir.parent.name}/{e.dir.name}"
-    tables = build_tables(experiments, top)
+    tables, warnings = build_tables(experiments, top)
     out = Path(out) if out else default_out(experiments)
-    analysis = Analysis(experiments, tables)
+    analysis = Analysis(experiments, tables, warnings)
     for name, table in tables.items():
         _write_text(out / "tables" / f"{name}.csv", table.to_csv(index=False))
     if plots_too:
@@ -63,13 +65,22 @@ def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     return analysis
 
 
-def build_tables(experiments: list[Experiment], top: int = 10) -> dict[str, pd.DataFrame]:
+def build_tables(experiments: list[Experiment], top: int = 10) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Every table, and a warning for each importance evaluator that could not run on an experiment."""
+    warnings: list[str] = []
+
+    def importance_table(e: Experiment, epoch: int | None, label: str) -> pd.DataFrame:
+        result = importance(e, epoch)
+        warnings.extend(f"{e.name}: {label}: {name} could not run ({error})" for name, error in result.failures.items())
+        return result.table
+
     per = {
         "leaderboard": lambda e: leaderboard(e, top),
         "baselines_vs_best": baselines_vs_best,
         "rungs": rung_table,
-        "importance": lambda e: importance(e),
-        "importance_first_rung": lambda e: importance(e, epoch=(e.settings.rungs() or [e.settings.max_t])[0]),
+        "importance": lambda e: importance_table(e, None, "importance"),
+        "importance_first_rung": lambda e: importance_table(e, (e.settings.rung_epochs() or [e.settings.max_t])[0],
+                                                            "importance at the first rung"),
         "cost": cost_table,
     }
     tables = {"comparison": comparison(experiments)}
@@ -78,7 +89,7 @@ def build_tables(experiments: list[Experiment], top: int = 10) -> dict[str, pd.D
         full = [p for p in parts if len(p)]
         table = pd.concat(full, ignore_index=True) if full else parts[0]
         tables[name] = table[["experiment"] + [c for c in table.columns if c != "experiment"]]
-    return tables
+    return tables, warnings
 
 
 def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
@@ -139,6 +150,7 @@ def summary_lines(analysis: Analysis) -> list[str]:
             lines.append(f"  vs baseline {r['baseline']} at epoch {r['epoch']}: stage-3 CD {r['baseline_value']:.3f} "
                          f"-> {r['best_value']:.3f} ({100 * r['change']:+.1f}%)")
         lines.extend(f"  partial: {note}" for note in e.notes)
+    lines.extend(f"warning: {w}" for w in analysis.warnings)
     return lines
 
 
@@ -198,14 +210,14 @@ def _previews(analysis: Analysis, out: Path) -> list[str]:
         except ResultsError:
             continue
         images = e.previews(best[TRIAL_ID])
-        retrained = sorted((e.dir / "train_best").glob("seed*/previews/*.png"))
+        retrained = sorted((e.dir / train_best_dir()).glob(f"seed*/{PREVIEWS_DIR}/*.png"))
         if not images and not retrained:
             md += [f"No previews of {e.name}'s best trial {best[TRIAL_ID]} were saved "
                    f"(trials write them to `{PREVIEWS_DIR}/<trial_id>/` when they reach max_t).", ""]
             continue
         md += [f"## Meshes of {e.name}'s best trial {best[TRIAL_ID]}", "",
                f"Input | stage 1 | stage 2 | stage 3 | ground truth, from the camera and turned 90°; "
-               f"last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f}.", ""]
+               f"last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f}.", ""]
         md += [f"![{p.stem}]({_rel(p, out)})" for p in images] + [""]
         if retrained:
             md += ["Retrained by `p2m search train-best` (test split):", ""]
@@ -234,10 +246,4 @@ def _slug(name: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, text.encode())

@@ -1,12 +1,14 @@
-"""Column names of the results tables, defined once (torch-free: ``search`` and analysis import them).
+"""Column names of the results tables, defined once (torch-free: ``search`` and analysis import them). The
+names the tables share with p2m and search (stages, metrics, the objective, a weight's column, the
+experiment's files) are :mod:`p2m.names`'; this module adds the tables' own.
 
 Two tables live in an experiment directory:
 
 ``results/`` (a Parquet dataset, one row per reported result, i.e. per trial and epoch):
     experiment, trial_id, training_iteration, written_at (seconds since the epoch, for ordering), baseline
     (the baseline's name, for the baseline trials);
-    every metric ``p2m.train.fit`` reports (epoch, train_loss, train_s{1,2,3}_{term},
-    val_s{1,2,3}_{metric}, lr, epoch_seconds, train_samples_per_second, val_views);
+    every metric ``p2m.train.fit`` reports (epoch, train_loss, ``train_column(stage, term)``,
+    ``val_column(stage, metric)``, lr, epoch_seconds, train_samples_per_second, val_views);
     Ray's bookkeeping (time_total_s, time_this_iter_s, timestamp, node_ip, node_id (the Ray node the epoch ran
     on: tells nodes apart even when they share a host), hostname, pid);
     device; and the trial's whole config flattened as ``config.<section>.<field>`` (the 12 weights are
@@ -19,26 +21,13 @@ Two tables live in an experiment directory:
 """
 from __future__ import annotations
 
-STAGES = (1, 2, 3)
-TERMS = ("chamfer", "edge", "laplacian", "normal")
-STAGE_METRICS = ("cd", "cd_x1000", "cd_pred_to_gt", "cd_gt_to_pred", "f_tau", "f_2tau", "normal_consistency",
-                 "smoothness")
+from p2m.names import OBJECTIVE, SAMPLE_PARAMS, WEIGHTS, config_column
 
 EXPERIMENT = "experiment"
 TRIAL_ID = "trial_id"
 ITERATION = "training_iteration"
 WRITTEN_AT = "written_at"
 KEY = (TRIAL_ID, ITERATION)
-
-CONFIG_PREFIX = "config."
-OBJECTIVE = "val_s3_cd"  # what the search minimises: stage-3 validation chamfer distance
-MODE = "min"
-
-RESULTS_DIR = "results"
-TRIALS_FILE = "trials.parquet"
-SPACE_FILE = "space.json"  # the searched domains, written by ``p2m search launch``
-SETTINGS_FILE = "search_config.yaml"  # the search's settings (max_t, scheduler, resources, ...)
-PREVIEWS_DIR = "previews"  # <experiment>/previews/<trial_id>/*.png, written by trials that reach max_t
 
 BASELINE = "baseline"  # the baseline's name in both tables (None for a searched trial)
 
@@ -52,29 +41,12 @@ STOP_EARLY = "stopped_early"
 STOP_ERRORED = "errored"
 STOP_UNFINISHED = "unfinished"
 
+WEIGHT_COLUMNS = tuple(w.column for w in WEIGHTS)  # the 12 searched weights
+SAMPLE_COLUMNS = tuple(config_column(p) for p in SAMPLE_PARAMS)
 
-def weight_column(stage: int, term: str) -> str:
-    """``weight_column(2, "edge") == "config.loss.w2_edge"``."""
-    if stage not in STAGES or term not in TERMS:
-        raise ValueError(f"no loss weight for stage {stage!r} and term {term!r}")
-    return f"{CONFIG_PREFIX}loss.w{stage}_{term}"
-
-
-def val_column(stage: int, metric: str) -> str:
-    """``val_column(3, "cd") == "val_s3_cd"``."""
-    if stage not in STAGES or metric not in STAGE_METRICS:
-        raise ValueError(f"no validation metric {metric!r} for stage {stage!r}")
-    return f"val_s{stage}_{metric}"
-
-
-def term_column(stage: int, term: str) -> str:
-    """``term_column(1, "normal") == "train_s1_normal"`` (the unweighted term's epoch mean)."""
-    if stage not in STAGES or term not in TERMS:
-        raise ValueError(f"no loss term {term!r} for stage {stage!r}")
-    return f"train_s{stage}_{term}"
-
-
-WEIGHT_COLUMNS = tuple(weight_column(s, t) for s in STAGES for t in TERMS)
-SAMPLE_COLUMNS = (f"{CONFIG_PREFIX}data.gt_samples",) + tuple(f"{CONFIG_PREFIX}loss.pred_samples{s}" for s in STAGES)
-VAL_COLUMNS = tuple(val_column(s, m) for s in STAGES for m in STAGE_METRICS)
-TERM_COLUMNS = tuple(term_column(s, t) for s in STAGES for t in TERMS)
+# trials-table figures, derived from the result rows (results.trials)
+BEST_OBJECTIVE = f"best_{OBJECTIVE}"  # the lowest objective any epoch reported
+BEST_ITERATION = "best_iteration"  # its epoch
+LAST_OBJECTIVE = f"last_{OBJECTIVE}"  # the objective at the last epoch run: what ranks trials
+NUM_FAILURES = "num_failures"
+LAST_PREFIX = "last."  # the last epoch's metrics: last.<metric>

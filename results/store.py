@@ -9,7 +9,6 @@ dataset as one file without duplicates. Only pandas and pyarrow are used here.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.schema import ITERATION, KEY, RESULTS_DIR, TRIAL_ID, TRIALS_FILE, WRITTEN_AT
+from p2m.atomic import atomic_path
+from p2m.names import RESULTS_DIR, TRIALS_FILE
+from results.schema import ITERATION, KEY, TRIAL_ID, WRITTEN_AT
 
 
 class ResultsError(ValueError):
@@ -92,13 +93,13 @@ def compact(experiment_dir: str | os.PathLike) -> Path:
     return path
 
 
-def write_trials(experiment_dir: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    """Replace ``trials.parquet`` (one row per trial) atomically."""
-    rows = list(rows)
-    if not rows:
+def write_trials(experiment_dir: str | os.PathLike, trials: pd.DataFrame | Iterable[dict]) -> Path:
+    """Replace ``TRIALS_FILE`` (one row per trial) atomically."""
+    trials = trials if isinstance(trials, pd.DataFrame) else pd.DataFrame(list(trials))
+    if trials.empty:
         raise ValueError("no trials to write")
     path = Path(experiment_dir) / TRIALS_FILE
-    write_table_atomic(_to_table(rows), path)
+    write_table_atomic(pa.Table.from_pandas(trials, preserve_index=False), path)
     return path
 
 
@@ -110,17 +111,8 @@ def read_trials(experiment_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _to_table(rows: list[dict]) -> pa.Table:

@@ -3,8 +3,8 @@
 Conventions shared by every table:
 
 * A trial's figures are those of its last result row (the epoch it ended at), the figure ASHA compared.
-* The best trial is the one ``p2m search train-best`` retrains: among trials that reached ``max_t``, the
-  lowest last ``val_s3_cd`` (:func:`pick_best`).
+* Trials are ranked, and the best one picked, by :mod:`results.trials`' one rule (the console leaderboard
+  and ``p2m search train-best`` use it too).
 * CD is reported x 1000 (``cd_x1000``), F-scores in percent, as the evaluation writes them.
 """
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from p2m.names import CONFIG_PREFIX, STAGES, val_column
 from results.experiment import Experiment, last_rows
-from results.schema import (BASELINE, CONFIG_PREFIX, ITERATION, ITERATIONS, OBJECTIVE, SAMPLE_COLUMNS, STAGES,
-                            STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID,
-                            WEIGHT_COLUMNS, WRITTEN_AT, val_column)
+from results.schema import (BASELINE, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
+                            STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID, WEIGHT_COLUMNS,
+                            WRITTEN_AT)
 from results.store import ResultsError
+from results.trials import pick_best, rank_trials
 
 CD = "cd_x1000"
 # (metric, True when lower is better) compared between baselines and the best trial
@@ -30,37 +32,20 @@ def short(column: str) -> str:
     return column.rsplit(".", 1)[-1] if column.startswith(CONFIG_PREFIX) else column
 
 
-def pick_best(trials: pd.DataFrame) -> pd.Series:
-    """The completed trial with the lowest last ``val_s3_cd`` (what ``train-best`` retrains).
-
-    Raises:
-        ResultsError: when no trial reached max_t with a finite val_s3_cd.
-    """
-    last = f"last_{OBJECTIVE}"
-    done = trials[(trials[STOP_REASON] == STOP_COMPLETED) & np.isfinite(trials[last].astype(float))]
-    if done.empty:
-        raise ResultsError("no trial reached max_t with a finite val_s3_cd")
-    return done.sort_values(last, kind="stable").iloc[0]
-
-
 def ranked(exp: Experiment) -> pd.DataFrame:
-    """Every trial with its last row's metrics, ranked: trials that reached max_t by their last stage-3 CD,
-    then the others (stopped early, errored, unfinished) by theirs; trials without a result last."""
-    trials = exp.trials.set_index(TRIAL_ID, drop=False).rename_axis(None)
+    """Every trial in rank order (:func:`results.trials.rank_trials`) with its last row's metrics, the 12
+    weights and the sample counts."""
+    trials = rank_trials(exp.trials).set_index(TRIAL_ID, drop=False).rename_axis(None)
     last = last_rows(exp.results)
     metrics = [val_column(s, m) for s in STAGES for m in (CD, "f_tau", "f_2tau", "normal_consistency",
                                                           "smoothness")]
-    out = trials[[TRIAL_ID, BASELINE, STOP_REASON, ITERATIONS]].copy()
+    out = trials[["rank", TRIAL_ID, BASELINE, STOP_REASON, ITERATIONS]].copy()
     for col in metrics:
         out[col] = last[col].reindex(out.index) if col in last else np.nan
     for col in WEIGHT_COLUMNS + SAMPLE_COLUMNS:  # the config: from the trials table, else from the rows
         source = trials[col] if col in trials else last[col].reindex(out.index) if col in last else np.nan
         out[short(col)] = source
-    out["_group"] = np.where(out[STOP_REASON] == STOP_COMPLETED, 0, 1)
-    out = out.sort_values(["_group", val_column(3, CD)], na_position="last", kind="stable")
-    out = out.drop(columns="_group").reset_index(drop=True)
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
-    return out.rename(columns={ITERATIONS: "epochs"})
+    return out.reset_index(drop=True).rename(columns={ITERATIONS: "epochs"})
 
 
 def leaderboard(exp: Experiment, top: int = 10) -> pd.DataFrame:
@@ -110,7 +95,7 @@ def rung_table(exp: Experiment) -> pd.DataFrame:
     Also the best and median stage-3 CD x 1000 reported at the milestone's epoch.
     """
     t = exp.trials
-    milestones = [0] + exp.settings.rungs() + [exp.settings.max_t]
+    milestones = [0] + exp.settings.rung_epochs() + [exp.settings.max_t]
     at = exp.results.pivot_table(index=TRIAL_ID, columns=ITERATION, values=val_column(3, CD), aggfunc="last")
     rows = []
     for i, m in enumerate(milestones):
@@ -182,7 +167,7 @@ def comparison(experiments: list[Experiment]) -> pd.DataFrame:
         curve = anytime(exp)
         try:
             best = pick_best(t)
-            best_cd, best_id = 1000 * float(best[f"last_{OBJECTIVE}"]), best[TRIAL_ID]
+            best_cd, best_id = 1000 * float(best[LAST_OBJECTIVE]), best[TRIAL_ID]
             near = curve[curve["best_cd_x1000"] <= best_cd * (1 + WITHIN)]
             epochs_to = int(near["trial_epochs"].iloc[0]) if len(near) else np.nan
         except ResultsError:

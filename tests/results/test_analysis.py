@@ -11,11 +11,16 @@ import pytest
 import yaml
 from PIL import Image
 
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from p2m.names import METRICS, SETTINGS_FILE, STAGES, val_column
 from results.experiment import load_experiment
 from results.importance import importance, rebuild_study
 from results.plots import pareto_front
 from results.report import analyze, format_tables, markdown_table
-from results.schema import SAMPLE_COLUMNS, STAGES, STAGE_METRICS, WEIGHT_COLUMNS
+from results.schema import SAMPLE_COLUMNS, WEIGHT_COLUMNS
+from results.settings import SearchSettings
+from results.space import write_space
 from results.store import ResultsError, ResultsWriter, read_results, write_trials
 from results.tables import anytime, baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 
@@ -50,6 +55,12 @@ def _weights(trial):
         SAMPLE_COLUMNS[0]: int(rng.choice([500, 1000])), **{c: 0 for c in SAMPLE_COLUMNS[1:]}}
 
 
+# the space the hand-made searches "searched": every weight log-uniform over the range _weights draws from
+SPACE = {c[len("config."):]: FloatDistribution(10 ** -2, 10 ** 0.5, log=True) for c in WEIGHT_COLUMNS} | {
+    SAMPLE_COLUMNS[0][len("config."):]: CategoricalDistribution([500, 1000]),
+    **{c[len("config."):]: CategoricalDistribution([0, 1000]) for c in SAMPLE_COLUMNS[1:]}}
+
+
 def make_experiment(root, trials=TRIALS, arrivals=ARRIVALS, write_trials_table=True, settings=True):
     exp = root / "exp1"
     writer = ResultsWriter(exp)
@@ -63,18 +74,20 @@ def make_experiment(root, trials=TRIALS, arrivals=ARRIVALS, write_trials_table=T
                "time_total_s": elapsed[trial], "time_this_iter_s": seconds, "timestamp": clock,
                "baseline": trials[trial][0], **_weights(trial)}
         for s in STAGES:
-            for m in STAGE_METRICS:
-                row[f"val_s{s}_{m}"] = _metric(trial, epoch, s, m, trials)
+            for m in METRICS:
+                row[val_column(s, m)] = _metric(trial, epoch, s, m, trials)
         writer.append(row)
     if write_trials_table:
         write_trials(exp, [{"experiment": "handmade", "trial_id": t, "status": status, "stop_reason": reason,
                             "error": "boom" if reason == "errored" else None, "iterations": len(cds),
                             "baseline": baseline, **_weights(t)}
                            for t, (baseline, reason, status, cds, _) in trials.items()])
-    if settings:
-        (exp / "search_config.yaml").write_text(yaml.safe_dump(
-            {"name": "handmade", "scheduler": "asha", "algorithm": "tpe", "max_t": MAX_T, "grace_period": 1,
-             "reduction_factor": 2.0, "cpu": 2.0, "gpu": 0.5, "num_samples": len(trials)}))
+    if settings:  # what launch records: ASHA's milestones for grace 1, factor 2, max_t 4 are 1, 2, 4
+        record = SearchSettings(name="handmade", scheduler="asha", algorithm="tpe", max_t=MAX_T, grace_period=1,
+                                reduction_factor=2.0, rungs=(1.0, 2.0, 4.0), cpu=2.0, gpu=0.5,
+                                num_samples=len(trials))
+        (exp / SETTINGS_FILE).write_text(yaml.safe_dump({**record.to_dict(), "base": {"profile": "tiny"}}))
+        write_space(exp, SPACE)
     return exp
 
 
@@ -116,7 +129,7 @@ def test_leaderboard_ranks_finished_trials_first_and_shows_their_last_epoch(exp,
                                                                               None, None]
     rows = exp.results
     last = rows.sort_values("training_iteration").groupby("trial_id").last()
-    for col in [f"val_s{s}_{m}" for s in STAGES for m in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency",
+    for col in [val_column(s, m) for s in STAGES for m in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency",
                                                            "smoothness")]:
         expected = last[col].reindex(board["trial_id"]).to_numpy()
         np.testing.assert_allclose(board[col].to_numpy(dtype=float), expected, equal_nan=True)
@@ -189,7 +202,8 @@ def test_importance_finds_the_weight_that_drives_cd(tmp_path):
         assert t.params["loss.w1_edge"] == pytest.approx(last.loc[tid, "config.loss.w1_edge"])
     # w1_chamfer is constant here (as the anchor would be): not a parameter of the study
     assert "loss.w1_chamfer" not in study.trials[0].params and "loss.w3_normal" in study.trials[0].params
-    table = importance(exp)
+    table, failures = importance(exp)
+    assert not failures
     assert table["param"].iloc[0] == "w1_edge" and table["fanova"].iloc[0] > 0.5
     assert table.set_index("param")["ped_anova"].idxmax() == "w1_edge"
     assert table["fanova"].sum() == pytest.approx(1.0)
@@ -197,8 +211,8 @@ def test_importance_finds_the_weight_that_drives_cd(tmp_path):
 
 
 def test_importance_needs_finished_trials(exp):
-    assert importance(exp).empty  # two trials reached max_t: too few
-    first = importance(exp, epoch=1)  # five trials reported epoch 1
+    assert importance(exp).table.empty  # two trials reached max_t: too few
+    first = importance(exp, epoch=1).table  # five trials reported epoch 1
     assert (first["trials"] == 5).all() and len(first) > 0
 
 
@@ -328,3 +342,67 @@ def test_the_command_loads_neither_torch_nor_ray(exp, tmp_path):
             "print(rc, 'torch' in sys.modules, 'ray' in sys.modules, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stderr.strip().splitlines()[-1] == "0 False False"
+
+
+def test_rung_epochs_are_the_recorded_milestones_rounded_up():
+    """A trial meets ASHA's milestone m at the first epoch >= m (Ray compares iteration >= milestone)."""
+    settings = SearchSettings(max_t=8, reduction_factor=2.5, rungs=(1.0, 2.5, 6.25))
+    assert settings.rung_epochs() == [1, 3, 7]
+    assert SearchSettings(max_t=4, rungs=(4.0, 1.0, 2.0)).rung_epochs() == [1, 2]  # max_t itself decides nothing
+    assert SearchSettings(scheduler="fifo").rung_epochs() == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("rungs"), "missing field 'rungs'"),
+    (lambda d: d.update(max_tt=4), "unknown field 'max_tt'"),
+    (lambda d: d.update(max_t="4"), "max_t: expected int, got '4'"),
+    (lambda d: d.update(grace_period=9), r"grace_period \(9\) exceeds scheduler.max_t \(4\)"),
+])
+def test_settings_are_read_strictly_and_errors_name_file_and_field(tmp_path, change, message):
+    exp = make_experiment(tmp_path)
+    data = yaml.safe_load((exp / SETTINGS_FILE).read_text())
+    change(data)
+    (exp / SETTINGS_FILE).write_text(yaml.safe_dump(data))
+    with pytest.raises(ResultsError, match=message) as err:
+        load_experiment(exp)
+    assert str(err.value).startswith(str(exp / SETTINGS_FILE)) and "\n" not in str(err.value)
+    result = _cli(exp, "--out", tmp_path / "out")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_space_is_read_back_exactly(exp):
+    """The study is rebuilt on the search's own distributions, not on ranges guessed from the values seen."""
+    assert exp.space == SPACE
+    study = rebuild_study(exp, epoch=1)
+    for key, dist in study.trials[0].distributions.items():
+        assert dist == SPACE[key]
+
+
+def test_an_importance_evaluator_that_fails_is_named_in_the_report(exp, tmp_path, monkeypatch):
+    import optuna
+
+    def boom(self, study, params=None, *, target=None):
+        raise RuntimeError("boom at the evaluator")
+
+    monkeypatch.setattr(optuna.importance.PedAnovaImportanceEvaluator, "evaluate", boom)
+    table, failures = importance(exp, epoch=1)
+    assert failures == {"ped_anova": "RuntimeError: boom at the evaluator"}
+    assert table["ped_anova"].isna().all() and table["fanova"].notna().all()
+    analysis = analyze([exp.dir], tmp_path / "out", plots_too=False)
+    text = analysis.report.read_text()
+    assert "ped_anova could not run (RuntimeError: boom at the evaluator)" in text
+
+
+def test_console_report_and_train_best_rank_alike(tmp_path):
+    """Trial "x" had the best single epoch but ended worse than "y": every ranking puts y first."""
+    from results.leaderboard import format_leaderboard
+    from results.trials import pick_best
+
+    trials = {"x": (None, "completed", "TERMINATED", [5, 9, 11, 13], 1.0),
+              "y": (None, "completed", "TERMINATED", [20, 16, 13, 12], 1.0),
+              "z": (None, "stopped_early", "TERMINATED", [4], 1.0)}
+    arrivals = [(t, e) for t in trials for e in range(1, len(trials[t][3]) + 1)]
+    exp = load_experiment(make_experiment(tmp_path, trials, arrivals))
+    console = [line.split()[1] for line in format_leaderboard(exp.trials).splitlines()[2:]]
+    assert console == leaderboard(exp)["trial_id"].tolist() == ["y", "x", "z"]
+    assert pick_best(exp.trials)["trial_id"] == "y"

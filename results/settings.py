@@ -1,0 +1,130 @@
+"""A search's settings: one dataclass, written by ``p2m search launch`` into the experiment's ``SETTINGS_FILE``
+and read back strictly (a missing or unknown field is an error naming it), by the analysis and by ``search``.
+
+``search.config.SearchConfig`` is this dataclass plus the base training config (``base:``, p2m's
+``TrainConfig``), which the analysis does not need and does not read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from p2m.names import SETTINGS_FILE
+
+ALGORITHMS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    name: str = "p2m-search"  # the experiment's directory under storage_path
+    num_samples: int = 12  # trials, the baselines included
+    max_concurrent: int = 2
+    seed: int = 0
+    algorithm: str = "tpe"  # or "random"
+    search_lr: bool = False
+    baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
+    scheduler: str = "asha"  # or "fifo" (no early stopping)
+    max_t: int = 8  # epochs per trial
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    # ASHA's milestones as its scheduler computed them, recorded at launch (empty for FIFO and before launch)
+    rungs: tuple[float, ...] = ()
+    cpu: float = 1.0  # per trial
+    gpu: float = 0.0  # per trial; a fraction shares a GPU (0.25: four trials)
+    max_failures: int = 1
+    storage_path: str = "./experiments"
+    optuna_url: str = ""  # "" = a journal file in the experiment directory
+    space_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for key in ("num_samples", "max_concurrent", "max_t", "grace_period"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.reduction_factor <= 1:
+            raise ValueError(f"scheduler.reduction_factor must be > 1, got {self.reduction_factor}")
+        if self.grace_period > self.max_t:
+            raise ValueError(f"scheduler.grace_period ({self.grace_period}) exceeds scheduler.max_t ({self.max_t})")
+        if self.cpu <= 0 or self.gpu < 0:
+            raise ValueError(f"resources: cpu must be > 0 and gpu >= 0, got cpu={self.cpu}, gpu={self.gpu}")
+        if self.max_failures < 0:
+            raise ValueError(f"failure.max_failures must be >= 0, got {self.max_failures}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"search.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler.type must be one of {SCHEDULERS}, got {self.scheduler!r}")
+
+    def rung_epochs(self) -> list[int]:
+        """The epochs at which ASHA decides, ascending: each recorded milestone below max_t, rounded up (a
+        trial meets milestone m at the first epoch >= m)."""
+        return sorted({math.ceil(m) for m in self.rungs if m < self.max_t})
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["rungs"] = list(self.rungs)
+        return out
+
+    @staticmethod
+    def from_dict(data: dict, source: str = "search settings") -> SearchSettings:
+        """Read the fields strictly: every field present, none unknown, each value of its type.
+
+        Raises:
+            ValueError: naming ``source`` and the field.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+        fields = [f.name for f in dataclasses.fields(SearchSettings)]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"{source}: unknown field {unknown[0]!r}")
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise ValueError(f"{source}: missing field {missing[0]!r}")
+        hints = typing.get_type_hints(SearchSettings)
+        try:
+            return SearchSettings(**{name: _typed(data[name], hints[name], name) for name in fields})
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+
+def read_settings(experiment_dir: str | os.PathLike) -> SearchSettings:
+    """The settings of an experiment directory, read strictly (the ``base:`` section is skipped).
+
+    Raises:
+        ValueError: naming the file, when it is missing, not YAML, or a field is missing, unknown or mistyped.
+    """
+    path = Path(experiment_dir) / SETTINGS_FILE
+    data = read_settings_file(path)
+    return SearchSettings.from_dict({k: v for k, v in data.items() if k != "base"}, str(path))
+
+
+def read_settings_file(path: str | os.PathLike) -> dict:
+    """The settings file's mapping, or a one-line ValueError naming it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not a p2m search experiment (no {SETTINGS_FILE})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of search settings")
+    return data
+
+
+def _typed(value, hint, where: str):
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(_typed(v, typing.get_args(hint)[0], where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value

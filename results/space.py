@@ -1,0 +1,65 @@
+"""An experiment's search space: the searched config keys and their Optuna distributions, stored in Optuna's
+own JSON form (``distribution_to_json``) by ``p2m search launch`` and read back exactly; and what a
+distribution contains (a baseline must lie inside the space to run as a trial, and only points inside
+it enter a rebuilt study)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, distribution_to_json,
+                                  json_to_distribution)
+
+from p2m.atomic import atomic_write_bytes
+from p2m.names import SPACE_FILE
+from results.store import ResultsError
+
+
+def write_space(experiment_dir: str | os.PathLike, space: dict[str, BaseDistribution]) -> Path:
+    """``SPACE_FILE``: ``{config key: Optuna's JSON of its distribution}``."""
+    data = {key: json.loads(distribution_to_json(dist)) for key, dist in space.items()}
+    return atomic_write_bytes(Path(experiment_dir) / SPACE_FILE, json.dumps(data, indent=1).encode())
+
+
+def read_space(experiment_dir: str | os.PathLike) -> dict[str, BaseDistribution]:
+    """The distributions ``write_space`` stored.
+
+    Raises:
+        ResultsError: naming the file, when it is missing, not JSON, or holds something that is not an Optuna
+            distribution.
+    """
+    path = Path(experiment_dir) / SPACE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: missing (every search writes its space there)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a mapping of config keys to distributions")
+    space = {}
+    for key, value in data.items():
+        try:
+            space[key] = json_to_distribution(json.dumps(value))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ResultsError(f"{path}: {key}: not an Optuna distribution ({exc})") from None
+    return space
+
+
+def contains(dist: BaseDistribution, value) -> bool:
+    """Whether ``value`` is a point of ``dist`` (a baseline must be one to run as a trial)."""
+    if isinstance(dist, FloatDistribution):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and dist.low <= value <= dist.high
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def describe(dist: BaseDistribution) -> str:
+    """``log-uniform [0.003, 3]`` or ``one of [0, 2000]``."""
+    if isinstance(dist, FloatDistribution):
+        return f"{'log-uniform' if dist.log else 'uniform'} [{dist.low:g}, {dist.high:g}]"
+    if isinstance(dist, CategoricalDistribution):
+        return f"one of {list(dist.choices)}"
+    return repr(dist)
