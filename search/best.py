@@ -1,10 +1,10 @@
 """``p2m search train-best``: retrain the best trial's config without Ray, with K seeds, and test it.
 
-The best trial is chosen from the trials table: among trials that reached ``max_t`` (stop reason
-``completed``), the lowest last-epoch ``val_s3_cd`` (its last rung, the figure ASHA compared), not the
-best single epoch, which would favour lucky noise. Each seed trains in ``<experiment>/train_best/seed<k>``
-(the usual ``p2m train`` run directory: checkpoints, metrics, meshes, previews) and is evaluated on the
-test split; one row per seed goes to ``<experiment>/train_best/results.parquet``.
+The best trial is the top of the one ranking rule (:mod:`results.trials`, which the console leaderboard and
+the report use too): among trials that reached ``max_t``, the lowest last-epoch objective (the figure ASHA
+compared), not the best single epoch, which would favour lucky noise. Each seed trains in
+``<experiment>/train_best/seed<k>`` (the usual ``p2m train`` run directory: checkpoints, metrics, meshes,
+previews) and is evaluated on the test split; one row per seed goes to ``<experiment>/train_best/results.parquet``.
 """
 from __future__ import annotations
 
@@ -16,21 +16,14 @@ import numpy as np
 import pandas as pd
 
 from p2m.config import TrainConfig, from_dict
-from results.schema import BASELINE, CONFIG_PREFIX, OBJECTIVE, TRIAL_ID
+from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, CURVES_FILE, METRICS, OBJECTIVE, SETTINGS_FILE, STAGES,
+                       TRAIN_BEST_RESULTS_FILE, stage_key, test_column, train_best_dir, val_column)
+from results.schema import ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
 from results.store import read_trials, write_table_atomic
-from results.tables import pick_best
-from search.run import load_experiment_config
+from results.trials import pick_baseline, pick_best
+from search.config import load_experiment_config
 
-OUT_DIR = "train_best"
-
-
-def pick_baseline(trials: pd.DataFrame, name: str) -> pd.Series:
-    """The baseline trial named ``name`` (whatever its stop reason: its config is what is retrained)."""
-    rows = trials[trials[BASELINE] == name] if BASELINE in trials else trials.iloc[:0]
-    if rows.empty:
-        known = sorted(trials[BASELINE].dropna().unique()) if BASELINE in trials else []
-        raise ValueError(f"no baseline trial named {name!r} (the experiment has: {', '.join(known) or 'none'})")
-    return rows.iloc[0]
+TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objective in the search
 
 
 def trial_config(row: pd.Series) -> TrainConfig:
@@ -65,10 +58,10 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     from p2m.train import fit, resolve_device
 
     exp = Path(experiment_dir)
-    search_cfg = load_experiment_config(exp)
+    search_cfg = load_experiment_config(exp / SETTINGS_FILE)
     trials = read_trials(exp)
     best = pick_best(trials) if baseline is None else pick_baseline(trials, baseline)
-    out_dir = exp / (OUT_DIR if baseline is None else f"{OUT_DIR}_{baseline}")
+    out_dir = exp / train_best_dir(baseline)
     cfg = trial_config(best)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
@@ -77,17 +70,17 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     if not test_samples:
         raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
     label = "best trial" if baseline is None else f"baseline {baseline}, trial"
-    print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[f'last_{OBJECTIVE}']:.3f} after "
-          f"{int(best['iterations'])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
+    print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f} after "
+          f"{int(best[ITERATIONS])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
     rows = []
     for k in range(seeds):
         run_cfg = dataclasses.replace(cfg, seed=cfg.seed + k,
                                       optim=dataclasses.replace(cfg.optim, max_epochs=epochs))
         out = out_dir / f"seed{k}"
         result = fit(run_cfg, out, progress=progress)
-        plot_curves(result.history, out / "curves.png", title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
+        plot_curves(result.history, out / CURVES_FILE, title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
         device = resolve_device(run_cfg.device)
-        model, _ = load_model(out / "checkpoint", device)  # the last epoch, as the search compared
+        model, _ = load_model(out / CHECKPOINT_DIR, device)  # the last epoch, as the search compared
         loader = DataLoader(P2MDataset(test_samples, run_cfg.data.gt_samples, run_cfg.data.image_size),
                             batch_size=run_cfg.optim.batch_size, collate_fn=collate_p2m)
         test = evaluate(model, loader, device)
@@ -96,15 +89,16 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
             write_previews(model, run_cfg, test_samples[::step][:previews], out)
         last = result.history[-1]
         rows.append({TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "epochs": epochs, "split": split,
-                     f"trial_last_{OBJECTIVE}": float(best[f"last_{OBJECTIVE}"]),
-                     **{k2: v for k2, v in last.items() if k2.startswith("val_")},
-                     **{f"test_{k2}": v for k2, v in test.means.items()}, "test_views": len(test.items),
+                     TRIAL_LAST: float(best[LAST_OBJECTIVE]),
+                     **{val_column(s, m): last[val_column(s, m)] for s in STAGES for m in METRICS},
+                     **{test_column(s, m): test.means[stage_key(s, m)] for s in STAGES for m in METRICS},
+                     "test_views": len(test.items),
                      **{f"{CONFIG_PREFIX}{k2}": (list(v) if isinstance(v, tuple) else v)
                         for k2, v in run_cfg.flat().items()}})
     df = pd.DataFrame(rows)
     import pyarrow as pa
 
-    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), out_dir / "results.parquet")
+    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), out_dir / TRAIN_BEST_RESULTS_FILE)
     _summary(df)
     return df
 
@@ -112,7 +106,7 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
 def _summary(df: pd.DataFrame) -> None:
     val = df[OBJECTIVE] * 1000
     spread = f" ± {val.std(ddof=1):.3f}" if len(df) > 1 else ""
-    print(f"retrained val CDx1000 {val.mean():.3f}{spread} (the trial: {1000 * df[f'trial_last_{OBJECTIVE}'].iloc[0]:.3f})")
-    for s in (1, 2, 3):
-        cd, f = df[f"test_s{s}_cd_x1000"].mean(), df[f"test_s{s}_f_tau"].mean()
+    print(f"retrained val CDx1000 {val.mean():.3f}{spread} (the trial: {1000 * df[TRIAL_LAST].iloc[0]:.3f})")
+    for s in STAGES:
+        cd, f = df[test_column(s, "cd_x1000")].mean(), df[test_column(s, "f_tau")].mean()
         print(f"  test stage {s}: CDx1000 {cd:.3f}  F@tau {f:.2f}" + ("" if math.isfinite(cd) else " (not finite)"))

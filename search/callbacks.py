@@ -4,11 +4,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 from ray.tune import Callback
 
-from results.schema import (BASELINE, CONFIG_PREFIX, ERROR, EXPERIMENT, ITERATION, ITERATIONS, OBJECTIVE, STATUS,
-                            STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID)
+from p2m.names import CONFIG_PREFIX, RESULTS_DIR
+from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, STATUS, TRIAL_ID
 from results.store import ResultsError, ResultsWriter, compact, read_results, write_trials
+from results.trials import summarise_trials
 
 # Ray's own keys kept in a row (the rest of Ray's bookkeeping is dropped)
 RAY_KEYS = ("time_total_s", "time_this_iter_s", "timestamp", "node_ip", "node_id", "hostname", "pid")
@@ -17,8 +19,13 @@ DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_
 
 
 class ParquetResults(Callback):
-    """One row per reported result into ``<experiment_dir>/results/``; ``trials.parquet`` rewritten when a
-    trial ends and when the experiment ends (then the parts are compacted)."""
+    """One row per reported result into ``<experiment_dir>/RESULTS_DIR``; ``TRIALS_FILE`` rewritten when a
+    trial ends and when the experiment ends (then the parts are compacted).
+
+    The trials table's figures come from the stored result rows, never from this object's memory: Ray
+    restores the callback from a snapshot after a driver crash, and rows written after that snapshot are
+    on disk only.
+    """
 
     def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None,
                  baselines: dict[str, dict] | None = None):
@@ -28,23 +35,11 @@ class ParquetResults(Callback):
         self.experiment = experiment
         self.max_t = max_t
         self.writer = ResultsWriter(self.experiment_dir)
-        self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (lowest objective, its iteration)
-        try:  # a resumed experiment: start from the rows already stored
-            df = read_results(self.experiment_dir)
-            for trial_id, value, it in zip(df[TRIAL_ID], df.get(OBJECTIVE, []), df[ITERATION]):
-                self._track(trial_id, value, it)
-        except ResultsError:
-            pass
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = result_row(self.experiment, trial.trial_id, result)
         row[BASELINE] = baseline_name(trial.config, self.baselines)
         self.writer.append(row)
-        self._track(trial.trial_id, row.get(OBJECTIVE), row[ITERATION])
-
-    def _track(self, trial_id: str, value, it) -> None:
-        if finite(value) and (trial_id not in self.best or value < self.best[trial_id][0]):
-            self.best[trial_id] = (float(value), int(it))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write_trials(trials)
@@ -54,18 +49,34 @@ class ParquetResults(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.writer.flush()
-        if any((self.experiment_dir / "results").glob("part-*.parquet")):
+        if any((self.experiment_dir / RESULTS_DIR).glob("part-*.parquet")):
             compact(self.experiment_dir)
         self._write_trials(trials)
 
     def _write_trials(self, trials) -> None:
-        if trials:
-            rows = [trial_row(self.experiment, t, self.max_t, self.base_flat) for t in trials]
-            for trial, row in zip(trials, rows):
-                row[BASELINE] = baseline_name(trial.config, self.baselines)
-                value, it = self.best.get(row[TRIAL_ID], (None, None))
-                row[f"best_{OBJECTIVE}"], row["best_iteration"] = value, it
-            write_trials(self.experiment_dir, rows)
+        if not trials:
+            return
+        self.writer.flush()
+        try:
+            rows = read_results(self.experiment_dir)
+        except ResultsError:  # no trial has reported yet
+            rows = pd.DataFrame(columns=[TRIAL_ID, ITERATION])
+        meta = pd.DataFrame([self._meta(t) for t in trials])
+        write_trials(self.experiment_dir, summarise_trials(rows, meta, self.max_t))
+
+    def _meta(self, trial) -> dict:
+        """What the search knows of a trial beyond its rows: status, error, failures, baseline and config (the
+        base config with the sampled point applied, so a trial that never reported has one too)."""
+        status = str(trial.status)
+        error = None
+        if status == "ERROR":
+            text = trial.get_error()
+            error = _error_line(str(text)) if text else "error (no message recorded)"
+        config = {**self.base_flat, **(trial.config or {})}
+        return {TRIAL_ID: trial.trial_id, EXPERIMENT: self.experiment, STATUS: status, ERROR: error,
+                NUM_FAILURES: int(getattr(trial, "num_failures", 0)),
+                BASELINE: baseline_name(trial.config, self.baselines),
+                **{f"{CONFIG_PREFIX}{k}": list(v) if isinstance(v, tuple) else v for k, v in config.items()}}
 
 
 def result_row(experiment: str, trial_id: str, result: dict) -> dict:
@@ -75,33 +86,6 @@ def result_row(experiment: str, trial_id: str, result: dict) -> dict:
             continue
         if key in RAY_KEYS or key.startswith(CONFIG_PREFIX) or isinstance(value, (int, float, str, bool, list)):
             row[key] = value
-    return row
-
-
-def trial_row(experiment: str, trial, max_t: int, base_flat: dict | None = None) -> dict:
-    last = trial.last_result or {}
-    iterations = int(last.get(ITERATION, 0) or 0)
-    status = str(trial.status)
-    error = None
-    if status == "ERROR":
-        reason = STOP_ERRORED
-        text = trial.get_error()
-        error = _error_line(str(text)) if text else "error (no message recorded)"
-    elif status == "TERMINATED":
-        reason = STOP_COMPLETED if iterations >= max_t else STOP_EARLY
-    else:
-        reason = STOP_UNFINISHED
-    row = {EXPERIMENT: experiment, TRIAL_ID: trial.trial_id, STATUS: status, STOP_REASON: reason, ERROR: error,
-           ITERATIONS: iterations, "num_failures": int(getattr(trial, "num_failures", 0))}
-    # the trial's config even when it never reported: the base config with the sampled point applied
-    config = {**(base_flat or {}), **(trial.config or {})}
-    row.update({f"{CONFIG_PREFIX}{k}": list(v) if isinstance(v, tuple) else v for k, v in config.items()})
-    for key, value in last.items():
-        if key.startswith(CONFIG_PREFIX):
-            row[key] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in DROPPED:
-            row[f"last.{key}"] = value
-    row[f"last_{OBJECTIVE}"] = last.get(OBJECTIVE)
     return row
 
 
@@ -126,7 +110,3 @@ def _error_line(text: str) -> str:
         if "Error" in line or "Exception" in line:
             return line[:500]
     return lines[-1][:500] if lines else "error"
-
-
-def finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

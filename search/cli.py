@@ -86,10 +86,12 @@ def smoke_config(cfg):
 
     from p2m.config import from_dict, profile_config
 
-    base = from_dict({"data": {"root": cfg.base.data.root, "val_limit": 4}, "optim": {"steps_per_epoch": 2}},
+    epochs = 2
+    base = from_dict({"data": {"root": cfg.base.data.root, "val_limit": 4},
+                      "optim": {"steps_per_epoch": 2, "max_epochs": epochs}},
                      base=profile_config("tiny"), source="--smoke-test")
     baselines = dict(list(cfg.baselines.items())[:1])
-    return dataclasses.replace(cfg, base=base, num_samples=2, max_concurrent=2, max_t=2, grace_period=1,
+    return dataclasses.replace(cfg, base=base, num_samples=2, max_concurrent=2, max_t=epochs, grace_period=1,
                                baselines=baselines, cpu=1.0, gpu=0.0)
 
 

@@ -23,54 +23,34 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optuna.distributions import BaseDistribution
+
 from p2m.config import TrainConfig, from_dict, read_yaml
-from search.space import PUBLISHED, Domain, baseline_points, space_from_dict
+from results.settings import SearchSettings, read_settings_file
+from search.space import PUBLISHED, baseline_points, space_from_dict
 
 SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space")
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    name: str = "p2m-search"
-    base: TrainConfig = field(default_factory=TrainConfig)
-    num_samples: int = 12
-    max_concurrent: int = 2
-    seed: int = 0
-    algorithm: str = "tpe"  # or "random"
-    search_lr: bool = False
-    baselines: dict = field(default_factory=lambda: {"published": {}})
-    scheduler: str = "asha"  # or "fifo" (no early stopping)
-    max_t: int = 8  # epochs per trial
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    cpu: float = 1.0
-    gpu: float = 0.0
-    max_failures: int = 1
-    storage_path: str = "./experiments"
-    optuna_url: str = ""
-    space_overrides: dict = field(default_factory=dict)
+class SearchConfig(SearchSettings):
+    """The search's settings (:class:`results.settings.SearchSettings`, which the analysis reads too) and the
+    base training config every trial starts from. A trial trains ``max_t`` epochs: ``base.optim.max_epochs``
+    is ``max_t`` (the YAML's ``scheduler.max_t`` sets it)."""
+
+    base: TrainConfig = field(default_factory=lambda: _with_epochs(TrainConfig(), SearchSettings.max_t))
 
     def __post_init__(self):
-        for key in ("num_samples", "max_concurrent", "max_t", "grace_period"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
-        if self.reduction_factor <= 1:
-            raise ValueError(f"scheduler.reduction_factor must be > 1, got {self.reduction_factor}")
-        if self.grace_period > self.max_t:
-            raise ValueError(f"scheduler.grace_period ({self.grace_period}) exceeds scheduler.max_t ({self.max_t})")
-        if self.cpu <= 0 or self.gpu < 0:
-            raise ValueError(f"resources: cpu must be > 0 and gpu >= 0, got cpu={self.cpu}, gpu={self.gpu}")
-        if self.max_failures < 0:
-            raise ValueError(f"failure.max_failures must be >= 0, got {self.max_failures}")
-        if self.algorithm not in ("tpe", "random"):
-            raise ValueError(f"search.algorithm must be 'tpe' or 'random', got {self.algorithm!r}")
-        if self.scheduler not in ("asha", "fifo"):
-            raise ValueError(f"scheduler.type must be 'asha' or 'fifo', got {self.scheduler!r}")
+        super().__post_init__()
         if self.base.optim.max_epochs != self.max_t:  # one iteration = one epoch
-            object.__setattr__(self, "base", dataclasses.replace(
-                self.base, optim=dataclasses.replace(self.base.optim, max_epochs=self.max_t)))
+            raise ValueError(f"base.optim.max_epochs ({self.base.optim.max_epochs}) must equal scheduler.max_t "
+                             f"({self.max_t}): a trial trains max_t epochs")
 
-    def space(self) -> dict[str, Domain]:
+    def with_max_t(self, max_t: int) -> SearchConfig:
+        """This config with trials of ``max_t`` epochs."""
+        return dataclasses.replace(self, max_t=max_t, base=_with_epochs(self.base, max_t))
+
+    def space(self) -> dict[str, BaseDistribution]:
         return space_from_dict(self.space_overrides, self.base, self.search_lr)
 
     def points_to_evaluate(self) -> list[dict]:
@@ -79,9 +59,7 @@ class SearchConfig:
         return baseline_points(self.space(), self.base, resolved)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["base"] = self.base.to_dict()
-        return out
+        return {**SearchSettings.to_dict(self), "base": self.base.to_dict()}
 
 
 def load_search_config(path: str | Path, overrides: dict | None = None) -> SearchConfig:
@@ -122,7 +100,7 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
     if "max_t" not in kwargs:
         kwargs["max_t"] = kwargs["base"].optim.max_epochs
     kwargs.update(overrides or {})
-    kwargs["base"] = _absolute_paths(kwargs["base"])
+    kwargs["base"] = _with_epochs(_absolute_paths(kwargs["base"]), kwargs["max_t"])
     try:
         cfg = SearchConfig(**kwargs)
         cfg.points_to_evaluate()  # checks the space and that every baseline lies inside it
@@ -157,3 +135,27 @@ def _take(kwargs: dict, data: dict, section: str, types: dict, source: str, rena
         if not ok:
             raise ValueError(f"{source}: {section}.{key}: expected {want.__name__}, got {value!r}")
         kwargs[(rename or {}).get(key, key)] = value
+
+
+def load_experiment_config(path: str | Path) -> SearchConfig:
+    """The config an experiment recorded at launch (its settings file), read strictly: a missing, unknown or
+    mistyped field is a one-line error naming the file and the field.
+
+    Raises:
+        ValueError: naming the file.
+    """
+    data = read_settings_file(path)
+    source = str(path)
+    if "base" not in data:
+        raise ValueError(f"{source}: missing field 'base'")
+    settings = SearchSettings.from_dict({k: v for k, v in data.items() if k != "base"}, source)
+    base = from_dict(data["base"], base=TrainConfig(), source=f"{source}: base")
+    try:
+        return SearchConfig(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(SearchSettings)},
+                            base=base)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def _with_epochs(base: TrainConfig, epochs: int) -> TrainConfig:
+    return dataclasses.replace(base, optim=dataclasses.replace(base.optim, max_epochs=epochs))

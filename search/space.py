@@ -1,10 +1,12 @@
 """The search space: the 12 per-stage loss weights, the sample counts, optionally the learning rate.
 
-Declared here in one place (plain data, no Ray), converted to Ray Tune domains in
-:mod:`search.schedulers`, and overridable from a search YAML (``space:``). Parameter names are the
+Declared here once, as Optuna distributions from the start: Ray's ``OptunaSearch`` takes them as they are,
+``p2m search launch`` stores them in the experiment in Optuna's own JSON form (:mod:`results.space`), and
+the analysis reads them back exactly. A search YAML's ``space:`` overrides them. Parameter names are the
 config keys (``loss.w2_edge``, ``data.gt_samples``), so a sampled point is applied to the base
 :class:`~p2m.config.TrainConfig` with :func:`apply_params` and lands in the results table as
-``config.loss.w2_edge``.
+``config.loss.w2_edge``: a weight is a distribution, a sampled value under its config key, a
+``LossConfig`` field and a results column, nothing else.
 
 The move term is not searched: ``loss.w{1,2,3}_move`` stay at the reference's values (0, 0.033, 0.033)
 unless ``space:`` names them. It penalises every displacement a block makes, rigid ones included, and
@@ -22,60 +24,35 @@ trials. Set ``space: {loss.w3_chamfer: {log_uniform: [lo, hi]}}`` to search it a
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
-from p2m.config import STAGES, LossConfig, TrainConfig, from_dict, weight_key
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-ANCHOR = "loss.w3_chamfer"
+from p2m.config import LossConfig, TrainConfig, from_dict
+from p2m.names import STAGES, weight
+from results.space import contains, describe
 
-
-@dataclass(frozen=True)
-class LogUniform:
-    low: float
-    high: float
-
-    def __post_init__(self):
-        if not 0 < self.low < self.high:
-            raise ValueError(f"log_uniform needs 0 < low < high, got [{self.low}, {self.high}]")
-
-    def contains(self, value) -> bool:
-        return self.low <= value <= self.high
+ANCHOR = weight(3, "chamfer").param
 
 
-@dataclass(frozen=True)
-class Choice:
-    values: tuple
-
-    def __post_init__(self):
-        if not self.values:
-            raise ValueError("choice needs at least one value")
-
-    def contains(self, value) -> bool:
-        return value in self.values
-
-
-Domain = LogUniform | Choice
-
-
-def default_space(base: TrainConfig, search_lr: bool = False) -> dict[str, Domain]:
+def default_space(base: TrainConfig, search_lr: bool = False) -> dict[str, BaseDistribution]:
     """The default space around the published weights (each range spans 2-4 decades around them)."""
-    space: dict[str, Domain] = {}
+    space: dict[str, BaseDistribution] = {}
     for s in STAGES:
         if s != 3:
-            space[f"loss.{weight_key(s, 'chamfer')}"] = LogUniform(0.1, 10.0)  # relative to the anchor
-        space[f"loss.{weight_key(s, 'edge')}"] = LogUniform(3e-3, 3.0)  # published 0.1
-        space[f"loss.{weight_key(s, 'laplacian')}"] = LogUniform(3e-3, 3.0) if s == 1 else LogUniform(1e-2, 10.0)
-        space[f"loss.{weight_key(s, 'normal')}"] = LogUniform(1e-6, 1e-2)  # published 1.6e-4
+            space[weight(s, "chamfer").param] = _log_uniform(0.1, 10.0)  # relative to the anchor
+        space[weight(s, "edge").param] = _log_uniform(3e-3, 3.0)  # published 0.1
+        space[weight(s, "laplacian").param] = _log_uniform(3e-3, 3.0) if s == 1 else _log_uniform(1e-2, 10.0)
+        space[weight(s, "normal").param] = _log_uniform(1e-6, 1e-2)  # published 1.6e-4
     gt = base.data.gt_samples  # the profile's count and its halves and doubles
-    space["data.gt_samples"] = Choice(tuple(sorted({max(250, gt // 2), gt, gt * 2})))
+    space["data.gt_samples"] = CategoricalDistribution(sorted({max(250, gt // 2), gt, gt * 2}))
     for s in STAGES:  # 0 = the mesh vertices (Pixel2Mesh); else points sampled on the surface
-        space[f"loss.pred_samples{s}"] = Choice((0, gt))
+        space[f"loss.pred_samples{s}"] = CategoricalDistribution((0, gt))
     if search_lr:
-        space["optim.lr"] = LogUniform(base.optim.lr / 10, base.optim.lr * 10)
+        space["optim.lr"] = _log_uniform(base.optim.lr / 10, base.optim.lr * 10)
     return space
 
 
-def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = False) -> dict[str, Domain]:
+def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = False) -> dict[str, BaseDistribution]:
     """The default space with a YAML mapping applied: ``{key: {log_uniform: [lo, hi]} | {choice: [...]} | null}``
     (null removes a key: it stays at the base config's value).
 
@@ -97,27 +74,20 @@ def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = Fals
         try:
             if kind == "log_uniform":
                 lo, hi = args
-                space[key] = LogUniform(float(lo), float(hi))
+                space[key] = _log_uniform(float(lo), float(hi))
             elif kind == "choice":
-                space[key] = Choice(tuple(args))
+                space[key] = CategoricalDistribution(tuple(args))
             else:
                 raise ValueError(f"unknown domain {kind!r} (log_uniform or choice)")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
-    for key in space:  # every value of the space must make a valid config
-        domain = space[key]
-        probe = domain.low if isinstance(domain, LogUniform) else domain.values[0]
+    for key, dist in space.items():  # every value of the space must make a valid config
+        probe = dist.low if isinstance(dist, FloatDistribution) else dist.choices[0]
         try:
             apply_params(base, {key: probe})
         except ValueError as exc:
             raise ValueError(f"space.{key}: {exc}") from None
     return space
-
-
-def space_to_dict(space: dict[str, Domain]) -> dict:
-    """The space as plain data, the form ``space_from_dict`` reads (``results`` reads it from ``space.json``)."""
-    return {key: ({"log_uniform": [d.low, d.high]} if isinstance(d, LogUniform) else {"choice": list(d.values)})
-            for key, d in space.items()}
 
 
 # The `published` baseline: Pixel2Mesh's reference loss, i.e. every field of LossConfig at its default (the
@@ -126,7 +96,7 @@ def space_to_dict(space: dict[str, Domain]) -> dict:
 PUBLISHED = {f"loss.{key}": value for key, value in dataclasses.asdict(LossConfig()).items()}
 
 
-def baseline_points(space: dict[str, Domain], base: TrainConfig, baselines: dict[str, dict]) -> list[dict]:
+def baseline_points(space: dict[str, BaseDistribution], base: TrainConfig, baselines: dict[str, dict]) -> list[dict]:
     """One full point of the space per baseline: the baseline's values, the base config's elsewhere.
 
     A baseline runs as a trial of the search, which sets only the searched keys; a value it gives for
@@ -145,12 +115,14 @@ def baseline_points(space: dict[str, Domain], base: TrainConfig, baselines: dict
                 raise ValueError(f"baseline {name!r}: {key} is not a config key (e.g. loss.w2_edge)")
             if key not in space and value != flat[key]:
                 raise ValueError(f"baseline {name!r}: {key}={value!r} is not searched, and the base config has "
-                                 f"{flat[key]!r}, so the baseline cannot run as named (set the key in base, or remove the baseline)")
+                                 f"{flat[key]!r}, so the baseline cannot run as named (set the key in base, or "
+                                 "remove the baseline)")
         point = {}
         for key, domain in space.items():
             value = values.get(key, flat[key])
-            if not domain.contains(value):
-                raise ValueError(f"baseline {name!r}: {key}={value!r} lies outside the search space {domain}")
+            if not contains(domain, value):
+                raise ValueError(f"baseline {name!r}: {key}={value!r} lies outside the search space "
+                                 f"({describe(domain)})")
             point[key] = value
         points.append(point)
     return points
@@ -166,3 +138,9 @@ def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
         else:
             nested[section] = value
     return from_dict(nested, base=base, source="search point")
+
+
+def _log_uniform(low: float, high: float) -> FloatDistribution:
+    if not 0 < low < high:
+        raise ValueError(f"log_uniform needs 0 < low < high, got [{low}, {high}]")
+    return FloatDistribution(low, high, log=True)

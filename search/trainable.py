@@ -5,6 +5,14 @@ reports the epoch's metrics with the epoch's checkpoint (one report = one ``trai
 epoch, ASHA's time unit), and a restarted trial (after a node loss, a driver restart or a retry)
 continues from ``tune.get_checkpoint()``. A loss that becomes NaN or infinite raises
 ``NonFiniteLossError`` out of the trial, which Ray records as the trial's error.
+
+Stopping. Ray stops a trial (ASHA's early stop, or max_t reached) by raising ``SystemExit`` in the
+training thread from inside ``tune.report`` and ending the trial's process without waiting for that
+thread. Unwinding the thread then frees torch tensors while the interpreter shuts down, which aborts the
+process ("Fatal Python error: Aborted" and a C++ stack trace on the driver's console). So the trial
+removes its work directory and parks the thread instead of unwinding it; the process exits around it.
+Ray is told not to reuse actors (``reuse_actors=False`` in :mod:`search.run`), so a parked thread is
+never left in a process that trains again.
 """
 from __future__ import annotations
 
@@ -13,14 +21,15 @@ import logging
 import platform
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import ray
 from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
+from p2m.names import CONFIG_PREFIX
 from p2m.train import fit, resolve_device
-from results.schema import CONFIG_PREFIX
 from search.space import apply_params
 
 
@@ -48,7 +57,11 @@ def train_trial(params: dict, base: dict, preview_dir: str | None = None, previe
         def on_epoch(metrics: dict, checkpoint_dir: Path) -> None:
             if preview_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
                 _write_previews(cfg, checkpoint_dir, Path(preview_dir) / tune.get_context().get_trial_id(), previews)
-            tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            try:
+                tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            except SystemExit:  # Ray stops the trial: see the module docstring
+                shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint was persisted by report
+                threading.Event().wait()
 
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
             progress=False, save_best=False, log=None)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.best import pick_baseline, pick_best
+from results.trials import pick_baseline, pick_best
 
 TRIALS = pd.DataFrame({
     "trial_id": ["a", "b", "c", "d"],

@@ -13,7 +13,8 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from results.store import ResultsError, read_results, read_trials
-from search.schedulers import JOURNAL_FILE, STUDY_NAME
+from p2m.names import JOURNAL_FILE
+from search.optuna_adapter import STUDY_NAME
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 HELPER = Path(__file__).with_name("cluster_helper.py")

@@ -1,22 +1,27 @@
 """The search config and space: what is searched, the anchor, the baselines, and refused input."""
+import dataclasses
+
 import pytest
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from p2m.config import WEIGHT_KEYS, LossConfig, profile_config
+from p2m.config import LossConfig, profile_config
+from p2m.names import WEIGHTS
 from search.cli import demo_config_path
-from search.config import load_search_config, search_config_from_dict
-from search.space import ANCHOR, PUBLISHED, Choice, LogUniform, apply_params, default_space
+from search.config import load_experiment_config, load_search_config, search_config_from_dict
+from search.space import ANCHOR, PUBLISHED, apply_params, default_space, space_from_dict
 
 
 def test_default_space_searches_11_weights_around_the_published_ones_and_the_sample_counts():
     base = profile_config("cpu")
     space = default_space(base)
     weights = {k for k in space if k.startswith("loss.w")}
-    assert weights == {f"loss.{k}" for k in WEIGHT_KEYS} - {ANCHOR}
+    assert weights == {w.param for w in WEIGHTS} - {ANCHOR}
     for key in weights:  # every published weight lies strictly inside its range, at least a decade from each end
         d = space[key]
-        assert isinstance(d, LogUniform) and d.low * 10 <= PUBLISHED[key] * 1.0001 and PUBLISHED[key] * 10 <= d.high * 1.0001
-    assert space["data.gt_samples"] == Choice((1000, 2000, 4000))
+        assert isinstance(d, FloatDistribution) and d.log
+        assert d.low * 10 <= PUBLISHED[key] * 1.0001 and PUBLISHED[key] * 10 <= d.high * 1.0001
+    assert space["data.gt_samples"] == CategoricalDistribution((1000, 2000, 4000))
     assert "optim.lr" not in space and "optim.lr" in default_space(base, search_lr=True)
 
 
@@ -72,3 +77,37 @@ def test_relative_dataset_paths_resolve_where_the_search_is_launched(tmp_path, m
     monkeypatch.chdir(tmp_path)
     cfg = search_config_from_dict({"base": {"profile": "tiny", "data": {"root": "data/x"}}})
     assert cfg.base.data.root == str(tmp_path / "data" / "x")
+
+
+def test_yaml_domains_become_optuna_distributions():
+    space = space_from_dict({"loss.w2_edge": {"log_uniform": [0.01, 1]}, "loss.pred_samples3": {"choice": [0, 500]},
+                             "loss.w1_normal": None}, profile_config("tiny"))
+    assert space["loss.w2_edge"] == FloatDistribution(0.01, 1.0, log=True)
+    assert space["loss.pred_samples3"] == CategoricalDistribution((0, 500))
+    assert "loss.w1_normal" not in space
+
+
+def test_max_t_is_the_trials_epochs_without_mutating_a_frozen_config():
+    cfg = search_config_from_dict({"base": {"profile": "tiny"}, "scheduler": {"max_t": 3}})
+    assert cfg.max_t == cfg.base.optim.max_epochs == 3
+    assert cfg.with_max_t(5).base.optim.max_epochs == 5
+    with pytest.raises(ValueError, match=r"base.optim.max_epochs \(3\) must equal scheduler.max_t \(7\)"):
+        dataclasses.replace(cfg, max_t=7)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text + "\n: [", "not valid YAML"),
+    (lambda text: text.replace("max_concurrent:", "max_concurrency:"), "unknown field 'max_concurrency'"),
+    (lambda text: text.replace("seed: 0\n", "seed: zero\n", 1), "seed: expected int, got 'zero'"),
+    (lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("rungs")), "missing field"),
+    (lambda text: text.replace("  loss:", "  losses:", 1), r"base: unknown key 'losses'"),
+])
+def test_an_experiments_settings_are_read_strictly_with_one_line_errors(tmp_path, damage, message):
+    path = tmp_path / "search_config.yaml"
+    cfg = search_config_from_dict({"base": {"profile": "tiny"}})
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    assert load_experiment_config(path) == cfg  # what launch wrote reads back as it was
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ValueError, match=message) as err:
+        load_experiment_config(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

@@ -9,9 +9,10 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from results.schema import STOP_COMPLETED, STOP_EARLY
+from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY
 from results.store import ResultsError, read_results, read_trials
-from search.schedulers import JOURNAL_FILE, STUDY_NAME
+from p2m.names import JOURNAL_FILE
+from search.optuna_adapter import STUDY_NAME
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -38,8 +39,13 @@ def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p
 
     result = p2m_run("search", "resume", exp, "--quiet", env=ray_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "Fatal Python error" not in output, output[-3000:]
     trials = read_trials(exp)
     assert len(trials) == 6
+    # every trial that reported keeps its figures, restored ones too (they come from the rows)
+    reported = trials[trials["iterations"] > 0]
+    assert reported[BEST_OBJECTIVE].notna().all() and reported[LAST_OBJECTIVE].notna().all()
     assert set(trials["stop_reason"]) <= {STOP_COMPLETED, STOP_EARLY}, trials[["trial_id", "stop_reason", "error"]]
     table = read_results(exp)
     raw = read_results(exp, dedupe=False)

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from results.schema import OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
+from p2m.names import JOURNAL_FILE, OBJECTIVE
+from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
 from results.store import read_results, read_trials
-from search.schedulers import JOURNAL_FILE, STUDY_NAME
+from search.optuna_adapter import STUDY_NAME
 from search.space import PUBLISHED
 
 pytestmark = pytest.mark.timeout(900)
@@ -57,9 +58,9 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert diverged["error"].str.contains("NonFiniteLossError: loss became nan").all()
     ok = trials[trials["stop_reason"] != STOP_ERRORED]
     assert set(ok["stop_reason"]) <= {STOP_COMPLETED, STOP_EARLY} and (ok["stop_reason"] == STOP_EARLY).any()
-    best = trials.sort_values(f"best_{OBJECTIVE}").iloc[0]
+    best = trials.sort_values(BEST_OBJECTIVE).iloc[0]
     assert best["config.optim.lr"] == 0.0003
-    assert (ok[f"best_{OBJECTIVE}"] == rows[rows.trial_id.isin(ok.trial_id)].groupby("trial_id")[OBJECTIVE].min()
+    assert (ok[BEST_OBJECTIVE] == rows[rows.trial_id.isin(ok.trial_id)].groupby("trial_id")[OBJECTIVE].min()
             .reindex(ok.trial_id).values).all()
 
     # Optuna saw ASHA's stops as PRUNED, the full-length trials as COMPLETE, the NaN trial as FAIL
@@ -85,9 +86,9 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     best = pd.read_parquet(exp / "train_best" / "results.parquet")
     done = trials[trials["stop_reason"] == STOP_COMPLETED]
-    chosen = done.sort_values(f"last_{OBJECTIVE}").iloc[0]
+    chosen = done.sort_values(LAST_OBJECTIVE).iloc[0]
     assert best["trial_id"].tolist() == [chosen["trial_id"]]
-    assert best[OBJECTIVE].iloc[0] == pytest.approx(chosen[f"last_{OBJECTIVE}"], rel=0.05)
+    assert best[OBJECTIVE].iloc[0] == pytest.approx(chosen[LAST_OBJECTIVE], rel=0.05)
     assert best["test_views"].iloc[0] > 0 and best["test_s3_cd"].iloc[0] > 0
     assert len(list((exp / "train_best" / "seed0" / "previews").glob("*.png"))) == 1
 
@@ -185,6 +186,6 @@ def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run)
     assert "leaderboard: 2 trials" in result.stdout
     trials = read_trials(tmp_path / "exp" / "smoke")
     # ASHA may stop the second trial at its first rung (epoch 1); the first to get there always goes on
-    assert (trials["status"] == "TERMINATED").all() and (trials["config.profile"] == "tiny").all()
+    assert (trials["status"] == "TERMINATED").all() and (trials["config.profile"] == "tiny").all(), trials.T
     assert (trials["stop_reason"] == STOP_COMPLETED).sum() >= 1 and set(trials["iterations"]) <= {1, 2}
     assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()

@@ -1,0 +1,165 @@
+"""Ray behind one module: everything here relies on something of Ray's that is not its public API.
+
+Tested with Ray 2.52 and 2.60 (``setup.cfg`` pins that range; token authentication, used by the cluster
+templates, needs 2.52). What each piece relies on, to check when Ray moves:
+- :class:`P2MOptunaSearch` subclasses ``ray.tune.search.optuna.OptunaSearch`` and reads its private
+  ``_ot_trials`` (Ray trial id -> ``optuna.Trial``), ``_completed_trials`` (set of Ray trial ids) and
+  ``_ot_study`` (the ``optuna.Study``).
+- :func:`asha_milestones` reads ``AsyncHyperBandScheduler._brackets[0]._rungs`` ([(milestone, recorded)]).
+- :func:`init_local_ray` sets ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``: Ray's single-machine mode,
+  the only one in which every Ray server binds to 127.0.0.1.
+- :func:`quiet_logs` names two of Ray's loggers and one environment variable whose warnings do not apply
+  to a search, and rewrites one of Ray's tracebacks as the one line it means (listed there).
+Ray's public API is used elsewhere: the report/checkpoint calls only in :mod:`search.trainable`, the
+Tuner in :mod:`search.run`, the callback in :mod:`search.callbacks`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import optuna
+import ray
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from results.schema import ITERATION
+from search.optuna_adapter import running_numbers, stored_trial
+
+logger = logging.getLogger(__name__)
+
+
+class P2MOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna PRUNED for early-stopped trials and trusts the study's storage.
+
+    1. Ray tells the searcher that a trial ASHA stopped has *completed*, with its early-rung score, so TPE
+       would learn from partly trained losses as if they were final. Here a trial is told COMPLETE only
+       when it reached ``max_t``; a trial stopped earlier is told PRUNED (its per-epoch values are already
+       in the study as intermediate values), an errored or non-finite one FAIL.
+    2. With the study in a journal file (or a database), the study's storage can be ahead of the searcher
+       Ray restores after a driver crash (Ray pickles the searcher periodically). Telling Optuna about a
+       trial it already holds as finished raises ``UpdateFinishedTrialError`` and kills the search. Here
+       every report and tell first asks the storage; trials the storage holds as finished are skipped,
+       and trials the journal holds as running but the restored searcher never heard of (asked after its
+       last snapshot) are closed as FAIL so the study does not keep ghosts.
+    """
+
+    def __init__(self, *args, max_t: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        if max_t < 1:
+            raise ValueError(f"max_t must be >= 1, got {max_t}")
+        self._max_t = max_t
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials or self._finished_in_storage(ot_trial):
+            return
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return  # Optuna refuses NaN intermediate values; the trial will end FAIL
+        ot_trial.report(value, result[ITERATION])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return
+        self._completed_trials.add(trial_id)
+        if self._finished_in_storage(ot_trial):
+            logger.info("trial %s is already finished in the Optuna study; not telling it again", trial_id)
+            return
+        value = (result or {}).get(self.metric)
+        iterations = (result or {}).get(ITERATION, 0)
+        # the result that ends a trial reaches the searcher here, not through on_trial_result
+        if value is not None and math.isfinite(value) and iterations and \
+                iterations not in stored_trial(self._ot_study, ot_trial.number).intermediate_values:
+            ot_trial.report(value, iterations)
+        if error or value is None or not math.isfinite(value):
+            state, value = optuna.trial.TrialState.FAIL, None
+        elif iterations >= self._max_t:
+            state = optuna.trial.TrialState.COMPLETE
+        else:
+            state, value = optuna.trial.TrialState.PRUNED, None
+        self._ot_study.tell(ot_trial, value, state=state)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.reconcile()
+
+    def reconcile(self) -> int:
+        """Close as FAIL the study's running trials this searcher does not know; returns how many."""
+        known = {t.number for t in self._ot_trials.values()}
+        ghosts = sorted(running_numbers(self._ot_study) - known)
+        for number in ghosts:
+            self._ot_study.tell(number, state=optuna.trial.TrialState.FAIL)
+        if ghosts:
+            logger.warning("closed %d Optuna trial(s) left running by a driver that died", len(ghosts))
+        return len(ghosts)
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def _finished_in_storage(self, ot_trial) -> bool:
+        return stored_trial(self._ot_study, ot_trial.number).state.is_finished()
+
+
+def asha_milestones(scheduler: AsyncHyperBandScheduler) -> tuple[float, ...]:
+    """The epochs (training iterations) at which ASHA compares trials, ascending, as Ray computed them."""
+    return tuple(sorted(float(milestone) for milestone, _ in scheduler._brackets[0]._rungs))
+
+
+def init_local_ray() -> None:
+    """Start a private local Ray whose every server binds to 127.0.0.1 (never a stale cluster found by accident).
+
+    Ray's single-machine mode: without it Ray 2.60 turns "127.0.0.1" into the machine's outward IP and its
+    gRPC servers listen on every interface. The environment variable reaches the Ray processes started
+    here; the driver read the constant when it imported ray, so it is set too.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
+             configure_logging=True, logging_level="WARNING")
+
+
+def quiet_logs(local: bool) -> None:
+    """Silence what does not apply to a search, before ``ray.init``:
+    - Tune's "Experiment state snapshotting has been triggered multiple times" hint, which short epochs
+      with ``CheckpointConfig(num_to_keep)`` trigger and which has no remedy here
+      (``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0``, Ray's documented switch);
+    - in the embedded local mode, "Token authentication is enabled for this Ray cluster" (logger
+      ``ray._private.authentication.authentication_token_setup``): the local instance is private to this
+      process tree on loopback, and token authentication stays on;
+    - after a resume, "Trial ...: Error handling checkpoint ..." with a ``FileNotFoundError`` traceback
+      (logger ``ray.tune.execution.tune_controller``) becomes one line: see :class:`GoneCheckpointFilter`.
+    """
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if local:
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    controller = logging.getLogger(CONTROLLER_LOGGER)
+    if not any(isinstance(f, GoneCheckpointFilter) for f in controller.filters):
+        controller.addFilter(GoneCheckpointFilter())
+
+
+CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+
+
+class GoneCheckpointFilter(logging.Filter):
+    """One line instead of a traceback for a checkpoint that a killed driver had already deleted.
+
+    With ``CheckpointConfig(num_to_keep)`` the driver deletes a trial's older checkpoints. A driver killed after
+    deleting one but before its next experiment snapshot leaves a snapshot that still lists it; after
+    ``resume``, Ray deletes it again, finds no path (``FileNotFoundError``), and logs "Error handling
+    checkpoint" with the traceback. The trial's new checkpoint is registered before that deletion, so
+    nothing is lost; any other error in the same place keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, FileNotFoundError) and str(record.msg).startswith("Trial %s: Error handling checkpoint"):
+            record.msg = "Trial %s: an old checkpoint was already deleted (before the driver was restarted): %s"
+            record.args = (record.args[0] if record.args else "?", error)
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -1,0 +1,38 @@
+"""The Parquet callback: the trials table's figures come from the stored rows, never from the callback's memory."""
+import pickle
+from types import SimpleNamespace
+
+from results.schema import BEST_ITERATION, BEST_OBJECTIVE, ITERATIONS, LAST_OBJECTIVE, STOP_REASON
+from results.store import read_trials
+from search.callbacks import ParquetResults
+
+
+def _trial(trial_id, status="RUNNING", config=None):
+    return SimpleNamespace(trial_id=trial_id, status=status, config=config or {"loss.w1_edge": 0.2},
+                           num_failures=0, get_error=lambda: None)
+
+
+def _result(it, value):
+    return {"training_iteration": it, "val_s3_cd": value, "epoch": it}
+
+
+def test_a_restored_callback_writes_the_figures_of_rows_it_never_saw(tmp_path):
+    """Ray restores the callback from a snapshot after a driver crash; rows written after the snapshot exist
+    only on disk, and the trials table must still count them."""
+    cb = ParquetResults(tmp_path, "t", max_t=3, base_flat={"loss.w1_edge": 0.1, "seed": 0})
+    a = _trial("a")
+    cb.on_trial_result(1, [a], a, _result(1, 0.05))
+    snapshot = pickle.dumps(cb)  # what Ray would restore
+    cb.on_trial_result(2, [a], a, _result(2, 0.02))
+    cb.on_trial_result(3, [a], a, _result(3, 0.03))
+    restored = pickle.loads(snapshot)
+    done = _trial("a", status="TERMINATED")
+    never = _trial("b", status="ERROR")  # errored before its first report: a row from its config alone
+    restored.on_trial_complete(4, [done, never], done)
+    trials = read_trials(tmp_path).set_index("trial_id")
+    a_row = trials.loc["a"]
+    figures = (a_row[ITERATIONS], a_row[BEST_OBJECTIVE], a_row[BEST_ITERATION], a_row[LAST_OBJECTIVE])
+    assert figures == (3, 0.02, 2, 0.03)
+    assert a_row[STOP_REASON] == "completed" and a_row["last.epoch"] == 3
+    assert a_row["config.loss.w1_edge"] == 0.2 and a_row["config.seed"] == 0
+    assert trials.loc["b", STOP_REASON] == "errored" and trials.loc["b", ITERATIONS] == 0

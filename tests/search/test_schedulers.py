@@ -1,0 +1,66 @@
+"""ASHA's rungs as the analysis records them: the scheduler's own milestones, met at the epoch Ray decides."""
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+
+from results.settings import SearchSettings
+from search.ray_adapter import asha_milestones
+from search.schedulers import build_scheduler
+
+
+def test_recorded_rungs_are_the_milestones_ray_decides_at():
+    sched = build_scheduler("asha", max_t=8, grace_period=1, reduction_factor=2.5)
+    rungs = asha_milestones(sched)
+    assert rungs == (1.0, 2.5, 6.25)
+    assert SearchSettings(max_t=8, reduction_factor=2.5, rungs=rungs).rung_epochs() == [1, 3, 7]
+    # Ray's own decision: b beats a at epoch 1, then falls behind; ASHA first compares them again at epoch 3
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    for trial in (a, b):
+        sched.on_trial_add(None, trial)
+    decisions = {}
+    for epoch in (1, 2, 3):
+        sched.on_trial_result(None, a, {"training_iteration": epoch, "val_s3_cd": 1.0})
+        decisions[epoch] = sched.on_trial_result(None, b, {"training_iteration": epoch,
+                                                           "val_s3_cd": 0.5 if epoch == 1 else 2.0})
+    assert decisions == {1: TrialScheduler.CONTINUE, 2: TrialScheduler.CONTINUE, 3: TrialScheduler.STOP}
+
+
+def test_fifo_has_no_rungs():
+    assert SearchSettings(scheduler="fifo", max_t=4).rung_epochs() == []
+
+
+def test_a_checkpoint_already_deleted_is_one_line_not_a_traceback(tmp_path, caplog):
+    """Ray's checkpoint manager raises FileNotFoundError when it deletes a checkpoint that is already gone (what a
+    driver killed between deleting it and snapshotting leaves for the resume); the controller logs that with a
+    traceback, which the filter turns into one line. Any other error keeps its traceback."""
+    import logging
+
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from search.ray_adapter import CONTROLLER_LOGGER, GoneCheckpointFilter
+
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=1))
+    first, second = tmp_path / "checkpoint_000000", tmp_path / "checkpoint_000001"
+    for path in (first, second):
+        path.mkdir()
+    manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(first)), {}))
+    first.rmdir()  # deleted by the driver that was then killed
+    logger = logging.getLogger(CONTROLLER_LOGGER)
+    logger.addFilter(GoneCheckpointFilter())
+    try:
+        with caplog.at_level(logging.WARNING, logger=CONTROLLER_LOGGER):
+            try:
+                manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(second)), {}))
+            except FileNotFoundError:  # Ray's behaviour; the controller logs it as below
+                logger.exception("Trial %s: Error handling checkpoint %s", "train_trial_1", "ckpt")
+            try:
+                raise PermissionError("read-only storage")
+            except PermissionError:
+                logger.exception("Trial %s: Error handling checkpoint %s", "train_trial_2", "ckpt")
+    finally:
+        logger.filters = [f for f in logger.filters if not isinstance(f, GoneCheckpointFilter)]
+    gone, other = caplog.records
+    assert gone.exc_info is None and "already deleted" in gone.getMessage() and "train_trial_1" in gone.getMessage()
+    assert other.exc_info is not None and "Error handling checkpoint" in other.getMessage()
