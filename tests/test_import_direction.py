@@ -1,20 +1,50 @@
-"""The dependency direction: p2m never imports Ray; results never imports torch."""
+"""The dependency direction, over every module of each package (walked, not listed by hand): p2m never imports
+Ray, search or results; results never imports torch, Ray or search, and of p2m only its import-free modules."""
+import json
 import subprocess
 import sys
 
 import pytest
 
+# what each package may not have in sys.modules after importing every one of its modules
+FORBIDDEN = {"p2m": ("ray", "search", "results"), "results": ("torch", "ray", "search")}
+# the p2m modules results may use: the shared names and the atomic writes, which import no third party
+RESULTS_MAY_USE = {"p2m", "p2m.names", "p2m.atomic"}
 
-@pytest.mark.parametrize("module, forbidden", [
-    ("p2m", "ray"), ("p2m.data", "ray"), ("p2m.data.dataset", "ray"), ("p2m.data.synth", "ray"), ("p2m.cli", "ray"),
-    ("p2m.train", "ray"), ("p2m.evaluate", "ray"), ("p2m.predict", "ray"),
-    ("results", "torch"), ("results", "ray"), ("results.report", "torch"), ("results.report", "ray"),
-    ("results.cli", "torch"), ("results.cli", "p2m"),
-])
-def test_module_does_not_import(module, forbidden):
-    code = f"import sys, {module}; print({forbidden!r} in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "False", f"importing {module} pulled in {forbidden}"
+WALK = """
+import importlib, json, pkgutil, sys
+package = importlib.import_module({package!r})
+names = [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({{"modules": names, "loaded": sorted(sys.modules)}}))
+"""
+
+
+def _walk(package: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", WALK.format(package=package)], capture_output=True, text=True,
+                         check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_of_the_package_imports_what_it_must_not(package):
+    walked = _walk(package)
+    assert len(walked["modules"]) >= 8  # the walk really went through the package
+    loaded = set(walked["loaded"])
+    for forbidden in FORBIDDEN[package]:
+        assert not {m for m in loaded if m == forbidden or m.startswith(forbidden + ".")}, \
+            f"importing every module of {package} pulled in {forbidden}"
+    if package == "results":
+        assert {m for m in loaded if m.split(".")[0] == "p2m"} <= RESULTS_MAY_USE
+
+
+def test_the_names_module_imports_only_the_standard_library():
+    code = ("import json, sys; before = set(sys.modules); import p2m.names; "
+            "print(json.dumps(sorted(set(sys.modules) - before)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    new = {m.split(".")[0] for m in json.loads(out)} - {"p2m"}
+    assert new <= set(sys.stdlib_module_names), new - set(sys.stdlib_module_names)
 
 
 def test_the_check_can_fail():
