@@ -42,14 +42,14 @@ def cheap_search(trials: int, results: int) -> None:
     import ray
     from ray import tune
 
+    from p2m.names import OBJECTIVE
     from results.store import read_results
     from search.callbacks import ParquetResults
-    from search.config import SearchConfig
     from search.run import _init_ray
 
     def trainable(config):
         for i in range(results):
-            tune.report({"val_s3_cd": 1.0 / (i + 1), "epoch": i + 1})
+            tune.report({OBJECTIVE: 1.0 / (i + 1), "epoch": i + 1})
 
     class Timed(tune.Callback):
         def __init__(self, inner=None):
@@ -74,7 +74,7 @@ def cheap_search(trials: int, results: int) -> None:
     for with_parquet in (False, True):
         root = Path(tempfile.mkdtemp(prefix="p2m-bench-search-"))
         timed = Timed(ParquetResults(root / "cheap", "cheap", max_t=results) if with_parquet else None)
-        _init_ray(None, SearchConfig())
+        _init_ray(None)
         try:
             tune.Tuner(tune.with_resources(trainable, {"cpu": 0.5}), tune_config=tune.TuneConfig(num_samples=trials),
                        param_space={"x": tune.uniform(0, 1)},
@@ -101,10 +101,11 @@ def time_shares(exp: Path) -> None:
     import yaml
 
     from p2m.data.layout import find_samples
+    from p2m.names import SETTINGS_FILE
     from results.store import read_results
 
     rows = read_results(exp)
-    cfg = yaml.safe_load((exp / "search_config.yaml").read_text())["base"]
+    cfg = yaml.safe_load((exp / SETTINGS_FILE).read_text())["base"]
     batch, steps = cfg["optim"]["batch_size"], cfg["optim"]["steps_per_epoch"]
     train_views = len(find_samples(cfg["data"]["root"], cfg["data"]["train_split"]))
     seen = steps * batch if steps else (train_views // batch) * batch  # drop_last when a batch would be short

@@ -21,8 +21,9 @@ import pandas as pd
 import yaml
 from _study import met, run, write_verdict
 
+from p2m.names import PREVIEWS_DIR, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, TRAIN_BEST_DIR, TRIALS_FILE
 from results.store import read_trials
-from results.tables import pick_best
+from results.trials import pick_best
 
 HERE = Path(__file__).resolve().parent
 SEARCHES = {"asha_tpe": ("asha", "tpe"), "fifo_random": ("fifo", "random")}
@@ -46,7 +47,7 @@ def main() -> int:
     experiments = []
     for name, (scheduler, algorithm) in SEARCHES.items():
         exp = work / "experiments" / name
-        if not (exp / "trials.parquet").is_file():
+        if not (exp / TRIALS_FILE).is_file():
             shutil.rmtree(exp, ignore_errors=True)
             cfg = write_config(work / f"{name}.yaml", name, data, work / "experiments", profile, trials, max_t,
                                scheduler, algorithm)
@@ -87,12 +88,13 @@ def copy_tables(exp: Path, dest: Path) -> None:
     """The experiment's Parquet tables, settings and preview PNGs (small), not its checkpoints or meshes;
     also train-best's results and previews when ``study_best_vs_published.py`` has run."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(exp / "results", dest / "results", dirs_exist_ok=True)
-    for name in ("trials.parquet", "search_config.yaml", "space.json"):
+    shutil.copytree(exp / RESULTS_DIR, dest / RESULTS_DIR, dirs_exist_ok=True)
+    for name in (TRIALS_FILE, SETTINGS_FILE, SPACE_FILE):
         shutil.copy2(exp / name, dest / name)
     best = pick_best(read_trials(exp))["trial_id"]  # the only trial whose previews the report shows
-    for png in [*exp.glob(f"previews/{best}/previews/*.png"), *exp.glob("train_best*/seed*/previews/*.png"),
-                *exp.glob("train_best*/results.parquet")]:
+    for png in [*exp.glob(f"{PREVIEWS_DIR}/{best}/{PREVIEWS_DIR}/*.png"),
+                *exp.glob(f"{TRAIN_BEST_DIR}*/seed*/{PREVIEWS_DIR}/*.png"),
+                *exp.glob(f"{TRAIN_BEST_DIR}*/results.parquet")]:
         target = dest / png.relative_to(exp)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(png, target)

@@ -22,9 +22,11 @@ from pathlib import Path
 import pandas as pd
 from _study import met, run, write_verdict
 
+from p2m.names import CHECKPOINT_DIR, TRAIN_BEST_RESULTS_FILE, stage_key, train_best_dir
+
 HERE = Path(__file__).resolve().parent
 ARMS = {"searched": [], "published": ["--baseline", "published"]}
-OUT_DIRS = {"searched": "train_best", "published": "train_best_published"}
+OUT_DIRS = {"searched": train_best_dir(), "published": train_best_dir("published")}
 
 
 def main() -> int:
@@ -37,19 +39,19 @@ def main() -> int:
     exp, out = Path(args.experiment), Path(args.out)
     rows = []
     for arm, flags in ARMS.items():
-        results = exp / OUT_DIRS[arm] / "results.parquet"
+        results = exp / OUT_DIRS[arm] / TRAIN_BEST_RESULTS_FILE
         if not results.is_file():
             run(["p2m", "search", "train-best", str(exp), "--seeds", str(args.seeds), "--previews", "2",
                  "--no-progress", *flags])
         retrained = pd.read_parquet(results)
         for k, seed_row in retrained.iterrows():
             run_dir = exp / OUT_DIRS[arm] / f"seed{k}"
-            real = evaluate(run_dir / "checkpoint", Path(args.sample))
+            real = evaluate(run_dir / CHECKPOINT_DIR, Path(args.sample))
             for stage in (1, 2, 3):
                 for dataset, source, prefix in (("synthetic test", seed_row, "test_"), ("real sample", real, "")):
                     rows.append({"arm": arm, "trial_id": seed_row["trial_id"], "seed": int(seed_row["seed"]),
                                  "dataset": dataset, "stage": stage,
-                                 **{m: float(source[f"{prefix}s{stage}_{m}"])
+                                 **{m: float(source[f"{prefix}{stage_key(stage, m)}"])
                                     for m in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency")}})
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
