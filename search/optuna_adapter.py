@@ -2,8 +2,9 @@
 queries the searcher makes of the study. (What a distribution contains is :mod:`results.space`'s, which
 the analysis needs too.)
 
-Only Optuna's public API is used here (no private attribute of Optuna's); tested with Optuna 4.0 and 5.0
-(``setup.cfg`` pins that range). What each function relies on:
+Only Optuna's public API is used here (no private attribute of Optuna's); tested with Optuna 5.0 (``setup.cfg``
+pins it: Optuna 4.0 failed the tests, its PED-ANOVA evaluator takes ``baseline_quantile`` where 5.0 takes
+``target_quantile``, in :mod:`results.importance`). What each function relies on:
 - ``JournalStorage`` + ``JournalFileBackend`` (``optuna.storages.journal``, Optuna >= 4.0);
 - ``Study.get_trials(deepcopy=False)``: the storage's view, trials in order of their ``number``;
 - ``FloatDistribution``/``CategoricalDistribution`` attributes ``low``, ``high``, ``log``, ``choices``.
