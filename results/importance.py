@@ -66,15 +66,15 @@ def importance(exp: Experiment, epoch: int | None = None, seed: int = 0) -> Impo
     params = list(study.trials[0].distributions) if study.trials else []
     if len(study.trials) < MIN_TRIALS or not params:
         return Importance(pd.DataFrame(columns=columns), {})
-    evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator(seed=seed),
-                  "ped_anova": optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)}
+    evaluators = {"fanova": lambda: optuna.importance.FanovaImportanceEvaluator(seed=seed),
+                  "ped_anova": lambda: optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)}
     out = pd.DataFrame({"param": [short(CONFIG_PREFIX + p) for p in params]})
     failures = {}
-    for name, evaluator in evaluators.items():
+    for name, make in evaluators.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the experimental-API warning of PED-ANOVA
             try:
-                values = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+                values = optuna.importance.get_param_importances(study, evaluator=make(), normalize=True)
             except Exception as exc:  # any evaluator error is reported, not raised: the rest of the analysis stands
                 values = {}
                 failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
