@@ -2,8 +2,10 @@
 
 A checkpoint is one file holding plain containers and tensors only:
     format: int; epoch: int (epochs completed); config: nested dict (``TrainConfig.to_dict()``);
-    model, optimizer, scaler: state dicts; torch_rng: ByteTensor; cuda_rng: list of ByteTensor;
-    history: list of per-epoch metric dicts; best: the metric dict of the best epoch so far.
+    model, optimizer, scaler: state dicts; ema (when ``optim.ema_decay`` > 0): the averaged weights
+    (``{"module": state dict, "updates": int}``), which validation measured; torch_rng: ByteTensor;
+    cuda_rng: list of ByteTensor; history: list of per-epoch metric dicts; best: the metric dict of the best
+    epoch so far. ``best.pt`` holds the evaluated weights (the EMA's when there is one) as ``model``.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def checkpoint_config(state: dict, source: str = "checkpoint") -> TrainConfig:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(model in eval mode, its TrainConfig) from a checkpoint file or directory."""
+    """(model in eval mode, its TrainConfig) from a checkpoint file or directory: the weights validation
+    measured (the EMA's, when the run kept one)."""
     import dataclasses
     import warnings
 
@@ -68,5 +71,5 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         # the saved weights replace the backbone's init, so its weights file need not exist here
         norm = resolve_norm(cfg.model.backbone_norm, bool(cfg.model.backbone_weights))
         model = Pixel2Mesh(dataclasses.replace(cfg.model, backbone_weights="", backbone_norm=norm), cfg.data.image_size)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["module"] if "ema" in state else state["model"])
     return model.to(device).eval(), cfg

@@ -138,13 +138,21 @@ class OptimConfig:
     steps_per_epoch: int = 0  # 0 = one pass over the training split
     grad_clip_norm: float = 0.0  # 0 = no clipping
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (0 = none)
-    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to 5% at max_epochs
+    # after warm-up: "constant"; "cosine" decay to 5% at max_epochs; "wsd" (warmup-stable-decay): constant,
+    # then a linear decay to 5% over the last lr_decay_fraction of the run
+    lr_schedule: str = "constant"
+    lr_decay_fraction: float = 0.2
+    ema_decay: float = 0.0  # > 0: validate (and save for evaluation) an EMA of the weights with this decay per step
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
     def __post_init__(self):
-        _positive(self, "lr", "batch_size", "max_epochs")
-        _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm", "warmup_steps")
-        _choice(self, "lr_schedule", ("constant", "cosine"))
+        _positive(self, "lr", "batch_size", "max_epochs", "lr_decay_fraction")
+        _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm", "warmup_steps", "ema_decay")
+        _choice(self, "lr_schedule", ("constant", "cosine", "wsd"))
+        if self.lr_decay_fraction > 1:
+            raise ValueError(f"lr_decay_fraction must be <= 1, got {self.lr_decay_fraction}")
+        if self.ema_decay >= 1:
+            raise ValueError(f"ema_decay must be < 1, got {self.ema_decay}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Training: :func:`fit` runs the batched loop, validates every epoch, checkpoints, and calls a hook.
 
-The hook ``on_epoch(metrics, checkpoint_dir)`` is how a search reports to its scheduler without
-``p2m`` importing it. Metric keys (one flat dict per epoch; the names are :mod:`p2m.names`'):
+The hook ``on_epoch(metrics, checkpoint_dir, views)`` is how a search reports to its scheduler without
+``p2m`` importing it (``views``: the validation's per-view rows, see :class:`p2m.evaluate.Evaluation`). Metric keys (one flat dict per epoch; the names are :mod:`p2m.names`'):
     epoch (1-based), train_loss, ``train_column(stage, term)`` for every loss term (unweighted epoch means),
     ``val_column(stage, metric)`` for every metric, lr, epoch_seconds, train_samples_per_second, val_views.
 The objective of a search is ``OBJECTIVE`` (``val_s3_cd``, lower is better).
@@ -29,13 +29,14 @@ from p2m.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from p2m.config import TrainConfig, save_config
 from p2m.data.dataset import P2MDataset, collate_p2m
 from p2m.data.layout import find_samples
+from p2m.ema import ModelEMA
 from p2m.evaluate import evaluate
 from p2m.loss import p2m_loss
 from p2m.model import Pixel2Mesh
 from p2m.names import (BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CURVES_FILE, LOSS_TERMS, METRICS, METRICS_FILE,
                        OBJECTIVE, RUN_CONFIG_FILE, STAGES, stage_key, train_column, val_column)
 
-OnEpoch = Callable[[dict, Path], None]
+OnEpoch = Callable[[dict, Path, list[dict]], None]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,8 +70,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
 
     Args:
         out_dir: where the config, metrics, checkpoint and best weights go (created).
-        on_epoch: called after each epoch's checkpoint is written, with the metrics and the
-            checkpoint's directory.
+        on_epoch: called after each epoch's checkpoint is written, with the metrics, the checkpoint's
+            directory and the validation's per-view rows.
         resume_from: a checkpoint file or directory; training continues after its epoch, with its
             optimizer and RNG states, and gives the same result as an uninterrupted run (on CPU).
         progress: show a tqdm bar over each epoch's steps.
@@ -107,6 +108,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, horizon))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     levels = [model.level(i) for i in range(3)]
+    ema = ModelEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    evaluated = ema.module if ema else model  # what validation measures and best.pt keeps
 
     history: list[dict] = []
     best: dict = {}
@@ -117,6 +120,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"].cpu())
         if device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
@@ -157,6 +162,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             n = images.shape[0]
             seen += n
             loss_sum += float(res.total.detach()) * n  # already synchronised by the finiteness check
@@ -166,7 +173,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             if progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
         train_seconds = time.perf_counter() - t0
-        ev = evaluate(model, val_loader, device, amp_dtype)
+        ev = evaluate(evaluated, val_loader, device, amp_dtype)
         terms = dict(zip(term_names, (term_sums / seen).tolist()))
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen,
                    **{train_column(s, t): terms[stage_key(s, t)] for s in STAGES for t in LOSS_TERMS},
@@ -178,17 +185,19 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         if not best or metrics[OBJECTIVE] < best[OBJECTIVE]:
             best = metrics
             if save_best:
-                save_checkpoint(out_dir / BEST_FILE, {"epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict()})
+                save_checkpoint(out_dir / BEST_FILE, {"epoch": epoch, "config": cfg.to_dict(),
+                                                      "model": evaluated.state_dict()})
         save_checkpoint(ckpt_dir / CHECKPOINT_FILE, {
             "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(),
+            **({"ema": ema.state_dict()} if ema is not None else {}), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "history": history, "best": best})
         _write_history(out_dir / METRICS_FILE, history)
         if log:
             log(_summary(metrics, cfg.optim.max_epochs))
         if on_epoch is not None:
-            on_epoch(metrics, ckpt_dir)
+            on_epoch(metrics, ckpt_dir, ev.items)
     return FitResult(history, best, out_dir)
 
 
@@ -220,16 +229,19 @@ def run_training(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = Fa
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate multiplier at each optimizer step: linear warm-up, then constant or cosine to 5%."""
-    warmup = cfg.optim.warmup_steps
+    """The learning-rate multiplier at each optimizer step: linear warm-up, then constant, cosine to 5%, or
+    warmup-stable-decay (constant, then linear to 5% over the last ``lr_decay_fraction`` of the steps)."""
+    warmup, schedule, decay = cfg.optim.warmup_steps, cfg.optim.lr_schedule, cfg.optim.lr_decay_fraction
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
-        if cfg.optim.lr_schedule == "constant":
+        if schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "cosine":
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - 0.95 * max(0.0, progress - (1 - decay)) / decay  # wsd
 
     return factor
 

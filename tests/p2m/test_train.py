@@ -71,9 +71,10 @@ def test_on_epoch_gets_metrics_and_a_loadable_checkpoint(synth_dir, tmp_path):
     cfg = _tiny(synth_dir, "optim.steps_per_epoch=1", "data.val_limit=2", "optim.max_epochs=2")
     seen = []
 
-    def hook(metrics, checkpoint_dir):
+    def hook(metrics, checkpoint_dir, views):
         state = load_checkpoint(checkpoint_dir)
         seen.append((metrics["epoch"], state["epoch"], sorted(metrics)))
+        assert len(views) == metrics["val_views"] == 2 and views[0]["s3_cd"] > 0
 
     fit(cfg, tmp_path / "run", on_epoch=hook, progress=False, log=None)
     assert [(e, s) for e, s, _ in seen] == [(1, 1), (2, 2)]
