@@ -106,8 +106,10 @@ RESULTS_DIR = "results"  # the Parquet dataset: one row per trial and epoch
 TRIALS_FILE = "trials.parquet"  # one row per trial
 JOURNAL_FILE = "optuna_journal.log"  # the Optuna study (unless an RDB URL holds it)
 PREVIEWS_DIR = "previews"  # previews/<trial_id>/ of trials that reached max_t; previews/ of a run too
+VIEWS_DIR = "views"  # the Parquet dataset of per-view validation metrics (search.val_per_view)
 TRAIN_BEST_DIR = "train_best"  # p2m search train-best's runs (seed<k>/) and TRAIN_BEST_RESULTS_FILE
 TRAIN_BEST_RESULTS_FILE = "results.parquet"  # one row per seed
+TRAIN_BEST_VIEWS_FILE = "views.parquet"  # one row per seed and test view
 
 
 def train_best_dir(baseline: str | None = None) -> str:

@@ -30,6 +30,7 @@ WRITTEN_AT = "written_at"
 KEY = (TRIAL_ID, ITERATION)
 
 BASELINE = "baseline"  # the baseline's name in both tables (None for a searched trial)
+VIEW_KEY = ("synset", "model_id", "view")  # what identifies a view in the per-view tables
 
 # trials table
 STATUS = "status"

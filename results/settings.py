@@ -29,6 +29,7 @@ class SearchSettings:
     seed: int = 0
     algorithm: str = "tpe"  # or "random"
     search_lr: bool = False
+    val_per_view: bool = False  # store every validation's per-view metrics (VIEWS_DIR), for paired comparisons
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
     scheduler: str = "asha"  # or "fifo" (no early stopping)
     max_t: int = 8  # epochs per trial

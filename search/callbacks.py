@@ -1,16 +1,16 @@
 """The driver-side Ray Tune callback that writes the Parquet tables (through ``results.store``)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 from ray.tune import Callback
 
-from p2m.names import CONFIG_PREFIX, RESULTS_DIR
+from p2m.names import CONFIG_PREFIX, RESULTS_DIR, VIEWS_DIR
 from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, STATUS, TRIAL_ID
-from results.store import ResultsError, ResultsWriter, compact, read_results, write_trials
+from results.store import VIEWS_KEY, ResultsError, ResultsWriter, compact, read_results, write_trials
 from results.trials import summarise_trials
+from search.space import baseline_name
 
 # Ray's own keys kept in a row (the rest of Ray's bookkeeping is dropped)
 RAY_KEYS = ("time_total_s", "time_this_iter_s", "timestamp", "node_ip", "node_id", "hostname", "pid")
@@ -20,7 +20,8 @@ DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_
 
 class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/RESULTS_DIR``; ``TRIALS_FILE`` rewritten when a
-    trial ends and when the experiment ends (then the parts are compacted).
+    trial ends and when the experiment ends (then the parts are compacted, and those of ``VIEWS_DIR``, which
+    the trials write themselves).
 
     The trials table's figures come from the stored result rows, never from this object's memory: Ray
     restores the callback from a snapshot after a driver crash, and rows written after that snapshot are
@@ -51,6 +52,8 @@ class ParquetResults(Callback):
         self.writer.flush()
         if any((self.experiment_dir / RESULTS_DIR).glob("part-*.parquet")):
             compact(self.experiment_dir)
+        if any((self.experiment_dir / VIEWS_DIR).glob("part-*.parquet")):
+            compact(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
         self._write_trials(trials)
 
     def _write_trials(self, trials) -> None:
@@ -87,20 +90,6 @@ def result_row(experiment: str, trial_id: str, result: dict) -> dict:
         if key in RAY_KEYS or key.startswith(CONFIG_PREFIX) or isinstance(value, (int, float, str, bool, list)):
             row[key] = value
     return row
-
-
-def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:
-    """The baseline whose point ``config`` is (the searcher enqueues them verbatim), else None."""
-    for name, point in baselines.items():
-        if config and all(key in config and _same(config[key], value) for key, value in point.items()):
-            return name
-    return None
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-    return a == b
 
 
 def _error_line(text: str) -> str:

@@ -5,7 +5,7 @@ name: demo                       # experiment name (the directory under storage.
 base:                            # a p2m TrainConfig mapping: profile, data, model, loss, optim, seed
   profile: tiny
   data: {root: demo/data}
-search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false}
+search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false, val_per_view: false}
 baselines:                       # points every search evaluates first; values default to the base config's
   published: {}                  # Pixel2Mesh's reference loss: every LossConfig default (search.space.PUBLISHED)
 scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
@@ -54,9 +54,14 @@ class SearchConfig(SearchSettings):
         return space_from_dict(self.space_overrides, self.base, self.search_lr)
 
     def points_to_evaluate(self) -> list[dict]:
+        """The baselines' points of the space, in the order the search evaluates them first."""
+        return list(self.named_points().values())
+
+    def named_points(self) -> dict[str, dict]:
+        """Baseline name -> its point of the space (``published`` is the reference loss)."""
         resolved = {name: ({**PUBLISHED, **values} if name == "published" else values)
                     for name, values in self.baselines.items()}
-        return baseline_points(self.space(), self.base, resolved)
+        return dict(zip(resolved, baseline_points(self.space(), self.base, resolved)))
 
     def to_dict(self) -> dict:
         return {**SearchSettings.to_dict(self), "base": self.base.to_dict()}
@@ -82,7 +87,7 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
         kwargs["name"] = str(data["name"])
     kwargs["base"] = from_dict(data.get("base") or {}, source=f"{source}: base")
     _take(kwargs, data, "search", {"num_samples": int, "max_concurrent": int, "seed": int, "algorithm": str,
-                                   "search_lr": bool}, source)
+                                   "search_lr": bool, "val_per_view": bool}, source)
     _take(kwargs, data, "scheduler", {"type": str, "max_t": int, "grace_period": int, "reduction_factor": float},
           source, rename={"type": "scheduler"})
     _take(kwargs, data, "resources", {"cpu": float, "gpu": float}, source)

@@ -16,7 +16,7 @@ from ray import tune
 
 from p2m.atomic import atomic_write_bytes
 from p2m.config import to_plain
-from p2m.names import MODE, OBJECTIVE, PREVIEWS_DIR, SETTINGS_FILE, val_column, weight
+from p2m.names import MODE, OBJECTIVE, SETTINGS_FILE, val_column, weight
 from results.schema import ITERATION
 from results.space import write_space
 from search.callbacks import ParquetResults
@@ -41,7 +41,8 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     exp = experiment_dir(cfg)
     if (exp / SETTINGS_FILE).exists():
         raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
-    scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor)
+    baselines = cfg.named_points()
+    scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
     if cfg.scheduler == "asha":  # recorded as the scheduler computed them: the analysis reads them back
         cfg = dataclasses.replace(cfg, rungs=asha_milestones(scheduler))
     exp.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     atomic_write_bytes(exp / SETTINGS_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     _init_ray(address)
     try:
-        searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
+        searcher = build_searcher(space, list(baselines.values()), optuna_storage(exp, cfg.optuna_url), cfg.seed,
                                   cfg.max_t, cfg.max_concurrent, cfg.algorithm)
         tuner = tune.Tuner(
             _trainable(cfg, exp),
@@ -81,7 +82,8 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
 
 
 def _trainable(cfg: SearchConfig, exp: Path):
-    fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), preview_dir=str(exp / PREVIEWS_DIR))
+    fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
+                              val_per_view=cfg.val_per_view)
     return tune.with_resources(fn, trial_resources(cfg.cpu, cfg.gpu))
 
 
@@ -95,7 +97,7 @@ def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(),
-                                  dict(zip(cfg.baselines, cfg.points_to_evaluate())))])
+                                  cfg.named_points())])
 
 
 def _init_ray(address: str | None) -> None:

@@ -24,6 +24,7 @@ trials. Set ``space: {loss.w3_chamfer: {log_uniform: [lo, hi]}}`` to search it a
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
@@ -140,7 +141,21 @@ def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
     return from_dict(nested, base=base, source="search point")
 
 
+def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:
+    """The baseline whose point ``config`` is (the searcher enqueues them verbatim), else None."""
+    for name, point in baselines.items():
+        if config and all(key in config and _same(config[key], value) for key, value in point.items()):
+            return name
+    return None
+
+
 def _log_uniform(low: float, high: float) -> FloatDistribution:
     if not 0 < low < high:
         raise ValueError(f"log_uniform needs 0 < low < high, got [{low}, {high}]")
     return FloatDistribution(low, high, log=True)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b

@@ -28,19 +28,24 @@ import ray
 from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
-from p2m.names import CONFIG_PREFIX
+from p2m.names import CONFIG_PREFIX, PREVIEWS_DIR, VIEWS_DIR
 from p2m.train import fit, resolve_device
+from results.schema import ITERATION, TRIAL_ID
+from results.store import VIEWS_KEY, ResultsWriter
 from search.space import apply_params
 
 
-def train_trial(params: dict, base: dict, preview_dir: str | None = None, previews: int = 2) -> None:
+def train_trial(params: dict, base: dict, experiment_dir: str | None = None, previews: int = 2,
+                val_per_view: bool = False) -> None:
     """Ray Tune function trainable.
 
     Args:
         params: the sampled point, ``{"loss.w2_edge": 0.3, ...}``.
         base: the base ``TrainConfig`` as a dict (``to_dict()``), bound with ``tune.with_parameters``.
-        preview_dir: when given, a trial that reaches its last epoch writes OBJ meshes and preview PNGs of
-            ``previews`` validation views to ``preview_dir/<trial_id>/`` (the report shows the best trial's).
+        experiment_dir: when given, a trial that reaches its last epoch writes OBJ meshes and preview PNGs of
+            ``previews`` validation views to its ``PREVIEWS_DIR/<trial_id>/`` (the report shows the best
+            trial's), and, with ``val_per_view``, each epoch's per-view validation metrics to its ``VIEWS_DIR``
+            (one Parquet part per epoch; the driver compacts them when the search ends).
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
@@ -54,9 +59,13 @@ def train_trial(params: dict, base: dict, preview_dir: str | None = None, previe
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
 
-        def on_epoch(metrics: dict, checkpoint_dir: Path) -> None:
-            if preview_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
-                _write_previews(cfg, checkpoint_dir, Path(preview_dir) / tune.get_context().get_trial_id(), previews)
+        def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
+            trial_id = tune.get_context().get_trial_id()
+            if experiment_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
+                _write_previews(cfg, checkpoint_dir, Path(experiment_dir) / PREVIEWS_DIR / trial_id, previews)
+            if experiment_dir and val_per_view:
+                writer = ResultsWriter(experiment_dir, flush_every=len(views), table=VIEWS_DIR, key=VIEWS_KEY)
+                writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics["epoch"], **row} for row in views])
             try:
                 tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
             except SystemExit:  # Ray stops the trial: see the module docstring
