@@ -1,13 +1,40 @@
 """The searcher (Optuna through Ray) and the scheduler (ASHA or FIFO), set up from a search's settings."""
 from __future__ import annotations
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from p2m.names import MODE, OBJECTIVE
 from results.schema import ITERATION
 from search.optuna_adapter import STUDY_NAME, build_sampler
 from search.ray_adapter import P2MOptunaSearch
+from search.space import baseline_name
+
+
+class BaselineASHA(ASHAScheduler):
+    """ASHA that never stops a baseline: baselines run to ``max_t`` in every search, so every comparison with
+    them is at the same epoch. A baseline is a yardstick, not a candidate, so its results do not enter the
+    rungs either: the cutoffs are the searched trials' own.
+
+    Args:
+        baselines: name -> the baseline's point of the space (how its trial's config is recognised).
+    """
+
+    def __init__(self, *args, max_t: int, baselines: dict[str, dict] | None = None, **kwargs):
+        super().__init__(*args, max_t=max_t, **kwargs)
+        self.max_epochs = max_t
+        self.baselines = dict(baselines or {})
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if baseline_name(trial.config, self.baselines) is None:
+            return super().on_trial_result(tune_controller, trial, result)
+        return TrialScheduler.STOP if result.get(ITERATION, 0) >= self.max_epochs else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if baseline_name(trial.config, self.baselines) is None:
+            super().on_trial_complete(tune_controller, trial, result)
+        else:
+            super().on_trial_remove(tune_controller, trial)  # forget its bracket without recording it
 
 
 def build_searcher(space: dict, points: list[dict], storage, seed: int, max_t: int, max_concurrent: int,
@@ -20,11 +47,13 @@ def build_searcher(space: dict, points: list[dict], storage, seed: int, max_t: i
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def build_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float):
-    """ASHA over ``training_iteration`` (epochs), or FIFO (no early stopping)."""
+def build_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float,
+                    baselines: dict[str, dict] | None = None):
+    """ASHA over ``training_iteration`` (epochs) that never stops the ``baselines`` (name -> point), or FIFO
+    (no early stopping)."""
     if kind == "asha":
-        return ASHAScheduler(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, max_t=max_t,
-                             grace_period=grace_period, reduction_factor=reduction_factor)
+        return BaselineASHA(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, max_t=max_t, grace_period=grace_period,
+                            reduction_factor=reduction_factor, baselines=baselines)
     if kind == "fifo":
         return FIFOScheduler()
     raise ValueError(f"scheduler.type must be 'asha' or 'fifo', got {kind!r}")

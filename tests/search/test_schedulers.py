@@ -14,7 +14,7 @@ def test_recorded_rungs_are_the_milestones_ray_decides_at():
     assert rungs == (1.0, 2.5, 6.25)
     assert SearchSettings(max_t=8, reduction_factor=2.5, rungs=rungs).rung_epochs() == [1, 3, 7]
     # Ray's own decision: b beats a at epoch 1, then falls behind; ASHA first compares them again at epoch 3
-    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    a, b = SimpleNamespace(trial_id="a", config={}), SimpleNamespace(trial_id="b", config={})
     for trial in (a, b):
         sched.on_trial_add(None, trial)
     decisions = {}
@@ -64,3 +64,23 @@ def test_a_checkpoint_already_deleted_is_one_line_not_a_traceback(tmp_path, capl
     gone, other = caplog.records
     assert gone.exc_info is None and "already deleted" in gone.getMessage() and "train_trial_1" in gone.getMessage()
     assert other.exc_info is not None and "Error handling checkpoint" in other.getMessage()
+
+
+def test_asha_never_stops_a_baseline_and_keeps_it_out_of_the_rungs():
+    published = {"loss.w1_edge": 0.1}
+    sched = build_scheduler("asha", max_t=4, grace_period=1, reduction_factor=2, baselines={"published": published})
+    good, bad = SimpleNamespace(trial_id="good", config={"loss.w1_edge": 0.3}), \
+        SimpleNamespace(trial_id="bad", config={"loss.w1_edge": 0.9})
+    base = SimpleNamespace(trial_id="base", config=dict(published))
+    for trial in (good, base, bad):
+        sched.on_trial_add(None, trial)
+    decisions = {"good": [], "base": [], "bad": []}
+    for epoch in (1, 2, 3, 4):
+        for trial, value in ((good, 1.0), (base, 9.0), (bad, 5.0)):  # the baseline is the worst throughout
+            if decisions[trial.trial_id][-1:] != [TrialScheduler.STOP]:
+                decisions[trial.trial_id].append(
+                    sched.on_trial_result(None, trial, {"training_iteration": epoch, "val_s3_cd": value}))
+    assert decisions["base"] == [TrialScheduler.CONTINUE] * 3 + [TrialScheduler.STOP]  # stopped only at max_t
+    # the searched trial worse than "good" is cut at the first rung: the baseline's 9.0 did not lower the bar
+    assert decisions["bad"] == [TrialScheduler.STOP]
+    sched.on_trial_complete(None, base, {"training_iteration": 4, "val_s3_cd": 9.0})  # forgotten, not recorded
