@@ -19,6 +19,25 @@ def register(verbs) -> None:
     analyze.add_argument("--no-plots", action="store_true", help="tables and report only")
     analyze.set_defaults(func=_analyze)
 
+    fidelity = sub.add_parser("fidelity", help="does an early epoch rank trials as the last does? (FIFO curves)")
+    fidelity.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    fidelity.add_argument("--threshold", type=float, default=0.5, help="the Spearman lower bound a grace rung needs")
+    fidelity.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the trials")
+    fidelity.add_argument("--out", default=None, help="where fidelity.csv and fidelity.png go "
+                                                      "(default: EXPERIMENT_DIR/analysis)")
+    fidelity.set_defaults(func=_fidelity)
+
+    replay = sub.add_parser("replay", help="replay ASHA, successive halving and Hyperband on a FIFO search's curves")
+    replay.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    replay.add_argument("--graces", type=int, nargs="+", default=None, help="grace periods (default: 1 .. max_t-1)")
+    replay.add_argument("--factors", type=float, nargs="+", default=[2.0, 3.0, 4.0], help="reduction factors")
+    replay.add_argument("--orderings", type=int, default=200, help="random trial orderings per setting")
+    replay.add_argument("--concurrency", type=int, default=None,
+                        help="trials at a time (default: the search's max_concurrent)")
+    replay.add_argument("--out", default=None, help="where replay.csv and replay.png go "
+                                                    "(default: EXPERIMENT_DIR/analysis)")
+    replay.set_defaults(func=_replay)
+
 
 def _analyze(args: argparse.Namespace) -> int:
     from results.report import analyze, format_tables, summary_lines
@@ -33,3 +52,68 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.format in (None, "text", "markdown"):
         print(f"report: {analysis.report}")
     return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from results.experiment import load_experiment
+    from results.fidelity import full_curves, predictive_grace, rank_fidelity
+    from results.plots import fidelity_curve
+    from results.report import format_tables
+
+    exp = load_experiment(args.experiment)
+    curves = full_curves(exp.results, exp.settings.max_t)
+    table = rank_fidelity(curves, n_boot=args.boot)
+    out = _out_dir(args.out, exp)
+    _write_csv(table, out / "fidelity.csv")
+    print(f"{exp.name}: {len(curves)} trials with all {exp.settings.max_t} epochs "
+          f"({exp.settings.scheduler}, lr_schedule {_config(exp, 'optim.lr_schedule')}, "
+          f"ema_decay {_config(exp, 'optim.ema_decay')}); "
+          f"each epoch's ranking against epoch {exp.settings.max_t}'s, 95% bootstrap intervals over trials")
+    print(format_tables({"fidelity": table}, "text"))
+    grace = predictive_grace(table, args.threshold)
+    print(f"earliest epoch whose Spearman lower bound reaches {args.threshold}: "
+          + (f"{grace} -> grace_period {grace}" if grace else "none before max_t: no rung predicts, run FIFO"))
+    if len(table):
+        print(f"wrote {fidelity_curve(table, exp, args.threshold, out / 'fidelity.png')}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from results.experiment import load_experiment
+    from results.fidelity import full_curves
+    from results.plots import replay_picture
+    from results.replay import replay
+    from results.report import format_tables
+
+    exp = load_experiment(args.experiment)
+    curves = full_curves(exp.results, exp.settings.max_t)
+    if len(curves) < 3:
+        raise ValueError(f"{args.experiment}: {len(curves)} trials with full curves; replay needs a FIFO search's")
+    graces = args.graces or list(range(1, exp.settings.max_t))
+    table = replay(curves, graces, args.factors, args.concurrency or exp.settings.max_concurrent, args.orderings)
+    out = _out_dir(args.out, exp)
+    _write_csv(table, out / "replay.csv")
+    print(f"{exp.name}: {len(curves)} full curves of {exp.settings.max_t} epochs replayed, {args.orderings} random "
+          f"orderings per setting, {args.concurrency or exp.settings.max_concurrent} trials at a time")
+    print(format_tables({"replay": table}, "text"))
+    print(f"wrote {replay_picture(table, exp, out / 'replay.png')}")
+    return 0
+
+
+def _out_dir(out: str | None, exp):
+    from pathlib import Path
+
+    return Path(out) if out else exp.dir / "analysis"
+
+
+def _write_csv(table, path) -> None:
+    from p2m.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, table.to_csv(index=False).encode())
+
+
+def _config(exp, key: str) -> str:
+    from p2m.names import config_column
+
+    column = config_column(key)
+    return str(exp.results[column].iloc[0]) if column in exp.results else "not recorded"

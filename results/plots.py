@@ -170,6 +170,40 @@ def anytime_curves(experiments: list[Experiment], path: str | os.PathLike) -> Pa
     return _save(fig, path)
 
 
+def fidelity_curve(table: pd.DataFrame, exp: Experiment, threshold: float, path: str | os.PathLike) -> Path:
+    """Spearman and Kendall correlation of each epoch's ranking with the last epoch's, with their 95%
+    intervals, and the lower bound a grace rung needs."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    for name, color in (("spearman", "tab:blue"), ("kendall", "tab:green")):
+        ax.fill_between(table["epoch"], table[f"{name}_low"], table[f"{name}_high"], color=color, alpha=0.2)
+        ax.plot(table["epoch"], table[name], marker="o", color=color, label=f"{name} (95% interval)")
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"lower bound a grace rung needs ({threshold})")
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.set(xlabel="epoch", ylabel=f"rank correlation with epoch {exp.settings.max_t}", ylim=(-1.05, 1.05),
+           title=f"{exp.name}: do early epochs rank trials as the last? ({int(table['trials'].iloc[0])} trials)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def replay_picture(table: pd.DataFrame, exp: Experiment, path: str | os.PathLike) -> Path:
+    """Each replayed scheduler setting: the trial-epochs it spends against FIFO's, and how often it keeps
+    FIFO's winner (top left is best)."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), constrained_layout=True)
+    markers = {"asha": "o", "hyperband": "s", "sha": "^"}
+    norm = matplotlib.colors.Normalize(table["grace_period"].min(), table["grace_period"].max())
+    for algorithm, group in table.groupby("algorithm"):
+        points = ax.scatter(group["epochs_share"], group["winner_kept"], c=group["grace_period"], cmap="viridis",
+                            norm=norm, marker=markers.get(algorithm, "o"), s=30 + 25 * group["reduction_factor"],
+                            label=algorithm, edgecolors="k", linewidths=0.4)
+    fig.colorbar(points, ax=ax, label="grace period (epochs)")
+    ax.set(xlabel="trial-epochs spent / FIFO's", ylabel="share of orderings keeping FIFO's winner",
+           xlim=(0, 1.02), ylim=(-0.02, 1.02),
+           title=f"{exp.name}: early stopping replayed (marker size: reduction factor)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 def pareto_front(points: np.ndarray) -> np.ndarray:
     """Indices of the rows of ``points`` (P, 2) that no other row dominates (minimising both columns)."""
     keep = []
@@ -206,5 +240,5 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-__all__ = ["anytime_curves", "importance_bars", "learning_curves", "parallel_coordinates", "pareto_front",
-           "stage_cd", "tradeoff"]
+__all__ = ["anytime_curves", "fidelity_curve", "importance_bars", "learning_curves", "parallel_coordinates",
+           "pareto_front", "replay_picture", "stage_cd", "tradeoff"]

@@ -25,6 +25,7 @@ from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
 from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 from results.trials import pick_best
+from results.verdict import Verdict, decide
 
 FORMATS = ("text", "markdown", "csv", "json")
 
@@ -34,6 +35,7 @@ class Analysis:
     experiments: list[Experiment]
     tables: dict[str, pd.DataFrame]  # name -> table, every experiment's rows, an "experiment" column first
     warnings: list[str] = field(default_factory=list)  # what could not be computed, and why
+    verdicts: list[Verdict] = field(default_factory=list)  # one per experiment: what the report opens with
     pictures: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
 
@@ -55,7 +57,11 @@ def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
             e.name = f"{e.dir.parent.name}/{e.dir.name}"
     tables, warnings = build_tables(experiments, top)
     out = Path(out) if out else default_out(experiments)
-    analysis = Analysis(experiments, tables, warnings)
+    importance = tables["importance"]
+    verdicts = [decide(e, importance[importance["experiment"] == e.name]) for e in experiments]
+    tables["verdict_changes"] = _with_experiment(experiments, [v.changes for v in verdicts])
+    tables["fidelity"] = _with_experiment(experiments, [v.fidelity for v in verdicts])
+    analysis = Analysis(experiments, tables, warnings, verdicts)
     for name, table in tables.items():
         _write_text(out / "tables" / f"{name}.csv", table.to_csv(index=False))
     if plots_too:
@@ -85,11 +91,16 @@ def build_tables(experiments: list[Experiment], top: int = 10) -> tuple[dict[str
     }
     tables = {"comparison": comparison(experiments)}
     for name, fn in per.items():
-        parts = [fn(e).assign(experiment=e.name) for e in experiments]
-        full = [p for p in parts if len(p)]
-        table = pd.concat(full, ignore_index=True) if full else parts[0]
-        tables[name] = table[["experiment"] + [c for c in table.columns if c != "experiment"]]
+        tables[name] = _with_experiment(experiments, [fn(e) for e in experiments])
     return tables, warnings
+
+
+def _with_experiment(experiments: list[Experiment], parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The experiments' tables stacked, each row led by its experiment's name."""
+    parts = [p.assign(experiment=e.name) for e, p in zip(experiments, parts)]
+    full = [p for p in parts if len(p)]
+    table = pd.concat(full, ignore_index=True) if full else parts[0]
+    return table[["experiment"] + [c for c in table.columns if c != "experiment"]]
 
 
 def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
@@ -134,8 +145,8 @@ def format_tables(tables: dict[str, pd.DataFrame], fmt: str) -> str:
 
 
 def summary_lines(analysis: Analysis) -> list[str]:
-    """What a reader wants first: per experiment, the trial counts, the best trial and its gain."""
-    lines = []
+    """What a reader wants first: the verdict of each experiment, then its trial counts."""
+    lines = [line for v in analysis.verdicts for line in v.lines]
     comp = analysis.tables["comparison"].set_index("experiment")
     vs = analysis.tables["baselines_vs_best"]
     for e in analysis.experiments:
@@ -163,34 +174,59 @@ def report_markdown(analysis: Analysis, out: Path) -> str:
     partial = [e for e in analysis.experiments if e.partial]
     if partial:
         md += ["> **Partial results.** " + " ".join(f"{e.name}: {'; '.join(e.notes)}." for e in partial), ""]
-    md += ["## Summary", "", *[f"- {line.strip()}" for line in summary_lines(analysis)], "",
-           "A trial's figures are those of its last epoch; the best trial is the one `p2m search train-best` "
+    md += _verdict_markdown(analysis)
+    md += ["## Summary", "", *[f"- {line.strip()}" for line in summary_lines(analysis)[len(_verdict_lines(analysis)):]],
+           "", "A trial's figures are those of its last epoch; the best trial is the one `p2m search train-best` "
            "retrains (lowest last stage-3 validation CD among trials that reached max_t). CD is x 1000, "
-           "F-scores in percent.", ""]
+           "F-scores in percent. Every table is also in `tables/*.csv`; the appendix repeats them.", ""]
+    appendix = ["## Appendix: tables", ""]
     if len(analysis.experiments) > 1:
-        md += ["## Experiments side by side", "", markdown_table(t["comparison"]), "",
-               "`epochs_to_within_2pct`: trial-epochs spent when a finished trial first came within 2% of the "
-               "experiment's final best.", ""]
-    md += ["## Leaderboard", "", markdown_table(t["leaderboard"]), "",
-           "## Baselines vs the best trial", "",
-           "Each metric at the same epoch for both (`change` = best / baseline - 1; `improved` says whether "
-           "that is better for the metric).", "",
-           markdown_table(t["baselines_vs_best"]) if len(t["baselines_vs_best"]) else "(no baseline trial)", "",
-           "## ASHA rungs", "", markdown_table(t["rungs"]), "",
-           "## Weight importance", "",
-           "Optuna's fANOVA and PED-ANOVA on an in-memory study of the trials that reached max_t "
-           "(their last stage-3 CD); the second table uses every trial at the first rung (more trials, an "
-           "earlier signal). Estimates from fewer than about 20 trials are rough.", "",
-           markdown_table(t["importance"]) if len(t["importance"]) else "(too few trials reached max_t)", "",
-           markdown_table(t["importance_first_rung"]) if len(t["importance_first_rung"]) else "", "",
-           "## Cost", "", markdown_table(t["cost"]), "",
-           "`no_stopping_*`: every trial that did not error run to max_t at its own mean epoch time.", ""]
+        appendix += ["### Experiments side by side", "", markdown_table(t["comparison"]), "",
+                     "`epochs_to_within_2pct`: trial-epochs spent when a finished trial first came within 2% of "
+                     "the experiment's final best.", ""]
+    appendix += ["### Leaderboard", "", markdown_table(t["leaderboard"]), "",
+                 "### Baselines vs the best trial (validation, no interval)", "",
+                 "Each metric at the same epoch for both (`change` = best / baseline - 1; `improved` says whether "
+                 "that is better for the metric).", "",
+                 markdown_table(t["baselines_vs_best"]) if len(t["baselines_vs_best"]) else "(no baseline trial)",
+                 "", "### Fidelity: each epoch's ranking against the last", "", markdown_table(t["fidelity"]), "",
+                 "### ASHA rungs", "", markdown_table(t["rungs"]), "",
+                 "### Weight importance", "",
+                 "Optuna's fANOVA and PED-ANOVA on an in-memory study of the trials that reached max_t "
+                 "(their last stage-3 CD); the second table uses every trial at the first rung (more trials, an "
+                 "earlier signal). Estimates from fewer than about 20 trials are rough.", "",
+                 markdown_table(t["importance"]) if len(t["importance"]) else "(too few trials reached max_t)", "",
+                 markdown_table(t["importance_first_rung"]) if len(t["importance_first_rung"]) else "", "",
+                 "### Cost", "", markdown_table(t["cost"]), "",
+                 "`no_stopping_*`: every trial that did not error run to max_t at its own mean epoch time.", ""]
     if analysis.pictures:
         md += ["## Pictures", ""]
         for name, path in analysis.pictures.items():
             md += [f"### {name.replace('_', ' ')}", "", f"![{name}]({_rel(path, out)})", ""]
     md += _previews(analysis, out)
+    md += appendix
     return "\n".join(md) + "\n"
+
+
+def _verdict_lines(analysis: Analysis) -> list[str]:
+    return [line for v in analysis.verdicts for line in v.lines]
+
+
+def _verdict_markdown(analysis: Analysis) -> list[str]:
+    md = ["## Verdict", ""]
+    for v in analysis.verdicts:
+        md += [f"- {line.strip()}" for line in v.lines if not line.startswith("    ")]
+        if len(v.weights):
+            flat = v.weights.copy()
+            flat.columns = [f"{arm}: {term}" for arm, term in flat.columns]
+            md += ["", f"Weights of {v.experiment} (the best trial beside each baseline; rows: stage):", "",
+                   markdown_table(flat.reset_index())]
+        if len(v.changes):
+            md += ["", "Stage-3 changes, best against each baseline (CD relative; F@tau and normal consistency "
+                   "in points; 95% intervals; `verdict` says whether the whole interval is on one side):", "",
+                   markdown_table(v.changes)]
+        md += [""]
+    return md
 
 
 def markdown_table(table: pd.DataFrame) -> str:

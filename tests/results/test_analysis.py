@@ -277,7 +277,7 @@ def test_cli_json_matches_the_tables(exp, tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) == {"comparison", "leaderboard", "baselines_vs_best", "rungs", "importance",
-                         "importance_first_rung", "cost"}
+                         "importance_first_rung", "cost", "verdict_changes", "fidelity"}
     rungs = pd.DataFrame(data["rungs"])
     assert rungs["entered"].tolist() == [6, 5, 3, 2] and rungs["continued"].tolist() == [5, 3, 2, 0]
     assert data["cost"][0]["trial_epochs"] == 12

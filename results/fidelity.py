@@ -1,0 +1,66 @@
+"""Does an early epoch rank trials as the last one does? The question ASHA's grace period bets on.
+
+For every epoch before ``max_t``, the rank correlation (Spearman and Kendall) between the trials' objective at
+that epoch and at ``max_t``, over the trials that reported every epoch (a FIFO search's, or an ASHA search's
+survivors and baselines, a biased sample), with percentile-bootstrap 95% intervals over trials. The grace
+period that follows is the earliest epoch whose Spearman lower bound reaches the threshold (0.5 by
+default): from there on, a rung that stops the worse trials stops, with that confidence, trials that would
+also have ended worse.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from p2m.names import OBJECTIVE
+from results.schema import ITERATION, TRIAL_ID
+
+THRESHOLD = 0.5
+MIN_TRIALS = 4  # fewer full curves than this and there is nothing to correlate
+
+
+def full_curves(results: pd.DataFrame, max_t: int, metric: str = OBJECTIVE) -> pd.DataFrame:
+    """trial x epoch (1..max_t) of ``metric``, for the trials that reported a finite value at every epoch."""
+    curves = results.pivot_table(index=TRIAL_ID, columns=ITERATION, values=metric, aggfunc="last")
+    curves = curves.reindex(columns=range(1, max_t + 1))
+    return curves[np.isfinite(curves.to_numpy(dtype=float)).all(axis=1)]
+
+
+def rank_fidelity(curves: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per epoch before the last: Spearman and Kendall correlation with the last epoch's ranking, and
+    their 95% percentile-bootstrap intervals over trials.
+
+    Args:
+        curves: trial x epoch values (:func:`full_curves`); the last column is the final epoch.
+    """
+    columns = ["epoch", "trials", "spearman", "spearman_low", "spearman_high", "kendall", "kendall_low",
+               "kendall_high"]
+    n, epochs = curves.shape
+    if n < MIN_TRIALS or epochs < 2:
+        return pd.DataFrame(columns=columns)
+    values = curves.to_numpy(dtype=float)
+    final = values[:, -1]
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, n, size=(n_boot, n))
+    rows = []
+    for j, epoch in enumerate(curves.columns[:-1]):
+        early = values[:, j]
+        boot = np.array([_correlations(early[idx], final[idx]) for idx in samples])  # (n_boot, 2)
+        point = _correlations(early, final)
+        with np.errstate(all="ignore"):
+            low, high = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+        rows.append([int(epoch), n, point[0], low[0], high[0], point[1], low[1], high[1]])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def predictive_grace(table: pd.DataFrame, threshold: float = THRESHOLD) -> int | None:
+    """The earliest epoch whose Spearman lower bound reaches ``threshold`` (None when none does)."""
+    ok = table[table["spearman_low"] >= threshold]
+    return int(ok["epoch"].iloc[0]) if len(ok) else None
+
+
+def _correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a resample of one repeated trial: no ranking
+        return np.nan, np.nan
+    return float(stats.spearmanr(a, b).statistic), float(stats.kendalltau(a, b).statistic)
