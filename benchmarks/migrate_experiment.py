@@ -4,8 +4,9 @@ up to date, in place, so that ``p2m results analyze``, ``resume`` and ``train-be
     python benchmarks/migrate_experiment.py EXPERIMENT_DIR [EXPERIMENT_DIR ...]
 
 - ``search_config.yaml``: gets ``rungs``, ASHA's milestones as Ray's scheduler computes them for the recorded
-  grace period, reduction factor and max_t (none for FIFO); loses ``base.model.template_levels``; and its
-  base loss gets ``w{1,2,3}_move: 0``, because searches before issue 13 trained without the move term.
+  grace period, reduction factor and max_t (none for FIFO), and any other setting added since at its default
+  (``val_per_view: false``); loses ``base.model.template_levels``; and its base loss gets
+  ``w{1,2,3}_move: 0``, because searches before issue 13 trained without the move term.
 - ``space.json``: ``{key: {log_uniform: [lo, hi]} | {choice: [...]}}`` becomes Optuna's JSON of the same
   distributions.
 Each file is rewritten through a temporary name; a directory already in the new form is left as it is.
@@ -33,6 +34,7 @@ def migrate(exp: Path) -> list[str]:
     done = []
     path = exp / SETTINGS_FILE
     data = yaml.safe_load(path.read_text())
+    fields = [f.name for f in dataclasses.fields(SearchSettings)]
     if "rungs" not in data:
         rungs = ()
         if data["scheduler"] == "asha":
@@ -42,10 +44,14 @@ def migrate(exp: Path) -> list[str]:
         data["base"]["model"].pop("template_levels", None)
         for w in FIXED_WEIGHTS:
             data["base"]["loss"].setdefault(w.field, 0.0)
-        order = [f.name for f in dataclasses.fields(SearchSettings)] + ["base"]
-        data = {key: data[key] for key in order}
-        atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
         done.append(f"{path}: rungs {list(rungs)}, no move term recorded")
+    added = [name for name in fields if name not in data]
+    if added or list(data) != fields + ["base"]:
+        defaults = SearchSettings().to_dict()
+        data = {key: data.get(key, defaults.get(key)) for key in fields + ["base"]}
+        atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
+        done.append(f"{path}: settings in the current order" + (f", {', '.join(added)} at their defaults"
+                                                                 if added else ""))
     space_path = exp / SPACE_FILE
     space = json.loads(space_path.read_text())
     if any("log_uniform" in d or "choice" in d for d in space.values()):

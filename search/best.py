@@ -4,7 +4,10 @@ The best trial is the top of the one ranking rule (:mod:`results.trials`, which 
 the report use too): among trials that reached ``max_t``, the lowest last-epoch objective (the figure ASHA
 compared), not the best single epoch, which would favour lucky noise. Each seed trains in
 ``<experiment>/train_best/seed<k>`` (the usual ``p2m train`` run directory: checkpoints, metrics, meshes,
-previews) and is evaluated on the test split; one row per seed goes to ``<experiment>/train_best/results.parquet``.
+previews) and is evaluated on the test split; one row per seed goes to ``<experiment>/train_best/results.parquet``
+and one row per seed and test view to ``views.parquet`` beside it (what ``p2m results analyze`` pairs with
+the baselines' to give a change with its interval). ``--baseline NAME`` retrains a baseline trial the same
+way into ``train_best_NAME/``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import pandas as pd
 
 from p2m.config import TrainConfig, from_dict
 from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, CURVES_FILE, METRICS, OBJECTIVE, SETTINGS_FILE, STAGES,
-                       TRAIN_BEST_RESULTS_FILE, stage_key, test_column, train_best_dir, val_column)
+                       TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, stage_key, test_column, train_best_dir,
+                       val_column)
 from results.schema import ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
 from results.store import read_trials, write_table_atomic
 from results.trials import pick_baseline, pick_best
@@ -72,22 +76,25 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     label = "best trial" if baseline is None else f"baseline {baseline}, trial"
     print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f} after "
           f"{int(best[ITERATIONS])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
-    rows = []
+    rows, view_rows = [], []
     for k in range(seeds):
         run_cfg = dataclasses.replace(cfg, seed=cfg.seed + k,
                                       optim=dataclasses.replace(cfg.optim, max_epochs=epochs))
         out = out_dir / f"seed{k}"
-        result = fit(run_cfg, out, progress=progress)
+        result = fit(run_cfg, out, progress=progress, log=print if progress else None)
         plot_curves(result.history, out / CURVES_FILE, title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
         device = resolve_device(run_cfg.device)
         model, _ = load_model(out / CHECKPOINT_DIR, device)  # the last epoch, as the search compared
         loader = DataLoader(P2MDataset(test_samples, run_cfg.data.gt_samples, run_cfg.data.image_size),
                             batch_size=run_cfg.optim.batch_size, collate_fn=collate_p2m)
         test = evaluate(model, loader, device)
+        view_rows += [{TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "split": split, **item} for item in test.items]
         if previews:
             step = max(1, len(test_samples) // previews)
             write_previews(model, run_cfg, test_samples[::step][:previews], out)
         last = result.history[-1]
+        print(f"  seed {run_cfg.seed}: val CDx1000 {last[val_column(3, 'cd_x1000')]:.3f}, "
+              f"test CDx1000 {test.means[stage_key(3, 'cd_x1000')]:.3f} over {len(test.items)} views")
         rows.append({TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "epochs": epochs, "split": split,
                      TRIAL_LAST: float(best[LAST_OBJECTIVE]),
                      **{val_column(s, m): last[val_column(s, m)] for s in STAGES for m in METRICS},
@@ -99,6 +106,8 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     import pyarrow as pa
 
     write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), out_dir / TRAIN_BEST_RESULTS_FILE)
+    write_table_atomic(pa.Table.from_pandas(pd.DataFrame(view_rows), preserve_index=False),
+                       out_dir / TRAIN_BEST_VIEWS_FILE)
     _summary(df)
     return df
 

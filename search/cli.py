@@ -39,8 +39,12 @@ def register(verbs) -> None:
     best.add_argument("--split", default="test")
     best.add_argument("--previews", type=int, default=4)
     best.add_argument("--no-progress", action="store_true")
-    best.add_argument("--baseline", default=None, metavar="NAME",
+    arms = best.add_mutually_exclusive_group()
+    arms.add_argument("--baseline", default=None, metavar="NAME",
                       help="retrain this baseline trial instead (e.g. published), into train_best_NAME/")
+    arms.add_argument("--with-baselines", action="store_true",
+                      help="retrain the best trial and then every baseline trial, each with the same seeds, so "
+                           "that the analysis can compare them with intervals")
     best.set_defaults(func=_train_best)
 
 
@@ -115,8 +119,20 @@ def _train_best(args: argparse.Namespace) -> int:
 
     from search.best import train_best
 
-    train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
-               progress=not args.no_progress and sys.stderr.isatty(), baseline=args.baseline)
+    from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON
+    from results.store import read_trials
+
+    names = [args.baseline] if args.baseline else [None]
+    if args.with_baselines:
+        trials = read_trials(args.experiment_dir)
+        for _, row in trials[trials[BASELINE].notna()].drop_duplicates(BASELINE).iterrows():
+            if row[STOP_REASON] == STOP_ERRORED:  # it would fail the same way again
+                print(f"baseline {row[BASELINE]}: not retrained, it errored in the search ({row[ERROR]})")
+            else:
+                names.append(row[BASELINE])
+    for name in names:
+        train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
+                   progress=not args.no_progress and sys.stderr.isatty(), baseline=name)
     return 0
 
 

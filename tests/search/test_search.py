@@ -58,6 +58,8 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert diverged["error"].str.contains("NonFiniteLossError: loss became nan").all()
     ok = trials[trials["stop_reason"] != STOP_ERRORED]
     assert set(ok["stop_reason"]) <= {STOP_COMPLETED, STOP_EARLY} and (ok["stop_reason"] == STOP_EARLY).any()
+    # ASHA stopped searched trials, never a baseline: both ran to max_t
+    assert (trials.loc[trials["baseline"].isin(["published", "uniform"]), "stop_reason"] == STOP_COMPLETED).all()
     best = trials.sort_values(BEST_OBJECTIVE).iloc[0]
     assert best["config.optim.lr"] == 0.0003
     assert (ok[BEST_OBJECTIVE] == rows[rows.trial_id.isin(ok.trial_id)].groupby("trial_id")[OBJECTIVE].min()
@@ -81,15 +83,20 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert all(len(t.intermediate_values) == 3 for t in complete)
     json.dumps(rows.iloc[0].to_dict(), default=str)  # rows are plain values
 
-    # train-best retrains the best completed trial at the same budget and lands near its figure
-    result = p2m_run("search", "train-best", exp, "--seeds", 1, "--previews", 1, env=ray_env)
+    # train-best retrains the best completed trial at the same budget and lands near its figure, then the
+    # baselines with the same seeds (not the one that diverged in the search)
+    result = p2m_run("search", "train-best", exp, "--seeds", 2, "--previews", 1, "--with-baselines", env=ray_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "baseline diverges: not retrained, it errored in the search" in result.stdout
+    for arm in ("train_best", "train_best_published", "train_best_uniform"):
+        per_seed = pd.read_parquet(exp / arm / "views.parquet").groupby("seed").size()  # every test view, each seed
+        assert per_seed.index.tolist() == [0, 1] and per_seed.nunique() == 1 and per_seed.iloc[0] > 0
     best = pd.read_parquet(exp / "train_best" / "results.parquet")
     done = trials[trials["stop_reason"] == STOP_COMPLETED]
     chosen = done.sort_values(LAST_OBJECTIVE).iloc[0]
     assert best["trial_id"].tolist() == [chosen["trial_id"]]
     assert best[OBJECTIVE].iloc[0] == pytest.approx(chosen[LAST_OBJECTIVE], rel=0.05)
-    assert best["test_views"].iloc[0] > 0 and best["test_s3_cd"].iloc[0] > 0
+    assert (best["test_views"] > 0).all() and (best["test_s3_cd"] > 0).all() and len(best) == 2
     assert len(list((exp / "train_best" / "seed0" / "previews").glob("*.png"))) == 1
 
     # the baseline column names exactly the enqueued points
@@ -110,6 +117,12 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     tables = {name: pd.DataFrame(records) for name, records in json.loads(result.stdout).items()}
     check_analysis(tables, rows, trials, max_t=3, rungs=[1, 2])
     report = (exp / "analysis" / "report.md").read_text()
+    # the report opens with the verdict: best against each retrained baseline, with intervals over 2 seeds
+    assert report.index("## Verdict") < report.index("## Summary") < report.index("## Appendix")
+    changes = tables["verdict_changes"]
+    assert set(changes["baseline"]) == {"published", "uniform", "diverges"}
+    retrained = changes[changes["baseline"].isin(["published", "uniform"])]
+    assert retrained["source"].str.startswith("test, 2 seeds").all() and retrained["low"].notna().all()
     assert f"Meshes of t's best trial {chosen['trial_id']}" in report
     assert len(list((exp / "analysis").glob("*.png"))) == 6
 
