@@ -2,8 +2,8 @@
 
 A checkpoint is one file holding plain containers and tensors only:
     format: int; epoch: int (epochs completed); config: nested dict (``TrainConfig.to_dict()``);
-    model, optimizer, scaler: state dicts; ema (when ``optim.ema_decay`` > 0): the averaged weights
-    (``{"module": state dict, "updates": int}``), which validation measured; torch_rng: ByteTensor;
+    model, optimizer, scaler: state dicts; ema (when ``optim.ema_epochs`` > 0): the averaged weights
+    (``{"module": state dict, "updates": int, "decay": float}``), which validation measured; torch_rng: ByteTensor;
     cuda_rng: list of ByteTensor; history: list of per-epoch metric dicts; best: the metric dict of the best
     epoch so far. ``best.pt`` holds the evaluated weights (the EMA's when there is one) as ``model``.
 """

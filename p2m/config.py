@@ -142,17 +142,16 @@ class OptimConfig:
     # then a linear decay to 5% over the last lr_decay_fraction of the run
     lr_schedule: str = "constant"
     lr_decay_fraction: float = 0.2
-    ema_decay: float = 0.0  # > 0: validate (and save for evaluation) an EMA of the weights with this decay per step
+    # > 0: validate (and save for evaluation) an exponential average of the weights over about this many epochs
+    ema_epochs: float = 0.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
     def __post_init__(self):
         _positive(self, "lr", "batch_size", "max_epochs", "lr_decay_fraction")
-        _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm", "warmup_steps", "ema_decay")
+        _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm", "warmup_steps", "ema_epochs")
         _choice(self, "lr_schedule", ("constant", "cosine", "wsd"))
         if self.lr_decay_fraction > 1:
             raise ValueError(f"lr_decay_fraction must be <= 1, got {self.lr_decay_fraction}")
-        if self.ema_decay >= 1:
-            raise ValueError(f"ema_decay must be < 1, got {self.ema_decay}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from p2m.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from p2m.config import TrainConfig, save_config
 from p2m.data.dataset import P2MDataset, collate_p2m
 from p2m.data.layout import find_samples
-from p2m.ema import ModelEMA
+from p2m.ema import ModelEMA, decay_for
 from p2m.evaluate import evaluate
 from p2m.loss import p2m_loss
 from p2m.model import Pixel2Mesh
@@ -108,7 +108,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, horizon))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     levels = [model.level(i) for i in range(3)]
-    ema = ModelEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    ema = ModelEMA(model, decay_for(cfg.optim.ema_epochs, steps)) if cfg.optim.ema_epochs > 0 else None
     evaluated = ema.module if ema else model  # what validation measures and best.pt keeps
 
     history: list[dict] = []

@@ -20,7 +20,8 @@ def register(verbs) -> None:
     analyze.set_defaults(func=_analyze)
 
     fidelity = sub.add_parser("fidelity", help="does an early epoch rank trials as the last does? (FIFO curves)")
-    fidelity.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    fidelity.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                          help="one search, or several run alike (their trials pooled; same max_t)")
     fidelity.add_argument("--threshold", type=float, default=0.5, help="the Spearman lower bound a grace rung needs")
     fidelity.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the trials")
     fidelity.add_argument("--out", default=None, help="where fidelity.csv and fidelity.png go "
@@ -28,7 +29,8 @@ def register(verbs) -> None:
     fidelity.set_defaults(func=_fidelity)
 
     replay = sub.add_parser("replay", help="replay ASHA, successive halving and Hyperband on a FIFO search's curves")
-    replay.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    replay.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                        help="one search, or several run alike (their trials pooled; same max_t)")
     replay.add_argument("--graces", type=int, nargs="+", default=None, help="grace periods (default: 1 .. max_t-1)")
     replay.add_argument("--factors", type=float, nargs="+", default=[2.0, 3.0, 4.0], help="reduction factors")
     replay.add_argument("--orderings", type=int, default=200, help="random trial orderings per setting")
@@ -60,14 +62,13 @@ def _fidelity(args: argparse.Namespace) -> int:
     from results.plots import fidelity_curve
     from results.report import format_tables
 
-    exp = load_experiment(args.experiment)
-    curves = full_curves(exp.results, exp.settings.max_t)
+    exp, curves = _pooled_curves(args.experiments)
     table = rank_fidelity(curves, n_boot=args.boot)
     out = _out_dir(args.out, exp)
     _write_csv(table, out / "fidelity.csv")
-    print(f"{exp.name}: {len(curves)} trials with all {exp.settings.max_t} epochs "
+    print(f"{', '.join(args.experiments)}: {len(curves)} trials with all {exp.settings.max_t} epochs "
           f"({exp.settings.scheduler}, lr_schedule {_config(exp, 'optim.lr_schedule')}, "
-          f"ema_decay {_config(exp, 'optim.ema_decay')}); "
+          f"ema_epochs {_config(exp, 'optim.ema_epochs')}); "
           f"each epoch's ranking against epoch {exp.settings.max_t}'s, 95% bootstrap intervals over trials")
     print(format_tables({"fidelity": table}, "text"))
     grace = predictive_grace(table, args.threshold)
@@ -85,19 +86,37 @@ def _replay(args: argparse.Namespace) -> int:
     from results.replay import replay
     from results.report import format_tables
 
-    exp = load_experiment(args.experiment)
-    curves = full_curves(exp.results, exp.settings.max_t)
+    exp, curves = _pooled_curves(args.experiments)
     if len(curves) < 3:
-        raise ValueError(f"{args.experiment}: {len(curves)} trials with full curves; replay needs a FIFO search's")
+        raise ValueError(f"{exp.dir}: {len(curves)} trials with full curves; replay needs a FIFO search's")
     graces = args.graces or list(range(1, exp.settings.max_t))
     table = replay(curves, graces, args.factors, args.concurrency or exp.settings.max_concurrent, args.orderings)
     out = _out_dir(args.out, exp)
     _write_csv(table, out / "replay.csv")
-    print(f"{exp.name}: {len(curves)} full curves of {exp.settings.max_t} epochs replayed, {args.orderings} random "
+    print(f"{', '.join(args.experiments)}: {len(curves)} full curves of {exp.settings.max_t} epochs replayed, "
+          f"{args.orderings} random "
           f"orderings per setting, {args.concurrency or exp.settings.max_concurrent} trials at a time")
     print(format_tables({"replay": table}, "text"))
     print(f"wrote {replay_picture(table, exp, out / 'replay.png')}")
     return 0
+
+
+def _pooled_curves(paths: list[str]):
+    """The first experiment, and the full curves of every trial of all of them (same max_t); a trial whose
+    config and curve repeat one already seen (a baseline every search runs) counts once."""
+    import pandas as pd
+
+    from results.experiment import load_experiment
+    from results.fidelity import full_curves
+
+    experiments = [load_experiment(p) for p in paths]
+    first = experiments[0]
+    for e in experiments[1:]:
+        if e.settings.max_t != first.settings.max_t:
+            raise ValueError(f"{e.dir}: max_t {e.settings.max_t} differs from {first.dir}'s {first.settings.max_t}")
+    curves = pd.concat([full_curves(e.results, e.settings.max_t).rename(index=lambda t, e=e: f"{e.name}/{t}")
+                        for e in experiments])
+    return first, curves.drop_duplicates()
 
 
 def _out_dir(out: str | None, exp):

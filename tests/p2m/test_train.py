@@ -38,7 +38,8 @@ def test_tiny_profile_learns_and_every_stage_deforms(learn_dir, tmp_path):
 
 
 def test_resume_gives_the_uninterrupted_run(synth_dir, tmp_path):
-    cfg = _tiny(synth_dir, "optim.steps_per_epoch=2", "data.val_limit=4", "optim.max_epochs=2", "loss.pred_samples2=300")
+    cfg = _tiny(synth_dir, "optim.steps_per_epoch=2", "data.val_limit=4", "optim.max_epochs=2", "loss.pred_samples2=300",
+                "optim.ema_epochs=1")
     straight = fit(cfg, tmp_path / "straight", progress=False, log=None)
     half = apply_overrides(cfg, ["optim.max_epochs=1"])
     fit(half, tmp_path / "split", progress=False, log=None)
@@ -48,6 +49,14 @@ def test_resume_gives_the_uninterrupted_run(synth_dir, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    ema_a = load_checkpoint(tmp_path / "straight" / "checkpoint")["ema"]["module"]
+    ema_b = load_checkpoint(tmp_path / "split" / "checkpoint")["ema"]["module"]
+    for key in ema_a:  # the average of the weights resumes exactly too
+        torch.testing.assert_close(ema_a[key], ema_b[key], rtol=0, atol=0, msg=key)
+    # what validation measured, and what load_model and best.pt give, is the average, not the last weights
+    model, _ = load_model(tmp_path / "split" / "checkpoint")
+    torch.testing.assert_close(model.state_dict()["blocks.2.out.w_self.weight"], ema_b["blocks.2.out.w_self.weight"])
+    assert not torch.equal(ema_b["blocks.2.out.w_self.weight"], b["blocks.2.out.w_self.weight"])
     drop = ("epoch_seconds", "train_samples_per_second")
     assert [{k: v for k, v in row.items() if k not in drop} for row in resumed.history] == \
            [{k: v for k, v in row.items() if k not in drop} for row in straight.history]
