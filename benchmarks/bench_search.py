@@ -8,6 +8,7 @@
    rows: per epoch, training seconds = samples seen / ``train_samples_per_second``.
 
     python benchmarks/bench_search.py [--trials 8 --results 50] [--experiment /tmp/p2m-study/experiments/asha_tpe]
+    python benchmarks/bench_search.py --shares-only --experiment benchmarks/fidelity/fifo_const_ema1
 """
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=50, help="results each cheap trial reports")
     parser.add_argument("--experiment", default="/tmp/p2m-study/experiments/asha_tpe")
     parser.add_argument("--smoke-test", action="store_true")
+    parser.add_argument("--shares-only", action="store_true", help="only part 2, on --experiment")
     args = parser.parse_args()
     if args.smoke_test:
         args.trials, args.results = 2, 5
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, no GPU used")
-    cheap_search(args.trials, args.results)
+    if not args.shares_only:
+        cheap_search(args.trials, args.results)
     if Path(args.experiment).is_dir():
         time_shares(Path(args.experiment))
 

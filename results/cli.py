@@ -71,6 +71,7 @@ def _fidelity(args: argparse.Namespace) -> int:
           f"ema_epochs {_config(exp, 'optim.ema_epochs')}); "
           f"each epoch's ranking against epoch {exp.settings.max_t}'s, 95% bootstrap intervals over trials")
     print(format_tables({"fidelity": table}, "text"))
+    _print_reliability(exp)
     grace = predictive_grace(table, args.threshold)
     print(f"earliest epoch whose Spearman lower bound reaches {args.threshold}: "
           + (f"{grace} -> grace_period {grace}" if grace else "none before max_t: no rung predicts, run FIFO"))
@@ -99,6 +100,20 @@ def _replay(args: argparse.Namespace) -> int:
     print(format_tables({"replay": table}, "text"))
     print(f"wrote {replay_picture(table, exp, out / 'replay.png')}")
     return 0
+
+
+def _print_reliability(exp) -> None:
+    """With per-view validation rows: how reproducible the last epoch's ranking is on this validation set."""
+    from results.fidelity import validation_reliability
+    from results.store import ResultsError, read_views
+
+    try:
+        views = read_views(exp.dir)
+    except ResultsError:
+        return
+    value, models, trials = validation_reliability(views, exp.settings.max_t)
+    print(f"validation reliability at epoch {exp.settings.max_t}: {value:.2f} (split-half over {models} validation "
+          f"models, Spearman-Brown corrected, {trials} trials): the ceiling of any rung's correlation")
 
 
 def _pooled_curves(paths: list[str]):

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from p2m.names import OBJECTIVE
-from results.schema import ITERATION, TRIAL_ID
+from results.schema import ITERATION, TRIAL_ID, VIEW_KEY
 
 THRESHOLD = 0.5
 MIN_TRIALS = 4  # fewer full curves than this and there is nothing to correlate
@@ -58,6 +58,32 @@ def predictive_grace(table: pd.DataFrame, threshold: float = THRESHOLD) -> int |
     """The earliest epoch whose Spearman lower bound reaches ``threshold`` (None when none does)."""
     ok = table[table["spearman_low"] >= threshold]
     return int(ok["epoch"].iloc[0]) if len(ok) else None
+
+
+def validation_reliability(views: pd.DataFrame, epoch: int, metric: str = "s3_cd", splits: int = 500,
+                           seed: int = 0) -> tuple[float, int, int]:
+    """How reproducible the validation's ranking of trials is, from the per-view rows of one epoch: the mean
+    Spearman correlation between the rankings on two random halves of the validation models (a model's views
+    together), corrected by Spearman-Brown to the whole set, ``2r / (1 + r)``. No early rung can predict a
+    final ranking that the validation itself cannot reproduce.
+
+    Returns:
+        (reliability, models, trials).
+    """
+    at = views[views[ITERATION] == epoch]
+    table = at.pivot_table(index=TRIAL_ID, columns=list(VIEW_KEY[:2]), values=metric, aggfunc="mean").dropna(axis=1)
+    values = table.to_numpy(dtype=float)
+    trials, models = values.shape
+    if trials < MIN_TRIALS or models < 2:
+        return float("nan"), models, trials
+    rng = np.random.default_rng(seed)
+    halves = []
+    for _ in range(splits):
+        order = rng.permutation(models)
+        a, b = values[:, order[: models // 2]].mean(1), values[:, order[models // 2:]].mean(1)
+        halves.append(stats.spearmanr(a, b).statistic)
+    r = float(np.nanmean(halves))
+    return 2 * r / (1 + r), models, trials
 
 
 def _correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -50,8 +50,9 @@ def decide(exp: Experiment, importance: pd.DataFrame | None = None) -> Verdict:
     arms = {BEST: best} if best is not None else {}
     arms.update({row[BASELINE]: row for _, row in baselines.iterrows()})
     weights = pd.concat({arm: _weight_matrix(row) for arm, row in arms.items()}, axis=1) if arms else pd.DataFrame()
-    changes = pd.concat([_changes(exp, best, row) for _, row in baselines.iterrows()], ignore_index=True) \
-        if best is not None and len(baselines) else pd.DataFrame()
+    rivals = baselines if best is None else baselines[baselines[TRIAL_ID] != best[TRIAL_ID]]
+    changes = pd.concat([_changes(exp, best, row) for _, row in rivals.iterrows()], ignore_index=True) \
+        if best is not None and len(rivals) else pd.DataFrame()
     curves = full_curves(exp.results, exp.settings.max_t)
     fidelity = rank_fidelity(curves, n_boot=1000)
     v = Verdict(exp.name, None if best is None else str(best[TRIAL_ID]), weights, changes, fidelity)
@@ -121,16 +122,19 @@ def _lines(exp: Experiment, v: Verdict, importance: pd.DataFrame | None, full: i
     lines = [f"verdict for {exp.name}:"]
     if v.best_trial is None:
         return lines + ["  no trial reached max_t with a finite objective: nothing to compare"]
+    itself = exp.trials.loc[exp.trials[TRIAL_ID] == v.best_trial, BASELINE].dropna()
+    if len(itself):
+        lines.append(f"  the best trial is the baseline {itself.iloc[0]}: the search found nothing better")
     lines.append(f"  best trial {v.best_trial}; weights (rows: stage 1-3; columns: {', '.join(TERMS)}):")
     for arm in v.weights.columns.get_level_values(0).unique():
         matrix = v.weights[arm]
         cells = ["  ".join(f"{x:8.3g}" for x in matrix.loc[s]) for s in STAGES]
         lines.append(f"    {arm:>12}: " + " | ".join(cells))
     for _, r in v.changes.iterrows():
-        unit = "%" if COMPARED[r["metric"]][1] else " pts" if r["metric"] != "normal_consistency" else ""
-        scale = 100 if COMPARED[r["metric"]][1] else 1
-        change = f"{scale * r['change']:+.2f}{unit}" if np.isfinite(r["change"]) else "n/a"
-        interval = f" [{scale * r['low']:+.2f}, {scale * r['high']:+.2f}]" if np.isfinite(r["low"]) else ""
+        relative, nc = COMPARED[r["metric"]][1], r["metric"] == "normal_consistency"
+        unit, scale, digits = ("%", 100, 2) if relative else ("", 1, 3) if nc else (" pts", 1, 2)
+        change = f"{scale * r['change']:+.{digits}f}{unit}" if np.isfinite(r["change"]) else "n/a"
+        interval = f" [{scale * r['low']:+.{digits}f}, {scale * r['high']:+.{digits}f}]" if np.isfinite(r["low"]) else ""
         lines.append(f"  vs {r['baseline']}, stage-3 {r['metric']}: {change}{interval} -> {r['verdict']} "
                      f"({r['source']})")
     lines += _fidelity_lines(exp, v.fidelity, full)

@@ -119,15 +119,19 @@ def _train_best(args: argparse.Namespace) -> int:
 
     from search.best import train_best
 
-    from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON
+    from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON, TRIAL_ID
     from results.store import read_trials
+    from results.trials import pick_best
 
     names = [args.baseline] if args.baseline else [None]
     if args.with_baselines:
         trials = read_trials(args.experiment_dir)
+        best = pick_best(trials)[TRIAL_ID]
         for _, row in trials[trials[BASELINE].notna()].drop_duplicates(BASELINE).iterrows():
             if row[STOP_REASON] == STOP_ERRORED:  # it would fail the same way again
                 print(f"baseline {row[BASELINE]}: not retrained, it errored in the search ({row[ERROR]})")
+            elif row[TRIAL_ID] == best:  # retrained once, as the best
+                print(f"baseline {row[BASELINE]}: the best trial itself, retrained as the best")
             else:
                 names.append(row[BASELINE])
     for name in names:

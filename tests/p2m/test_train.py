@@ -66,7 +66,7 @@ def test_a_longer_resume_continues_the_schedule_instead_of_restarting_it(synth_d
     """Resuming a 2-epoch cosine run for 4 epochs keeps the schedule's horizon: the learning rate stays at the
     floor it reached (5%) rather than jumping back up the cosine of a 4-epoch run."""
     cfg = _tiny(synth_dir, "optim.steps_per_epoch=2", "data.val_limit=2", "optim.warmup_steps=0",
-                "optim.max_epochs=2")
+                "optim.lr_schedule=cosine", "optim.max_epochs=2")
     first = fit(cfg, tmp_path / "run", progress=False, log=None)
     longer = fit(apply_overrides(cfg, ["optim.max_epochs=4"]), tmp_path / "run",
                  resume_from=tmp_path / "run" / "checkpoint", progress=False, log=None)

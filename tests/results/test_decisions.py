@@ -108,3 +108,20 @@ def test_verdicts_and_arm_comparison():
     assert (cd["seeds"], cd["models"]) == (2, 6)
     f = table[(table.stage == 3) & (table.metric == "f_tau")].iloc[0]
     assert f["change"] < 0 and f["verdict"] == "worse"  # a difference in points, and higher is better
+
+
+def test_validation_reliability_matches_the_classical_formula():
+    """Trials with true effects (sd 1) measured on M models with independent model-level noise (sd 2): the
+    reliability of the mean over M models is 1 / (1 + 4 / M) (for normal data Spearman is close to it)."""
+    from results.fidelity import validation_reliability
+
+    rng = np.random.default_rng(2)
+    T, M = 60, 40
+    effect = rng.normal(size=(T, 1))
+    values = effect + 2.0 * rng.normal(size=(T, M))
+    rows = pd.DataFrame({"trial_id": np.repeat([f"t{i}" for i in range(T)], M), "training_iteration": 3,
+                         "synset": "s", "model_id": np.tile([f"m{j}" for j in range(M)], T), "view": 0,
+                         "s3_cd": values.ravel()})
+    reliability, models, trials = validation_reliability(rows, epoch=3, splits=200)
+    assert (models, trials) == (M, T)
+    assert reliability == pytest.approx(1 / (1 + 4 / M), abs=0.05)
