@@ -57,8 +57,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from results.experiment import load_experiment
-    from results.fidelity import full_curves, predictive_grace, rank_fidelity
+    from results.fidelity import predictive_grace, rank_fidelity
     from results.plots import fidelity_curve
     from results.report import format_tables
 
@@ -81,8 +80,6 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from results.experiment import load_experiment
-    from results.fidelity import full_curves
     from results.plots import replay_picture
     from results.replay import replay
     from results.report import format_tables

@@ -21,7 +21,7 @@ import pandas as pd
 from p2m.names import STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, train_best_dir, val_column, weight
 from results.experiment import Experiment
 from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
-from results.paired import COMPARED, compare_arms, verdict
+from results.paired import COMPARED, compare_arms
 from results.schema import BASELINE, ITERATION, ITERATIONS, TRIAL_ID
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
