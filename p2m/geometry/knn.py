@@ -9,6 +9,9 @@ O(N * P * Q).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -85,11 +88,27 @@ def _nearest_kdtree(x: Tensor, y: Tensor, y_lengths: Tensor | None) -> Tensor:
     from scipy.spatial import cKDTree
 
     xs, ys = x.detach().cpu().double().numpy(), y.detach().cpu().double().numpy()
+    valid = [ys.shape[1]] * len(ys) if y_lengths is None else y_lengths.tolist()
     out = np.empty(x.shape[:2], dtype=np.int64)
-    for n in range(x.shape[0]):
-        valid = ys.shape[1] if y_lengths is None else int(y_lengths[n])
-        out[n] = cKDTree(ys[n, :valid]).query(xs[n])[1]
+
+    def one(n: int) -> None:
+        out[n] = cKDTree(ys[n, :valid[n]]).query(xs[n])[1]
+
+    # scipy releases the GIL while it builds and queries: the batch's items share torch's threads
+    list(_pool().map(one, range(x.shape[0])))
     return torch.from_numpy(out).to(x.device)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A pool of as many threads as torch computes with (1 in a Ray trial of one CPU), one per process
+    (a forked child has no threads of its parent's pool)."""
+    key = (os.getpid(), torch.get_num_threads())
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="p2m-kdtree")
+    return _POOLS[key]
 
 
 def _nearest_torch(x: Tensor, y: Tensor, y_lengths: Tensor | None, chunk_elements: int) -> Tensor:
