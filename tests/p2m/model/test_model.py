@@ -63,6 +63,34 @@ def test_pooling_reads_the_pixel_a_vertex_projects_to():
     torch.testing.assert_close(pooled[0, :, 0], torch.tensor([5 * S + 9.0, 20 * S + 3.0]))
 
 
+@pytest.mark.parametrize("combine", ["cat", "sum"])
+def test_pooling_equals_grid_sample_with_gradients(combine):
+    """The embedding-bag sampling is grid_sample's (bilinear, zero padding, align_corners=False): values
+    and gradients to the maps and the vertices, in float64, with a third of the points partly or wholly
+    off the image and some exactly on pixel centres."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    S = 96
+    maps = [torch.randn(3, 5, s, s, dtype=torch.float64, requires_grad=True) for s in (24, 12, 6, 3)]
+    verts = torch.randn(3, 400, 3, dtype=torch.float64) * 0.25 + torch.tensor([0.0, 0.0, -0.8], dtype=torch.float64)
+    verts[:, :20, 2] = -0.8
+    verts[:, :20, :2] = torch.randint(-40, 40, (3, 20, 2), dtype=torch.float64) / 100  # some on pixel centres
+    verts.requires_grad_()
+    uv = project(verts, S)
+    assert 0.2 < ((uv < -0.5) | (uv > S - 0.5)).any(-1).double().mean() < 0.5
+    grid = ((uv + 0.5) / S * 2 - 1)[:, :, None, :]
+    sampled = [F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0].transpose(1, 2)
+               for m in maps]
+    expected = torch.cat(sampled, dim=-1) if combine == "cat" else sum(sampled)
+    got = pool_features(maps, verts, S, combine)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad((got * g).sum(), maps + [verts]),
+                    torch.autograd.grad((expected * g).sum(), maps + [verts])):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_graph_conv_by_loops():
     torch.manual_seed(2)
     conv = GraphConv(4, 3)
