@@ -12,11 +12,12 @@ def neighbor_mean(x: Tensor, adjacency: Tensor) -> Tensor:
         x: FloatTensor (N, V, C); adjacency: sparse (V, V) from :func:`p2m.geometry.mesh.mean_adjacency`.
 
     Returns:
-        Tensor (N, V, C) of x's dtype (computed in float32, outside autocast).
+        Tensor (N, V, C) of x's dtype (computed in the adjacency's dtype, float32 unless the model was
+        made float64, outside autocast).
     """
     N, V, C = x.shape
     with torch.autocast(x.device.type, enabled=False):
-        flat = x.float().transpose(0, 1).reshape(V, N * C)  # (V, N*C)
+        flat = x.to(adjacency.dtype).transpose(0, 1).reshape(V, N * C)  # (V, N*C)
         out = torch.sparse.mm(adjacency, flat)  # (V, N*C)
     return out.reshape(V, N, C).transpose(0, 1).to(x.dtype)
 

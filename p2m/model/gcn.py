@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p2m.geometry.laplacian import neighbor_mean
@@ -15,10 +16,25 @@ class GraphConv(nn.Module):
         self.w_self = nn.Linear(in_dim, out_dim)
         self.w_nbr = nn.Linear(in_dim, out_dim, bias=False)
 
-    def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        """x: (N, V, C_in); adjacency: sparse (V, V) row-normalised -> (N, V, C_out)."""
+    def forward(self, x: Tensor, adjacency: Tensor, applied: Tensor | None = None) -> Tensor:
+        """x: (N, V, C_in); adjacency: sparse (V, V) row-normalised -> (N, V, C_out).
+
+        ``applied``: (N, V, 2 C_out), the contributions of the input's first ``C_in - x.shape[-1]``
+        channels, already multiplied by this layer's self and neighbour weights (``[self | nbr]``, see
+        :meth:`leading_weights`); ``x`` then holds only the remaining channels.
+        """
         # W_nbr is linear without bias, so W_nbr(mean x) = mean(W_nbr x): average the narrower side
-        return self.w_self(x) + neighbor_mean(self.w_nbr(x), adjacency)
+        out = self.w_self.out_features
+        rest = self.w_self.in_features - x.shape[-1]
+        both = F.linear(x, torch.cat([self.w_self.weight[:, rest:], self.w_nbr.weight[:, rest:]]))  # (N, V, 2 C_out)
+        if applied is not None:
+            both = both + applied
+        mine, theirs = both.split(out, dim=-1)  # (split's backward is one concatenation, not two zero-fills)
+        return mine + self.w_self.bias + neighbor_mean(theirs, adjacency)
+
+    def leading_weights(self, channels: int) -> Tensor:
+        """(2 C_out, channels): the self and neighbour weights of the input's first ``channels`` channels."""
+        return torch.cat([self.w_self.weight[:, :channels], self.w_nbr.weight[:, :channels]])
 
 
 class DeformationBlock(nn.Module):
@@ -38,9 +54,13 @@ class DeformationBlock(nn.Module):
             for p in self.out.parameters():
                 p.mul_(0.1)
 
-    def forward(self, verts: Tensor, features: Tensor, adjacency: Tensor) -> tuple[Tensor, Tensor]:
-        """verts (N, V, 3), features (N, V, C_in) -> (moved verts (N, V, 3), hidden (N, V, hidden_dim))."""
-        h = torch.relu(self.inp(features, adjacency))
+    def forward(self, verts: Tensor, features: Tensor, adjacency: Tensor,
+                applied: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """verts (N, V, 3), features (N, V, C_in) -> (moved verts (N, V, 3), hidden (N, V, hidden_dim)).
+
+        ``applied``: the input layer's leading channels already weighted (:meth:`GraphConv.forward`).
+        """
+        h = torch.relu(self.inp(features, adjacency, applied))
         for conv1, conv2 in self.res:
             h = 0.5 * (h + torch.relu(conv2(torch.relu(conv1(h, adjacency)), adjacency)))
         return verts + self.out(h, adjacency), h

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p2m.config import ModelConfig
@@ -45,7 +46,7 @@ class Pixel2Mesh(nn.Module):
         # commutes with a linear map of the channels, so the maps are projected (1x1 conv, per block)
         # before sampling: P = 2H channels, enough for that layer's self and neighbour weights (rank
         # <= 2H) to equal any on the raw sum(C_l) channels, at a fraction of the per-vertex work.
-        P = 2 * H
+        P = self.projected_channels = 2 * H
         self.feature_proj = nn.ModuleList(
             nn.ModuleList(nn.Conv2d(c, P, kernel_size=1, bias=False) for c in self.backbone.level_channels)
             for _ in range(3))
@@ -69,11 +70,14 @@ class Pixel2Mesh(nn.Module):
             if i > 0:
                 prev_edges = self.level(i - 1).edges
                 verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
-            projected = [conv(fmap) for conv, fmap in zip(proj, maps)]  # each (N, 2H, H_l, W_l)
-            feats = [pool_features(projected, verts, self.image_size, combine="sum"), verts]
-            if hidden is not None:
-                feats.append(hidden)
+            # The block's input is [pooled projected features | verts | hidden]. Its first layer's weights
+            # on the pooled part are linear too, so they fold into the projection (an (2H, P) by (P, C_l)
+            # product per map) and are applied to the maps' few pixels, not to every vertex.
+            lead = block.inp.leading_weights(self.projected_channels)  # (2H, P)
+            weighted = [F.conv2d(fmap, (lead @ conv.weight.flatten(1))[:, :, None, None]) for conv, fmap in zip(proj, maps)]
+            applied = pool_features(weighted, verts, self.image_size, combine="sum")  # (N, V, 2H)
             before.append(verts)
-            verts, hidden = block(verts, torch.cat(feats, dim=-1), adjacency)
+            rest = verts if hidden is None else torch.cat([verts, hidden], dim=-1)
+            verts, hidden = block(verts, rest, adjacency, applied)
             out.append(verts)
         return MeshOutput(out, before)
