@@ -4,6 +4,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from p2m.geometry import chamfer_distance, nearest_indices, nearest_sq_dists
+from p2m.geometry import knn
 from p2m.geometry.knn import has_pytorch3d
 
 
@@ -15,6 +16,15 @@ def _brute_nearest(x, y):
         idx.append(d.argmin(-1))
         dist.append(d.min(-1).values)
     return torch.stack(idx), torch.stack(dist)
+
+
+@pytest.fixture(params=["pykdtree", "scipy"], autouse=True)
+def kdtree(request, monkeypatch):
+    """Every test runs with each KD-tree behind backend "kdtree" (and "auto" on a CPU)."""
+    if request.param == "pykdtree" and not knn._has_pykdtree():
+        pytest.skip("pykdtree is not installed")
+    monkeypatch.setattr(knn, "KDTREE", request.param)
+    return request.param
 
 
 @pytest.mark.parametrize("backend, chunk", [("torch", 1), ("torch", 7), ("torch", 1 << 24), ("kdtree", 1 << 24)])
