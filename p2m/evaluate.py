@@ -24,7 +24,7 @@ class Evaluation(NamedTuple):
     means: dict[str, float]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
              limit: int = 0) -> Evaluation:
     """Run ``model`` over ``loader`` (batches from :func:`p2m.data.collate_p2m`) against the full GT.
