@@ -1,6 +1,6 @@
 """Old against new code, in one run: a training step (per phase), validation per view, and a trial's start-up.
 
-    python benchmarks/bench_speed.py [--baseline c8343f1] [--profile cpu] [--steps 8] [--repeats 3]
+    python benchmarks/bench_speed.py [--baseline c8343f1] [--profile cpu] [--steps 8] [--repeats 5]
 
 The baseline commit is checked out into a temporary git worktree; each measurement runs in a fresh
 subprocess with ``PYTHONPATH`` set to one tree or the other, old and new alternating ``--repeats`` times so
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
     parser.add_argument("--val-views", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "p2m-bench-data"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,10 +128,9 @@ def report(runs: dict[str, list[dict]], args) -> None:
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, "
-          f"torch threads {runs['new'][0]['threads']}; profile {args.profile}, batch {args.batch}, "
-          f"{args.steps} timed steps, {args.val_views} validation views; baseline {args.baseline}; "
-          f"medians of {args.repeats} alternating runs each")
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {runs['new'][0]['threads']}; "
+          f"profile {args.profile}, batch {args.batch}, {args.steps} timed steps, {args.val_views} validation views; "
+          f"baseline {args.baseline}; medians of {args.repeats} alternating runs each")
     print(f"{'':24} {'old':>10} {'new':>10} {'new / old':>10}")
     rows = [(f"{p} (ms)", f"{p}_ms") for p in PHASES] + [("step (ms)", "step_ms"),
                                                           ("training samples/s", "samples_per_s"),
@@ -141,10 +140,29 @@ def report(runs: dict[str, list[dict]], args) -> None:
     for label, key in rows:
         a, b = med("old", key), med("new", key)
         print(f"{label:24} {a:>10.2f} {b:>10.2f} {b / a:>10.2f}")
-    speed = med("new", "samples_per_s") / med("old", "samples_per_s")
-    val = med("new", "val_ms_per_view") / med("old", "val_ms_per_view")
-    print(f"training samples/s, new / old: {speed:.2f}x (goal >= 2.0x) -> {'met' if speed >= 2 else 'NOT met'}")
-    print(f"validation seconds per view, new / old: {val:.2f} (goal <= 0.33) -> {'met' if val <= 1 / 3 else 'NOT met'}")
+    # each repeat ran old and new back to back: their ratio is one paired measurement; with n repeats the
+    # median ratio lies between the least and the greatest with probability 1 - 2 / 2**n (94% for n = 5)
+    n = args.repeats
+    for label, key, goal, better in (("training samples/s, new / old", "samples_per_s", 2.0, "higher"),
+                                     ("validation seconds per view, new / old", "val_ms_per_view", 1 / 3, "lower")):
+        ratios = sorted(new[key] / old[key] for old, new in zip(runs["old"], runs["new"]))
+        lo, hi, mid = ratios[0], ratios[-1], statistics.median(ratios)
+        if better == "higher":
+            verdict = "met" if lo >= goal else "NOT met" if hi < goal else "inconclusive"
+        else:
+            verdict = "met" if hi <= goal else "NOT met" if lo > goal else "inconclusive"
+        print(f"{label}: {mid:.2f} [{lo:.2f}, {hi:.2f}] over {n} paired runs ({100 * (1 - 2 / 2 ** n):.0f}% "
+              f"interval of the median; goal {'>=' if better == 'higher' else '<='} {goal:.2f}) -> {verdict}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _data(path: Path) -> Path:
