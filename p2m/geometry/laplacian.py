@@ -18,8 +18,32 @@ def neighbor_mean(x: Tensor, adjacency: Tensor) -> Tensor:
     N, V, C = x.shape
     with torch.autocast(x.device.type, enabled=False):
         flat = x.to(adjacency.dtype).transpose(0, 1).reshape(V, N * C)  # (V, N*C)
-        out = torch.sparse.mm(adjacency, flat)  # (V, N*C)
+        out = _NeighborMean.apply(flat, adjacency)  # (V, N*C)
     return out.reshape(V, N, C).transpose(0, 1).to(x.dtype)
+
+
+class _NeighborMean(torch.autograd.Function):
+    """``adjacency @ flat`` whose backward needs no transposed copy of the adjacency.
+
+    ``torch.sparse.mm``'s own backward builds ``adjacency.T`` in CSR (a sort) at every call. A mean
+    adjacency (:func:`p2m.geometry.mesh.mean_adjacency`) has a symmetric pattern and one value per row,
+    ``A = diag(a) S`` with S symmetric (``a_i`` = 1 / deg(i) as stored), so ``A.T g = S diag(a) g =
+    diag(a)^-1 A diag(a) g``: one more product with A itself.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, adjacency: Tensor) -> Tensor:
+        ctx.adjacency = adjacency
+        return torch.sparse.mm(adjacency, flat)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        adjacency = ctx.adjacency
+        crow = adjacency.crow_indices()
+        has = crow.diff() > 0
+        a = torch.ones(len(has), 1, dtype=grad.dtype, device=grad.device)  # 1 for a row without neighbours
+        a[has, 0] = adjacency.values()[crow[:-1][has]].to(grad.dtype)  # each row's one value
+        return torch.sparse.mm(adjacency, grad * a) / a, None
 
 
 def laplacian_coords(verts: Tensor, adjacency: Tensor) -> Tensor:

@@ -29,9 +29,16 @@ def mean_adjacency(edges: Tensor, num_verts: int) -> Tensor:
         edges: LongTensor (E, 2) undirected edges; num_verts: V.
 
     Returns:
-        sparse CSR FloatTensor (V, V); a vertex without neighbours has an empty row (mean 0).
+        sparse CSR FloatTensor (V, V); a vertex without neighbours has an empty row (mean 0). Its
+        pattern is symmetric and row i holds 1 / deg(i) in each of its deg(i) entries, which
+        :func:`p2m.geometry.laplacian.neighbor_mean`'s backward relies on.
+
+    Raises:
+        ValueError: for a self-loop or an edge given twice (in either direction).
     """
     both = torch.cat([edges, edges.flip(1)])  # (2E, 2)
+    if bool((edges[:, 0] == edges[:, 1]).any()) or len(torch.unique(both, dim=0)) != len(both):
+        raise ValueError("mean_adjacency: edges must be distinct undirected edges without self-loops")
     degree = torch.bincount(both[:, 0], minlength=num_verts).clamp(min=1)  # (V,)
     values = 1.0 / degree[both[:, 0]].float()
     adj = torch.sparse_coo_tensor(both.T, values, (num_verts, num_verts), check_invariants=True).coalesce()

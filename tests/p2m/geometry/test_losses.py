@@ -93,6 +93,30 @@ def test_laplacian_by_loops(sphere):
     assert laplacian_change_loss(verts, verts + 1.0, adj).item() == pytest.approx(0, abs=1e-12)
 
 
+def test_neighbor_mean_gradient_equals_the_dense_transpose(sphere):
+    """The backward without a transposed adjacency (D A D^-1 g) is the dense A's: a mesh plus an
+    isolated vertex, in float64."""
+    from p2m.geometry.laplacian import neighbor_mean
+
+    _, verts, faces = sphere
+    V = verts.shape[1] + 1  # the last vertex has no neighbours
+    adj = mean_adjacency(edges_from_faces(faces), V).to(torch.float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, V, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, V, 5, generator=g, dtype=torch.float64)
+    (got,) = torch.autograd.grad((neighbor_mean(x, adj) * upstream).sum(), x)
+    dense = adj.to_dense()
+    (expected,) = torch.autograd.grad(((dense @ x) * upstream).sum(), x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(neighbor_mean(x, adj), dense @ x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("edges", [[[0, 1], [1, 2], [1, 0]], [[0, 1], [0, 1]], [[0, 1], [2, 2]]])
+def test_mean_adjacency_refuses_repeated_edges_and_self_loops(edges):
+    with pytest.raises(ValueError, match="distinct undirected edges without self-loops"):
+        mean_adjacency(torch.tensor(edges), 3)
+
+
 def test_edge_normal_loss_by_loops():
     verts = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 1]]])
     edges = torch.tensor([[0, 1], [0, 2]])
