@@ -97,7 +97,8 @@ def unpool(features: Tensor, edges: Tensor) -> Tensor:
     Returns:
         FloatTensor (N, V + E, C).
     """
-    mid = 0.5 * (features[:, edges[:, 0]] + features[:, edges[:, 1]])  # (N, E, C)
+    # index_select, whose backward is an index_add (advanced indexing's is a slower accumulating index_put)
+    mid = 0.5 * (features.index_select(1, edges[:, 0]) + features.index_select(1, edges[:, 1]))  # (N, E, C)
     return torch.cat([features, mid], dim=1)
 
 
