@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p2m.config import ModelConfig
+from p2m.data.camera import project
 from p2m.model.backbone import ResNet18Features
 from p2m.model.gcn import DeformationBlock
-from p2m.model.pooling import pool_features
+from p2m.model.pooling import pixel_rows, sample_rows
 from p2m.model.template import build_template, unpool
 
 
@@ -62,6 +62,8 @@ class Pixel2Mesh(nn.Module):
         """images (N, 3, S, S) -> :class:`MeshOutput`."""
         N = images.shape[0]
         maps = self.backbone(images)
+        rows = [pixel_rows(fmap).contiguous() for fmap in maps]  # (N, H_l * W_l, C_l), shared by the blocks
+        sizes = [fmap.shape[-2:] for fmap in maps]
         verts = self.template_verts[None].expand(N, -1, -1)
         hidden = None
         out, before = [], []
@@ -73,9 +75,10 @@ class Pixel2Mesh(nn.Module):
             # The block's input is [pooled projected features | verts | hidden]. Its first layer's weights
             # on the pooled part are linear too, so they fold into the projection (an (2H, P) by (P, C_l)
             # product per map) and are applied to the maps' few pixels, not to every vertex.
+            # The maps' pixels are rows (channels last), so the products come out as the sampler's table.
             lead = block.inp.leading_weights(self.projected_channels)  # (2H, P)
-            weighted = [F.conv2d(fmap, (lead @ conv.weight.flatten(1))[:, :, None, None]) for conv, fmap in zip(proj, maps)]
-            applied = pool_features(weighted, verts, self.image_size, combine="sum")  # (N, V, 2H)
+            table = torch.cat([r @ (lead @ conv.weight.flatten(1)).T for conv, r in zip(proj, rows)], dim=1)
+            applied = sample_rows(table, sizes, project(verts, self.image_size), self.image_size)  # (N, V, 2H)
             before.append(verts)
             rest = verts if hidden is None else torch.cat([verts, hidden], dim=-1)
             verts, hidden = block(verts, rest, adjacency, applied)

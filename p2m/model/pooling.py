@@ -32,22 +32,33 @@ def pool_features(feature_maps: list[Tensor], verts: Tensor, image_size: int, co
         raise ValueError(f"combine must be 'cat' or 'sum', got {combine!r}")
     uv = project(verts, image_size)  # (N, V, 2), pixel centres at integers
     if combine == "cat":
-        return torch.cat([_sample([fmap], uv, image_size) for fmap in feature_maps], dim=-1)
-    return _sample(feature_maps, uv, image_size)
+        return torch.cat([sample_rows(pixel_rows(f), [f.shape[-2:]], uv, image_size) for f in feature_maps], dim=-1)
+    table = torch.cat([pixel_rows(f) for f in feature_maps], dim=1)
+    return sample_rows(table, [f.shape[-2:] for f in feature_maps], uv, image_size)
 
 
-def _sample(maps: list[Tensor], uv: Tensor, image_size: int) -> Tensor:
-    """The sum over ``maps`` (equal channel counts) of each one sampled at ``uv`` -> (N, V, C)."""
+def pixel_rows(fmap: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, H * W, C): a map's pixels as rows, row-major (a view)."""
+    return fmap.flatten(2).transpose(1, 2)
+
+
+def sample_rows(table: Tensor, sizes: list[tuple[int, int]], uv: Tensor, image_size: int) -> Tensor:
+    """The sum over several maps, given as the rows of one table, of each one sampled at ``uv``.
+
+    Args:
+        table: (N, T, C): the pixels of maps of sizes ``sizes`` (H, W), one after the other, as
+            :func:`pixel_rows` lays them out (T = sum H * W).
+        uv: (N, V, 2) pixel coordinates in the ``image_size`` image the maps cover.
+
+    Returns:
+        (N, V, C).
+    """
     N, V, _ = uv.shape
-    dtype = maps[0].dtype
-    # every map's pixels as rows of one table (N * T, C), item n's rows after those of items 0..n-1
-    table = torch.cat([fmap.flatten(2) for fmap in maps], dim=2).transpose(1, 2)  # (N, T, C)
     T = table.shape[1]
     index, weight = [], []
     offset = 0
-    for fmap in maps:
-        H, W = fmap.shape[-2:]
-        i, w = _taps(uv.to(dtype), H, W, image_size)
+    for H, W in sizes:
+        i, w = _taps(uv.to(table.dtype), H, W, image_size)
         index.append(i + offset)
         weight.append(w)
         offset += H * W
