@@ -1,9 +1,9 @@
 """Nearest neighbours between batched point sets, without the full (N, P, Q) distance matrix.
 
 The index search runs without autograd and is exact: pytorch3d's ``knn_points`` when importable, else
-a KD-tree (pykdtree, or scipy's without it; in float64) for CPU tensors, else chunks of directly computed distances in torch
-(``torch.cdist`` without its matmul expansion, whose cancellation on points far from the origin, such as
-the camera-frame Z near -0.8, picks a wrong neighbour where two are within about 1e-7). Distances are
+a KD-tree (pykdtree, or scipy's without it; in float64) for CPU tensors, else chunks of directly computed
+distances in torch (``torch.cdist`` without its matmul expansion, whose cancellation on points far from the
+origin, such as the camera-frame Z near -0.8, picks a wrong neighbour where two are within about 1e-7). Distances are
 then recomputed on the gathered points with autograd, so the backward pass costs O(N * P) memory, not
 O(N * P * Q).
 """

@@ -74,8 +74,8 @@ class Pixel2Mesh(nn.Module):
                 verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
             # The block's input is [pooled projected features | verts | hidden]. Its first layer's weights
             # on the pooled part are linear too, so they fold into the projection (an (2H, P) by (P, C_l)
-            # product per map) and are applied to the maps' few pixels, not to every vertex.
-            # The maps' pixels are rows (channels last), so the products come out as the sampler's table.
+            # product per map) and are applied to the maps' few pixels, not to every vertex; with the
+            # pixels as rows (channels last) the products come out as the sampler's table.
             lead = block.inp.leading_weights(self.projected_channels)  # (2H, P)
             table = torch.cat([r @ (lead @ conv.weight.flatten(1)).T for conv, r in zip(proj, rows)], dim=1)
             applied = sample_rows(table, sizes, project(verts, self.image_size), self.image_size)  # (N, V, 2H)

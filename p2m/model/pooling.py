@@ -2,9 +2,9 @@
 
 Sampling is ``F.grid_sample``'s (bilinear, zero padding, ``align_corners=False``), computed as one weighted
 ``F.embedding_bag`` over the maps' pixels laid out channels-last: four taps per map, and a single bag of
-4 x levels taps when the maps are summed. On a CPU its backward is an index-add of whole channel rows,
-where ``grid_sample``'s scatters channel by channel (several times slower at the model's sizes); values
-and gradients, to the maps and to the vertices, are ``grid_sample``'s (tested against it).
+4 x levels taps when the maps are summed. On a CPU its backward accumulates whole channel rows, where
+``grid_sample``'s scatters channel by channel; values and gradients, to the maps and to the vertices, are
+``grid_sample``'s (tested against it).
 """
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def test_two_seeded_epochs_give_the_plain_formulations_curve(synth_dir, tmp_path
     monkeypatch.setattr(Pixel2Mesh, "forward", plain_forward)
     plain = fit(cfg, tmp_path / "plain", progress=False, log=None).history
     for a, b in zip(fast, plain):
-        for key in ("train_loss", "train_s3_chamfer", "val_s1_cd", "val_s3_cd", "val_s3_f_tau", "val_s3_normal_consistency"):
+        for key in ("train_loss", "train_s3_chamfer", "val_s1_cd", "val_s3_cd", "val_s3_f_tau",
+                    "val_s3_normal_consistency"):
             # float32 rounding differs between the two (see above) and training carries it on: 1% is
             # well above that and well below what a different model or loss would change
             assert a[key] == pytest.approx(b[key], rel=1e-2), (a["epoch"], key)
