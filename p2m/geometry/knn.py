@@ -9,6 +9,7 @@ O(N * P * Q).
 """
 from __future__ import annotations
 
+import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,8 +21,12 @@ _CHUNK_ELEMENTS = 1 << 24  # distance entries per chunk (64 MiB in float32)
 
 
 def has_pytorch3d() -> bool:
+    return _importable("pytorch3d.ops")
+
+
+def _importable(module: str) -> bool:
     try:
-        import pytorch3d.ops  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
@@ -104,17 +109,9 @@ def _nearest_kdtree(x: Tensor, y: Tensor, y_lengths: Tensor | None) -> Tensor:
     return torch.from_numpy(out).to(x.device)
 
 
-def _has_pykdtree() -> bool:
-    try:
-        import pykdtree.kdtree  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # The KD-tree behind backend "kdtree": pykdtree (a dependency; about 3x scipy's cKDTree on the model's
 # clouds, and threaded) when importable, else scipy's. Both are exact, in float64.
-KDTREE = "pykdtree" if _has_pykdtree() else "scipy"
+KDTREE = "pykdtree" if _importable("pykdtree.kdtree") else "scipy"
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 

@@ -26,7 +26,7 @@ class GraphConv(nn.Module):
         # W_nbr is linear without bias, so W_nbr(mean x) = mean(W_nbr x): average the narrower side
         out = self.w_self.out_features
         rest = self.w_self.in_features - x.shape[-1]
-        both = F.linear(x, torch.cat([self.w_self.weight[:, rest:], self.w_nbr.weight[:, rest:]]))  # (N, V, 2 C_out)
+        both = F.linear(x, self._stacked(slice(rest, None)))  # (N, V, 2 C_out)
         if applied is not None:
             both = both + applied
         mine, theirs = both.split(out, dim=-1)  # (split's backward is one concatenation, not two zero-fills)
@@ -34,7 +34,11 @@ class GraphConv(nn.Module):
 
     def leading_weights(self, channels: int) -> Tensor:
         """(2 C_out, channels): the self and neighbour weights of the input's first ``channels`` channels."""
-        return torch.cat([self.w_self.weight[:, :channels], self.w_nbr.weight[:, :channels]])
+        return self._stacked(slice(None, channels))
+
+    def _stacked(self, columns: slice) -> Tensor:
+        """(2 C_out, ...): the self weights over the neighbour weights, on the input channels ``columns``."""
+        return torch.cat([self.w_self.weight[:, columns], self.w_nbr.weight[:, columns]])
 
 
 class DeformationBlock(nn.Module):
