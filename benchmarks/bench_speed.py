@@ -1,15 +1,18 @@
 """Old against new code, in one run: a training step (per phase), validation per view, and a trial's start-up.
 
-    python benchmarks/bench_speed.py [--baseline c8343f1] [--profile cpu] [--steps 8] [--repeats 5]
+    python benchmarks/bench_speed.py [--baseline c8343f1] [--profile cpu] [--rounds 3] [--steps 16]
 
-The baseline commit is checked out into a temporary git worktree; each measurement runs in a fresh
-subprocess with ``PYTHONPATH`` set to one tree or the other, old and new alternating ``--repeats`` times so
-that both see the same machine; the table gives medians and new / old. Both trees time the same thing with
-their own code: the ``--profile`` model, Adam, a batch of real views of ``--data`` (a synthetic dataset in
-the ShapeNet-P2M format, made here when missing), and ``p2m.evaluate.evaluate`` over ``--val-views`` views.
+The baseline commit is checked out into a temporary git worktree. Each round starts one worker process
+per tree (``PYTHONPATH`` set to that tree; started one after the other, so that neither start-up competes
+with the other) and then drives the two in lockstep: one training step of one, then one of the other, the
+order alternating, then the same for validation passes. A pair of neighbouring steps sees the same machine
+to within a second, so this machine's drift, which moves both alike, cancels in the pair's ratio; each pair
+is one paired measurement. Both trees time the same thing with their own code: the ``--profile`` model, its
+optimizer, a batch of real views of ``--data`` (a synthetic dataset in the ShapeNet-P2M format, made here
+when missing), and ``p2m.evaluate.evaluate`` over ``--val-views`` views (data loading included).
 
-Phases of a step: forward (the model), loss (``p2m.loss.p2m_loss``), backward, optimizer (Adam's step).
-Start-up: from the process's first import to the end of its first training step, and that first step alone.
+Phases of a step: forward (the model), loss (``p2m.loss.p2m_loss``), backward, optimizer (its step).
+Start-up: from the worker's first import to the end of its first training step, and that first step alone.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ START = time.perf_counter()  # the process's start, for the start-up figure
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("forward", "loss", "backward", "optimizer")
+TREES = ("old", "new")
 
 
 def main() -> None:
@@ -37,42 +41,86 @@ def main() -> None:
                                                              "issue 16)")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
-    parser.add_argument("--val-views", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of fresh worker processes")
+    parser.add_argument("--steps", type=int, default=16, help="timed step pairs per round (after 2 warm-up steps)")
+    parser.add_argument("--val-passes", type=int, default=4, help="timed validation pairs per round")
+    parser.add_argument("--val-views", type=int, default=16, help="views per validation pass")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "p2m-bench-data"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.profile, args.batch, args.steps, args.val_views, args.data)))
+        serve(args.profile, args.batch, args.val_views, args.data)
         return
     data = _data(Path(args.data))
     old = Path(tempfile.mkdtemp(prefix="p2m-baseline-"))
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.baseline], check=True,
                    capture_output=True)
+    trees = {"old": old, "new": REPO}
+    steps: dict[str, list[dict]] = {"old": [], "new": []}  # per timed step, index-aligned pairs
+    vals: dict[str, list[float]] = {"old": [], "new": []}  # ms per view, per timed pass, index-aligned
+    starts: dict[str, list[dict]] = {"old": [], "new": []}
     try:
-        runs: dict[str, list[dict]] = {"old": [], "new": []}
-        for _ in range(args.repeats):
-            for name, tree in (("old", old), ("new", REPO)):
-                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "--profile",
-                                      args.profile, "--batch", str(args.batch), "--steps", str(args.steps),
-                                      "--val-views", str(args.val_views), "--data", str(data)],
-                                     env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
-                                     check=True, cwd=tree)
-                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for r in range(args.rounds):
+            workers = {}
+            try:
+                for name in TREES if r % 2 == 0 else TREES[::-1]:
+                    workers[name] = _Worker(trees[name], args, data)
+                    starts[name].append(workers[name].reply())  # its start-up and first step
+                for _ in range(2):  # warm-up
+                    for name in TREES:
+                        workers[name].ask("step")
+                for i in range(args.steps):
+                    for name in TREES if i % 2 == 0 else TREES[::-1]:
+                        steps[name].append(workers[name].ask("step"))
+                for name in TREES:
+                    workers[name].ask("val")  # warm-up
+                for i in range(args.val_passes):
+                    for name in TREES if i % 2 == 0 else TREES[::-1]:
+                        vals[name].append(workers[name].ask("val")["val_ms_per_view"])
+                print(f"round {r + 1}/{args.rounds}: step {_median_ms(steps, 'old', r, args.steps):.0f} ms old, "
+                      f"{_median_ms(steps, 'new', r, args.steps):.0f} ms new", file=sys.stderr, flush=True)
+            finally:
+                for w in workers.values():
+                    w.close()
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
-    report(runs, args)
+    report(steps, vals, starts, args)
 
 
-def measure(profile: str, batch: int, steps: int, val_views: int, data: str) -> dict:
-    """One tree's figures (this process imports whichever p2m PYTHONPATH names)."""
+class _Worker:
+    """One tree's worker process, answering one JSON line per command line ("step", "val")."""
+
+    def __init__(self, tree: Path, args, data: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", "--profile", args.profile, "--batch",
+             str(args.batch), "--val-views", str(args.val_views), "--data", str(data)],
+            env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a benchmark worker exited with status {self.proc.wait()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def serve(profile: str, batch: int, val_views: int, data: str) -> None:
+    """The worker: build one tree's model and data, run its first step, then answer commands from stdin."""
     import warnings
 
     import torch
     from torch.utils.data import DataLoader
 
-    import p2m
     from p2m.config import apply_overrides, profile_config
     from p2m.data.dataset import P2MDataset, collate_p2m
     from p2m.data.layout import find_samples
@@ -80,6 +128,8 @@ def measure(profile: str, batch: int, steps: int, val_views: int, data: str) -> 
     from p2m.loss import p2m_loss
     from p2m.model import Pixel2Mesh
 
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # replies; anything the code prints goes to stderr
+    sys.stdout = sys.stderr
     cfg = apply_overrides(profile_config(profile), [f"data.root={data}", f"optim.batch_size={batch}"])
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -93,9 +143,10 @@ def measure(profile: str, batch: int, steps: int, val_views: int, data: str) -> 
         opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     train = P2MDataset(find_samples(data, "train")[:batch], cfg.data.gt_samples, cfg.data.image_size)
     b = collate_p2m([train[i] for i in range(batch)])
-    times = {phase: [] for phase in PHASES}
-    first = None
-    for step in range(steps + 2):
+    val = P2MDataset(find_samples(data, "val")[:val_views], cfg.data.gt_samples, cfg.data.image_size)
+    loader = DataLoader(val, batch_size=batch, collate_fn=collate_p2m)
+
+    def step() -> dict:
         t0 = time.perf_counter()
         out = model(b["images"])
         t1 = time.perf_counter()
@@ -106,62 +157,74 @@ def measure(profile: str, batch: int, steps: int, val_views: int, data: str) -> 
         t3 = time.perf_counter()
         opt.step()
         t4 = time.perf_counter()
-        if step == 0:
-            first = {"startup_s": t4 - START, "first_step_s": t4 - t0}
-        if step >= 2:
-            for phase, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                times[phase].append(dt)
-    val = P2MDataset(find_samples(data, "val")[:val_views], cfg.data.gt_samples, cfg.data.image_size)
-    loader = DataLoader(val, batch_size=batch, collate_fn=collate_p2m)
-    evaluate(model, loader, torch.device("cpu"), limit=batch)  # warm-up
-    t0 = time.perf_counter()
-    ev = evaluate(model, loader, torch.device("cpu"))
-    val_s = time.perf_counter() - t0
-    step_s = sum(statistics.median(times[p]) for p in PHASES)
-    return {"tree": str(Path(p2m.__file__).parents[1]), **{f"{p}_ms": 1000 * statistics.median(times[p])
-                                                             for p in PHASES},
-            "step_ms": 1000 * step_s, "samples_per_s": batch / step_s,
-            "val_ms_per_view": 1000 * val_s / len(ev.items), "val_views": len(ev.items),
-            "loss": float(loss.detach()), **first, "threads": torch.get_num_threads()}
+        return {**{f"{p}_ms": 1000 * dt for p, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3))},
+                "step_ms": 1000 * (t4 - t0), "loss": float(loss.detach())}
+
+    def validate() -> dict:
+        t0 = time.perf_counter()
+        ev = evaluate(model, loader, torch.device("cpu"))
+        return {"val_ms_per_view": 1000 * (time.perf_counter() - t0) / len(ev.items)}
+
+    first = step()
+    replies = {"step": step, "val": validate}
+    channel.write(json.dumps({"startup_s": time.perf_counter() - START, "first_step_s": first["step_ms"] / 1000,
+                              "threads": torch.get_num_threads()}) + "\n")
+    channel.flush()
+    for line in sys.stdin:
+        channel.write(json.dumps(replies[line.strip()]()) + "\n")
+        channel.flush()
 
 
-def report(runs: dict[str, list[dict]], args) -> None:
-    def med(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[name])
+def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: dict[str, list[dict]], args) -> None:
+    def med(values) -> float:
+        return statistics.median(values)
 
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {runs['new'][0]['threads']}; "
-          f"profile {args.profile}, batch {args.batch}, {args.steps} timed steps, {args.val_views} validation views; "
-          f"baseline {args.baseline}; medians of {args.repeats} alternating runs each")
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}; "
+          f"profile {args.profile}, batch {args.batch}; baseline {args.baseline}; {args.rounds} rounds of fresh "
+          f"workers, each {args.steps} step pairs and {args.val_passes} validation pairs of {args.val_views} views, "
+          f"old and new alternating; medians")
     print(f"{'':24} {'old':>10} {'new':>10} {'new / old':>10}")
-    rows = [(f"{p} (ms)", f"{p}_ms") for p in PHASES] + [("step (ms)", "step_ms"),
-                                                          ("training samples/s", "samples_per_s"),
-                                                          ("validation ms / view", "val_ms_per_view"),
-                                                          ("first step (s)", "first_step_s"),
-                                                          ("start-up to 1st step (s)", "startup_s")]
-    for label, key in rows:
-        a, b = med("old", key), med("new", key)
-        print(f"{label:24} {a:>10.2f} {b:>10.2f} {b / a:>10.2f}")
-    # each repeat ran old and new back to back: their ratio is one paired measurement. The interval is the
-    # order-statistic one for the median: the k-th smallest to the k-th largest of n ratios covers the median
-    # with probability 1 - 2 P(Binomial(n, 1/2) < k); k is the largest that keeps that >= 95% (k = 1 when
-    # none does: 94% at n = 5, 96% with k = 2 at n = 9)
-    n = args.repeats
-    k, coverage = 1, _coverage(n, 1)
-    while k + 1 <= n // 2 and _coverage(n, k + 1) >= 0.95:
-        k, coverage = k + 1, _coverage(n, k + 1)
+    table = [(f"{p} (ms)", {t: med(s[f"{p}_ms"] for s in steps[t]) for t in TREES}) for p in PHASES]
+    table += [("step (ms)", {t: med(s["step_ms"] for s in steps[t]) for t in TREES}),
+              ("training samples/s", {t: med(args.batch / (s["step_ms"] / 1000) for s in steps[t]) for t in TREES}),
+              ("validation ms / view", {t: med(vals[t]) for t in TREES}),
+              ("first step (s)", {t: med(s["first_step_s"] for s in starts[t]) for t in TREES}),
+              ("start-up to 1st step (s)", {t: med(s["startup_s"] for s in starts[t]) for t in TREES})]
+    for label, v in table:
+        print(f"{label:24} {v['old']:>10.2f} {v['new']:>10.2f} {v['new'] / v['old']:>10.2f}")
     # issue 16's goals: on the cpu profile 2x the samples/s and a third of the validation time; no other
     # profile slower
     speed_goal, val_goal = (2.0, 1 / 3) if args.profile == "cpu" else (1.0, 1.0)
-    for label, key, goal, better in (("training samples/s, new / old", "samples_per_s", speed_goal, "higher"),
-                                     ("validation seconds per view, new / old", "val_ms_per_view", val_goal, "lower")):
-        ratios = sorted(new[key] / old[key] for old, new in zip(runs["old"], runs["new"]))
-        lo, hi, mid = ratios[k - 1], ratios[n - k], statistics.median(ratios)
+    samples = [o["step_ms"] / n["step_ms"] for o, n in zip(steps["old"], steps["new"])]  # new / old samples/s
+    views = [n / o for o, n in zip(vals["old"], vals["new"])]
+    for label, ratios, goal, better in (("training samples/s, new / old", samples, speed_goal, "higher"),
+                                        ("validation seconds per view, new / old", views, val_goal, "lower")):
+        mid, lo, hi, coverage = _median_interval(ratios)
         if better == "higher":
             verdict = "met" if lo >= goal else "NOT met" if hi < goal else "inconclusive"
         else:
             verdict = "met" if hi <= goal else "NOT met" if lo > goal else "inconclusive"
-        print(f"{label}: {mid:.2f} [{lo:.2f}, {hi:.2f}] over {n} paired runs ({100 * coverage:.0f}% "
+        print(f"{label}: {mid:.2f} [{lo:.2f}, {hi:.2f}] over {len(ratios)} neighbouring pairs ({100 * coverage:.0f}% "
               f"interval of the median; goal {'>=' if better == 'higher' else '<='} {goal:.2f}) -> {verdict}")
+
+
+def _median_interval(values: list[float]) -> tuple[float, float, float, float]:
+    """The median of paired ratios and its order-statistic interval: the k-th smallest to the k-th largest
+    of n covers the median with probability 1 - 2 P(Binomial(n, 1/2) < k); k is the largest that keeps that
+    >= 95% (k = 1 when none does: 94% at n = 5).
+
+    Returns:
+        (median, low, high, coverage).
+    """
+    ordered, n = sorted(values), len(values)
+    k, coverage = 1, _coverage(n, 1)
+    while k + 1 <= n // 2 and _coverage(n, k + 1) >= 0.95:
+        k, coverage = k + 1, _coverage(n, k + 1)
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k], coverage
+
+
+def _median_ms(steps: dict[str, list[dict]], name: str, r: int, per_round: int) -> float:
+    return statistics.median(s["step_ms"] for s in steps[name][r * per_round:(r + 1) * per_round])
 
 
 def _coverage(n: int, k: int) -> float:

@@ -9,6 +9,7 @@ O(N * P * Q).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ def has_pytorch3d() -> bool:
     return _importable("pytorch3d.ops")
 
 
+@functools.cache  # a failed import is not cached by Python: it searches sys.path again at every call
 def _importable(module: str) -> bool:
     try:
         importlib.import_module(module)
