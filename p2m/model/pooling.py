@@ -55,35 +55,36 @@ def sample_rows(table: Tensor, sizes: list[tuple[int, int]], uv: Tensor, image_s
     """
     N, V, _ = uv.shape
     T = table.shape[1]
-    index, weight = [], []
-    offset = 0
-    for H, W in sizes:
-        i, w = _taps(uv.to(table.dtype), H, W, image_size)
-        index.append(i + offset)
-        weight.append(w)
-        offset += H * W
-    index = torch.cat(index, dim=-1) + (torch.arange(N, device=uv.device) * T)[:, None, None]  # (N, V, 4L)
-    weight = torch.cat(weight, dim=-1)
+    index, weight = _taps(uv.to(table.dtype), sizes, image_size)  # (N, V, 4L)
+    index = index + (torch.arange(N, device=uv.device) * T)[:, None, None]  # rows of the (N * T, C) table
     out = F.embedding_bag(index.reshape(N * V, -1), table.reshape(N * T, -1), mode="sum",
                           per_sample_weights=weight.reshape(N * V, -1))
     return out.view(N, V, -1)
 
 
-def _taps(uv: Tensor, H: int, W: int, image_size: int) -> tuple[Tensor, Tensor]:
-    """Bilinear taps of an (H, W) map covering the ``image_size`` image: for each point its four
-    neighbouring pixels (row-major indices, LongTensor (N, V, 4)) and their weights (N, V, 4), zero for
-    a pixel outside the map (zero padding), differentiable in ``uv``."""
-    x = (uv[..., 0] + 0.5) * (W / image_size) - 0.5  # grid_sample's unnormalised coordinate
-    y = (uv[..., 1] + 0.5) * (H / image_size) - 0.5
-    x0, y0 = x.detach().floor(), y.detach().floor()
-    fx, fy = x - x0, y - y0
-    index, weight = [], []
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
-        # a tap off the map (or of a non-finite point) reads pixel 0 at weight 0
-        col = torch.nan_to_num(xi, nan=0.0).clamp(0, W - 1)
-        row = torch.nan_to_num(yi, nan=0.0).clamp(0, H - 1)
-        index.append((row * W + col).long())
-        weight.append(torch.where(inside, w, torch.zeros_like(w)))
-    return torch.stack(index, dim=-1), torch.stack(weight, dim=-1)
+def _taps(uv: Tensor, sizes: list[tuple[int, int]], image_size: int) -> tuple[Tensor, Tensor]:
+    """Bilinear taps of L maps of ``sizes`` (H, W), laid out one after the other as in :func:`sample_rows`, each
+    covering the ``image_size`` image: for each point the four neighbouring pixels of each map (row-major
+    indices into the L maps' rows, LongTensor (N, V, 4L)) and their weights (N, V, 4L), zero for a pixel
+    outside its map (zero padding), differentiable in ``uv``. All maps and corners at once: a few operations
+    on (N, V, L, 2) tensors rather than a few dozen per map and corner."""
+    hw = torch.tensor(sizes, dtype=uv.dtype, device=uv.device)  # (L, 2): H, W
+    offsets = torch.tensor([0] + [h * w for h, w in sizes][:-1], device=uv.device).cumsum(0)  # (L,)
+    # grid_sample's unnormalised coordinates, (N, V, L, 2) as (x, y)
+    xy = (uv[..., None, :] + 0.5) * (hw.flip(-1) / image_size) - 0.5
+    lo = xy.detach().floor()
+    frac = xy - lo
+    corner = torch.tensor([0.0, 1.0], dtype=uv.dtype, device=uv.device)
+    pos = lo[..., None] + corner  # (N, V, L, 2 axes, 2 corners): the pixel's x (then y) at each corner
+    last = (hw.flip(-1) - 1)[..., None]  # (L, 2, 1): W - 1, H - 1
+    inside = (pos >= 0) & (pos <= last)
+    along = torch.where(inside, torch.stack([1 - frac, frac], dim=-1), 0.0)  # (N, V, L, 2, 2): 1-D weights
+    # a tap off the map (or of a non-finite point) reads the map's pixel 0 at weight 0
+    pos = torch.minimum(torch.nan_to_num(pos, nan=0.0).clamp(min=0), last).long()
+    x, y = pos.unbind(-2)  # (N, V, L, 2) each
+    wx, wy = along.unbind(-2)
+    width = torch.tensor([w for _, w in sizes], device=uv.device)[:, None, None]  # (L, 1, 1)
+    index = y[..., :, None] * width + x[..., None, :] + offsets[:, None, None]  # (N, V, L, 2 (y), 2 (x))
+    weight = wy[..., :, None] * wx[..., None, :]
+    N, V = uv.shape[:2]
+    return index.reshape(N, V, -1), weight.reshape(N, V, -1)

@@ -91,6 +91,24 @@ def test_pooling_equals_grid_sample_with_gradients(combine):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+
+def test_pooling_gives_zeros_for_non_finite_points_and_keeps_the_others():
+    """A vertex at NaN or infinity samples zeros (as grid_sample's zero padding does off the image) and
+    leaves the other vertices' features and the maps' gradient finite."""
+    torch.manual_seed(5)
+    S = 64
+    maps = [torch.randn(2, 4, s, s, requires_grad=True) for s in (16, 8)]
+    verts = torch.randn(2, 30, 3) * 0.2 + torch.tensor([0.0, 0.0, -0.8])
+    verts[0, 0, 0], verts[1, 3, 1], verts[1, 5, 0] = float("nan"), float("inf"), float("-inf")
+    clean = verts.clone()
+    clean[0, 0], clean[1, 3], clean[1, 5] = 0.0, 0.0, 1.0  # any finite point: only the others are compared
+    got = pool_features(maps, verts, S)
+    assert got[0, 0].eq(0).all() and got[1, 3].eq(0).all() and got[1, 5].eq(0).all()
+    keep = torch.ones(2, 30, dtype=torch.bool)
+    keep[0, 0] = keep[1, 3] = keep[1, 5] = False
+    torch.testing.assert_close(got[keep], pool_features(maps, clean, S)[keep])
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(got.sum(), maps))
+
 def test_graph_conv_by_loops():
     torch.manual_seed(2)
     conv = GraphConv(4, 3)
