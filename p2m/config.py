@@ -112,15 +112,30 @@ class LossConfig:
     pred_samples3: int = 0
     edge_form: str = "p2m"  # "p2m": the reference's squared length; "target": deviation from edge_target_length
     edge_target_length: float = 0.0
-    laplacian_form: str = "p2m"  # "p2m": change through the block; "smooth": plain smoothness
-    normal_form: str = "p2m"  # "p2m": the reference's edge vs GT normal; "consistency": adjacent-face normals
+    # "p2m": change through the block; "smooth": plain smoothness mean |delta|; "smooth_sq": mean |delta|^2
+    laplacian_form: str = "p2m"
+    # "p2m": the reference's edge vs GT normal; "consistency": adjacent-face normals; "vertex": 1 - cos of each
+    # vertex normal and the nearest GT point's normal
+    normal_form: str = "p2m"
+    # "static": the weights above; "learned": the three chamfer weights are learned during training as
+    # homoscedastic uncertainties (Kendall, Gal and Cipolla 2018; p2m.weighting), starting at w{s}_chamfer, the
+    # other terms at their weights
+    weighting: str = "static"
+    weighting_lr: float = 1e-2  # Adam's learning rate for the learned log-variances (the model's is optim.lr)
 
     def __post_init__(self):
         _non_negative(self, *WEIGHT_KEYS, *FIXED_WEIGHT_KEYS, "chamfer_opposite", "pred_samples1", "pred_samples2",
                       "pred_samples3", "edge_target_length")
         _choice(self, "edge_form", ("p2m", "target"))
-        _choice(self, "laplacian_form", ("p2m", "smooth"))
-        _choice(self, "normal_form", ("p2m", "consistency"))
+        _choice(self, "laplacian_form", ("p2m", "smooth", "smooth_sq"))
+        _choice(self, "normal_form", ("p2m", "consistency", "vertex"))
+        _choice(self, "weighting", ("static", "learned"))
+        _positive(self, "weighting_lr")
+        if self.weighting == "learned":
+            for key in ("w1_chamfer", "w2_chamfer", "w3_chamfer"):
+                if getattr(self, key) <= 0:
+                    raise ValueError(f"{key} must be > 0 with weighting 'learned' (its learned weight starts there), "
+                                     f"got {getattr(self, key)}")
 
     def weight(self, stage: int, term: str) -> float:
         return getattr(self, weight_key(stage, term))

@@ -84,6 +84,12 @@ WEIGHTS = tuple(weight(s, t) for s in STAGES for t in TERMS)  # the 12 searched 
 FIXED_WEIGHTS = tuple(weight(s, t) for s in STAGES for t in FIXED_TERMS)
 
 
+def learned_column(stage: int) -> str:
+    """The chamfer weight ``loss.weighting: learned`` trains at ``stage``, reported per epoch:
+    ``learned_column(2) == "learned_w2_chamfer"``."""
+    return f"learned_{weight(stage, 'chamfer').field}"
+
+
 def config_column(param: str) -> str:
     """The results column of a config key: ``config_column("data.gt_samples") == "config.data.gt_samples"``."""
     return CONFIG_PREFIX + param

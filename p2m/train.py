@@ -3,7 +3,8 @@
 The hook ``on_epoch(metrics, checkpoint_dir, views)`` is how a search reports to its scheduler without
 ``p2m`` importing it (``views``: the validation's per-view rows, see :class:`p2m.evaluate.Evaluation`). Metric keys (one flat dict per epoch; the names are :mod:`p2m.names`'):
     epoch (1-based), train_loss, ``train_column(stage, term)`` for every loss term (unweighted epoch means),
-    ``val_column(stage, metric)`` for every metric, lr, epoch_seconds, train_samples_per_second, val_views.
+    ``val_column(stage, metric)`` for every metric, lr, epoch_seconds, train_samples_per_second, val_views, and
+    with ``loss.weighting: learned`` the chamfer weight each stage ends the epoch with, ``learned_column(stage)``.
 The objective of a search is ``OBJECTIVE`` (``val_s3_cd``, lower is better).
 
 An ``out_dir`` holds ``RUN_CONFIG_FILE``, ``METRICS_FILE`` (one line per epoch), ``CHECKPOINT_DIR/CHECKPOINT_FILE``
@@ -34,7 +35,8 @@ from p2m.evaluate import evaluate
 from p2m.loss import p2m_loss
 from p2m.model import Pixel2Mesh
 from p2m.names import (BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CURVES_FILE, LOSS_TERMS, METRICS, METRICS_FILE,
-                       OBJECTIVE, RUN_CONFIG_FILE, STAGES, stage_key, train_column, val_column)
+                       OBJECTIVE, RUN_CONFIG_FILE, STAGES, learned_column, stage_key, train_column, val_column)
+from p2m.weighting import LearnedWeights
 
 OnEpoch = Callable[[dict, Path, list[dict]], None]
 
@@ -63,11 +65,15 @@ def build_model(cfg: TrainConfig) -> Pixel2Mesh:
     return Pixel2Mesh(cfg.model, cfg.data.image_size)
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Adam:
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device,
+                    loss_weights: LearnedWeights | None = None) -> torch.optim.Adam:
     """Adam; on a CPU its fused kernel, one pass over each parameter instead of one per operation (about
-    5x faster for the ResNet-18's 11M weights, the same update to rounding)."""
-    return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                            fused=device.type == "cpu")
+    5x faster for the ResNet-18's 11M weights, the same update to rounding). Learned loss weights, when given,
+    are a second group at ``loss.weighting_lr`` without weight decay."""
+    groups = [{"params": list(model.parameters())}]
+    if loss_weights is not None:
+        groups.append({"params": list(loss_weights.parameters()), "lr": cfg.loss.weighting_lr, "weight_decay": 0.0})
+    return torch.optim.Adam(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=device.type == "cpu")
 
 
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None = None,
@@ -101,7 +107,9 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         if cfg.model.backbone_weights == "":
             warnings.simplefilter("ignore")  # said once below, not once per trial restart
         model = build_model(cfg).to(device)
-    optimizer = build_optimizer(cfg, model, device)
+    loss_weights = LearnedWeights(cfg.loss).to(device) if cfg.loss.weighting == "learned" else None
+    log_vars = loss_weights.log_vars if loss_weights is not None else None
+    optimizer = build_optimizer(cfg, model, device, loss_weights)
     drop_last = len(train_set) > cfg.optim.batch_size  # no ragged last batch, unless it is the only one
     steps = cfg.optim.steps_per_epoch or (len(train_set) // cfg.optim.batch_size if drop_last else 1)
     state = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
@@ -124,6 +132,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     if state is not None:
         _check_same_run(cfg, saved, resume_from)
         model.load_state_dict(state["model"])
+        if loss_weights is not None:
+            loss_weights.load_state_dict(state["loss_weights"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -157,7 +167,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             images = batch["images"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                 out = model(images)
-            res = p2m_loss(cfg.loss, out, levels, batch["points"].to(device), batch["normals"].to(device))
+            res = p2m_loss(cfg.loss, out, levels, batch["points"].to(device), batch["normals"].to(device),
+                           log_vars=log_vars)
             if not torch.isfinite(res.total):
                 terms = ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in res.terms.items())
                 raise NonFiniteLossError(f"loss became {float(res.total.detach())} at epoch {epoch} step {step} ({terms})")
@@ -186,6 +197,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
                    **{train_column(s, t): terms[stage_key(s, t)] for s in STAGES for t in LOSS_TERMS},
                    **{val_column(s, m): ev.means[stage_key(s, m)] for s in STAGES for m in METRICS},
                    "val_views": len(ev.items),
+                   **({learned_column(s): float(w) for s, w in zip(STAGES, loss_weights.weights().detach())}
+                      if loss_weights is not None else {}),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
                    "train_samples_per_second": seen / train_seconds}
         history.append(metrics)
@@ -196,6 +209,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
                                                       "model": evaluated.state_dict()})
         save_checkpoint(ckpt_dir / CHECKPOINT_FILE, {
             "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            **({"loss_weights": loss_weights.state_dict()} if loss_weights is not None else {}),
             "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],

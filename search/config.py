@@ -6,8 +6,10 @@ base:                            # a p2m TrainConfig mapping: profile, data, mod
   profile: tiny
   data: {root: demo/data}
 search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false, val_per_view: false}
-baselines:                       # points every search evaluates first; values default to the base config's
-  published: {}                  # Pixel2Mesh's reference loss: every LossConfig default (search.space.PUBLISHED)
+baselines:                       # trials every search runs first, never stopped early; values default to the
+  published: {}                  # base config's. Pixel2Mesh's reference loss (search.space.PUBLISHED); also named:
+  seed: {}                       # seed, seed_all_stages, learned (search.space.NAMED_BASELINES). Outside the space: run
+                                 # beside the search, never told to the sampler
 scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 1, gpu: 0}      # per trial; gpu may be a fraction (0.25 = four trials per GPU)
 failure: {max_failures: 1}
@@ -27,7 +29,7 @@ from optuna.distributions import BaseDistribution
 
 from p2m.config import TrainConfig, from_dict, read_yaml
 from results.settings import SearchSettings, read_settings_file
-from search.space import PUBLISHED, baseline_points, space_from_dict
+from search.space import NAMED_BASELINES, BaselinePoint, baseline_points, space_from_dict
 
 SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space")
 
@@ -54,14 +56,23 @@ class SearchConfig(SearchSettings):
         return space_from_dict(self.space_overrides, self.base, self.search_lr)
 
     def points_to_evaluate(self) -> list[dict]:
-        """The baselines' points of the space, in the order the search evaluates them first."""
-        return list(self.named_points().values())
+        """The baselines inside the space, in the order the searcher evaluates them first."""
+        return [p.params for p in self.baseline_trials().values() if p.in_space]
+
+    def side_points(self) -> list[dict]:
+        """The baselines outside the space: their trials run beside the search (:func:`search.space.baseline_points`)."""
+        return [p.params for p in self.baseline_trials().values() if not p.in_space]
 
     def named_points(self) -> dict[str, dict]:
-        """Baseline name -> its point of the space (``published`` is the reference loss)."""
-        resolved = {name: ({**PUBLISHED, **values} if name == "published" else values)
-                    for name, values in self.baselines.items()}
-        return dict(zip(resolved, baseline_points(self.space(), self.base, resolved)))
+        """Baseline name -> what its trial is given (how its trial is recognised)."""
+        return {name: p.params for name, p in self.baseline_trials().items()}
+
+    def baseline_trials(self) -> dict[str, BaselinePoint]:
+        """Baseline name -> its trial's params and whether they lie in the space. A name of
+        ``search.space.NAMED_BASELINES`` (``published``, ``seed``, ``seed_all_stages``) starts from that baseline's
+        values; the YAML's values override them."""
+        resolved = {name: {**NAMED_BASELINES.get(name, {}), **values} for name, values in self.baselines.items()}
+        return baseline_points(self.space(), self.base, resolved)
 
     def to_dict(self) -> dict:
         return {**SearchSettings.to_dict(self), "base": self.base.to_dict()}

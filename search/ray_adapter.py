@@ -43,15 +43,29 @@ class P2MOptunaSearch(OptunaSearch):
        every report and tell first asks the storage; trials the storage holds as finished are skipped,
        and trials the journal holds as running but the restored searcher never heard of (asked after its
        last snapshot) are closed as FAIL so the study does not keep ghosts.
+    3. ``side_points`` (baselines outside the space, :func:`search.space.baseline_points`) are handed out first,
+       as they are, and their trials are never told to Optuna: the study holds points of its space only.
+       Which of them are still to run is part of this searcher's state, which Ray snapshots with its
+       experiment state (a driver killed in between may hand one out again on ``resume``).
     """
 
-    def __init__(self, *args, max_t: int, **kwargs):
+    def __init__(self, *args, max_t: int, side_points: list[dict] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if max_t < 1:
             raise ValueError(f"max_t must be >= 1, got {max_t}")
         self._max_t = max_t
+        self._side_pending = [dict(p) for p in side_points or ()]
+        self._side_trials: set[str] = set()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._side_pending:
+            self._side_trials.add(trial_id)
+            return self._side_pending.pop(0)
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._side_trials:
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or trial_id in self._completed_trials or self._finished_in_storage(ot_trial):
             return
@@ -61,6 +75,8 @@ class P2MOptunaSearch(OptunaSearch):
         ot_trial.report(value, result[ITERATION])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._side_trials:
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or trial_id in self._completed_trials:
             return

@@ -51,8 +51,8 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     atomic_write_bytes(exp / SETTINGS_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     _init_ray(address)
     try:
-        searcher = build_searcher(space, list(baselines.values()), optuna_storage(exp, cfg.optuna_url), cfg.seed,
-                                  cfg.max_t, cfg.max_concurrent, cfg.algorithm)
+        searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
+                                  cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points())
         tuner = tune.Tuner(
             _trainable(cfg, exp),
             # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them.

@@ -38,12 +38,14 @@ class BaselineASHA(ASHAScheduler):
 
 
 def build_searcher(space: dict, points: list[dict], storage, seed: int, max_t: int, max_concurrent: int,
-                   algorithm: str = "tpe"):
-    """``P2MOptunaSearch`` over ``space`` (Optuna distributions), the baseline ``points`` first, behind a
-    ConcurrencyLimiter. TPE's first ``len(points) + 2`` (at least 5) trials are random draws."""
+                   algorithm: str = "tpe", side_points: list[dict] | None = None):
+    """``P2MOptunaSearch`` over ``space`` (Optuna distributions), behind a ConcurrencyLimiter: first the
+    ``side_points`` (baselines outside the space, never told to Optuna), then the baseline ``points`` of the
+    space, then the sampler's. TPE's first ``len(points) + 2`` (at least 5) trials of the study are random draws."""
     sampler = build_sampler(algorithm, seed, n_startup_trials=max(len(points) + 2, 5))
     searcher = P2MOptunaSearch(space=space, metric=OBJECTIVE, mode=MODE, points_to_evaluate=points or None,
-                               sampler=sampler, seed=seed, storage=storage, study_name=STUDY_NAME, max_t=max_t)
+                               sampler=sampler, seed=seed, storage=storage, study_name=STUDY_NAME, max_t=max_t,
+                               side_points=side_points)
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from p2m.config import LossConfig, TrainConfig, from_dict
 from p2m.names import STAGES, weight
-from results.space import contains, describe
+from results.space import contains
 
 ANCHOR = weight(3, "chamfer").param
 
@@ -96,41 +97,77 @@ def space_from_dict(data: dict | None, base: TrainConfig, search_lr: bool = Fals
 # reference forms of the terms). LossConfig's definition cites the reference's file and line for each number.
 PUBLISHED = {f"loss.{key}": value for key, value in dataclasses.asdict(LossConfig()).items()}
 
+# The seed reimplementation's loss as its code trained (the project grew from it): per stage, the weights of
+# [chamfer, normal, Laplacian, edge], each stage's terms multiplied by its stage weight; 4096 GT points; and the
+# forms its code computes, which differ from its paper's text: chamfer = mean squared nearest-neighbour
+# distance each way, summed (chamfer_opposite 1); normal = mean (1 - cos) of each vertex normal and its
+# nearest GT point's normal ("vertex"); Laplacian = mean squared distance of a vertex from its neighbours'
+# mean ("smooth_sq"); edge = mean squared edge length ("target" with length 0); no move term; the chamfer
+# measured at the vertices.
+SEED_WEIGHTS = {1: (1.0, 0.0, 100.0, 100.0), 2: (1.0, 5.0, 100.0, 30.0), 3: (3.0, 10.0, 100.0, 10.0)}
+SEED_TERMS = ("chamfer", "normal", "laplacian", "edge")  # the order of SEED_WEIGHTS' rows
+SEED_STAGE_WEIGHTS = (1.0, 0.0, 0.0)  # as it ran: stages 2 and 3 got no loss at all
 
-def baseline_points(space: dict[str, BaseDistribution], base: TrainConfig, baselines: dict[str, dict]) -> list[dict]:
-    """One full point of the space per baseline: the baseline's values, the base config's elsewhere.
 
-    A baseline runs as a trial of the search, which sets only the searched keys; a value it gives for
-    any other key must therefore equal the base config's (else the baseline would silently not be what
-    its name says).
+def seed_point(stage_weights: tuple[float, float, float]) -> dict:
+    """The seed reimplementation's loss (see ``SEED_WEIGHTS``) with its stages multiplied by ``stage_weights``."""
+    point: dict = {"data.gt_samples": 4096, "loss.chamfer_opposite": 1.0, "loss.edge_form": "target",
+                   "loss.edge_target_length": 0.0, "loss.laplacian_form": "smooth_sq", "loss.normal_form": "vertex"}
+    for stage, factor in zip(STAGES, stage_weights):
+        for term, value in zip(SEED_TERMS, SEED_WEIGHTS[stage]):
+            point[weight(stage, term).param] = factor * value
+        point[weight(stage, "move").param] = 0.0
+        point[f"loss.pred_samples{stage}"] = 0
+    return point
+
+
+# Baselines a search YAML can name with no values (``seed: {}``); values given beside a name override its own.
+# ``learned``: the published loss with its three chamfer weights learned during training (p2m.weighting), the
+# cheap alternative to a search.
+NAMED_BASELINES = {"published": PUBLISHED, "seed": seed_point(SEED_STAGE_WEIGHTS),
+                   "seed_all_stages": seed_point((1.0, 1.0, 1.0)),
+                   "learned": {**PUBLISHED, "loss.weighting": "learned"}}
+
+
+class BaselinePoint(NamedTuple):
+    """A baseline's trial: ``params`` (config key -> value) and whether they lie inside the search space."""
+
+    params: dict
+    in_space: bool
+
+
+def baseline_points(space: dict[str, BaseDistribution], base: TrainConfig,
+                    baselines: dict[str, dict]) -> dict[str, BaselinePoint]:
+    """What each baseline's trial is given: the baseline's values, the base config's elsewhere.
+
+    A baseline whose every value lies inside the space, and which gives every unsearched key the base config's
+    value, is a point of the space: the searcher evaluates it first and learns from it. Any other baseline
+    (a weight of 0 or 100 outside a log-uniform range, another loss form, another chamfer factor) runs
+    beside the search: its trial gets the searched keys (the baseline's values or the base config's) and every
+    key the baseline sets, and the searcher never hears of it, so the sampler's model of the space sees only
+    points of the space (a log-uniform density has no place for a 0).
 
     Raises:
-        ValueError: when a baseline names a key the config lacks, gives an unsearched key a value other
-            than the base config's, or has a value outside the space.
+        ValueError: naming the baseline and key, for a key the config lacks or a value the config refuses.
     """
     flat = base.flat()
-    points = []
+    out = {}
     for name, values in baselines.items():
-        for key, value in values.items():
+        for key in values:
             if key not in flat:
                 raise ValueError(f"baseline {name!r}: {key} is not a config key (e.g. loss.w2_edge)")
-            if key not in space and value != flat[key]:
-                raise ValueError(f"baseline {name!r}: {key}={value!r} is not searched, and the base config has "
-                                 f"{flat[key]!r}, so the baseline cannot run as named (set the key in base, or "
-                                 "remove the baseline)")
-        point = {}
-        for key, domain in space.items():
-            value = values.get(key, flat[key])
-            if not contains(domain, value):
-                raise ValueError(f"baseline {name!r}: {key}={value!r} lies outside the search space "
-                                 f"({describe(domain)})")
-            point[key] = value
-        points.append(point)
-    return points
+        params = {key: values.get(key, flat[key]) for key in space}
+        beside = {key: value for key, value in values.items() if key not in space and not _same(value, flat[key])}
+        inside = not beside and all(contains(domain, params[key]) for key, domain in space.items())
+        if not inside:
+            params.update({key: value for key, value in values.items() if key not in space})
+        apply_params(base, params, source=f"baseline {name!r}")
+        out[name] = BaselinePoint(params, inside)
+    return out
 
 
-def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
-    """``base`` with ``{"section.field": value}`` applied (checked as any config value)."""
+def apply_params(base: TrainConfig, params: dict, source: str = "search point") -> TrainConfig:
+    """``base`` with ``{"section.field": value}`` applied (checked as any config value; errors name ``source``)."""
     nested: dict = {}
     for key, value in params.items():
         section, _, field = key.partition(".")
@@ -138,7 +175,7 @@ def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
             nested.setdefault(section, {})[field] = value
         else:
             nested[section] = value
-    return from_dict(nested, base=base, source="search point")
+    return from_dict(nested, base=base, source=source)
 
 
 def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:

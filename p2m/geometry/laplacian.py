@@ -71,6 +71,8 @@ def laplacian_change_loss(before: Tensor, after: Tensor, adjacency: Tensor) -> T
     return diff.pow(2).sum(-1).mean(-1)
 
 
-def laplacian_smoothing_loss(verts: Tensor, adjacency: Tensor) -> Tensor:
-    """The seed paper's plain smoothness: mean |delta_i| over vertices. Returns (N,)."""
-    return laplacian_coords(verts, adjacency).norm(dim=-1).mean(-1)
+def laplacian_smoothing_loss(verts: Tensor, adjacency: Tensor, squared: bool = False) -> Tensor:
+    """Plain smoothness, mean over vertices of |delta_i| (the seed paper's text) or, ``squared``, of
+    |delta_i|^2 (the seed reimplementation's code). Returns (N,)."""
+    delta = laplacian_coords(verts, adjacency)  # (N, V, 3)
+    return delta.pow(2).sum(-1).mean(-1) if squared else delta.norm(dim=-1).mean(-1)

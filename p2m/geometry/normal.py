@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from p2m.geometry.knn import gather_points
-from p2m.geometry.mesh import face_normals
+from p2m.geometry.mesh import face_normals, vertex_normals
 
 
 def edge_normal_loss(verts: Tensor, edges: Tensor, gt_normals: Tensor, nearest_gt: Tensor) -> Tensor:
@@ -46,3 +46,20 @@ def normal_consistency_loss(verts: Tensor, faces: Tensor, face_pairs: Tensor) ->
     """
     fn = face_normals(verts, faces)  # (N, F, 3)
     return (1 - (fn[:, face_pairs[:, 0]] * fn[:, face_pairs[:, 1]]).sum(-1)).mean(-1)
+
+
+def vertex_normal_loss(verts: Tensor, faces: Tensor, gt_normals: Tensor, nearest_gt: Tensor) -> Tensor:
+    """The seed reimplementation's code: mean over vertices of (1 - cos) between each predicted vertex normal
+    (area-weighted, :func:`p2m.geometry.mesh.vertex_normals`) and the normal of the GT point nearest to it.
+    Unlike :func:`edge_normal_loss`, orientation counts: a normal pointing inwards costs up to 2.
+
+    Args:
+        verts: FloatTensor (N, V, 3); faces: LongTensor (F, 3).
+        gt_normals: FloatTensor (N, P, 3) unit GT normals.
+        nearest_gt: LongTensor (N, V) index of the GT point nearest to each vertex.
+
+    Returns:
+        FloatTensor (N,).
+    """
+    gt = F.normalize(gather_points(gt_normals, nearest_gt), dim=-1, eps=1e-12)  # (N, V, 3)
+    return (1 - (vertex_normals(verts, faces) * gt).sum(-1)).mean(-1)

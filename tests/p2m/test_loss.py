@@ -1,5 +1,6 @@
 """The composed loss: each of the 12 weights scales exactly its own term, and the terms are the geometry ops."""
 import dataclasses
+import math
 import warnings
 
 import pytest
@@ -62,6 +63,42 @@ def test_other_forms_are_selected_by_config(setup):
     torch.testing.assert_close(res.terms["s3_laplacian"], laplacian_smoothing_loss(v, level.adjacency).mean())
     torch.testing.assert_close(res.terms["s3_normal"], normal_consistency_loss(v, level.faces, level.face_pairs).mean())
 
+
+def test_the_seed_code_forms_equal_loops_over_the_mesh(setup):
+    """The seed reimplementation's forms against per-vertex and per-edge loops in float64: the mean squared
+    edge length (edge_form "target", length 0), the mean squared distance from the neighbours' mean
+    ("smooth_sq"), mean (1 - cos) of area-weighted vertex normals and the nearest GT point's normal ("vertex"),
+    and the chamfer summed both ways (chamfer_opposite 1)."""
+    model, levels, images, gt, gtn = setup
+    with torch.no_grad():
+        out = model(images)
+    cfg = LossConfig(edge_form="target", edge_target_length=0.0, laplacian_form="smooth_sq", normal_form="vertex",
+                     chamfer_opposite=1.0)
+    res = p2m_loss(cfg, out, levels, gt, gtn)
+    v, level = out.verts[1].double(), levels[1]  # stage 2: 2 x 618 vertices
+    edges, faces = level.edges.tolist(), level.faces.tolist()
+    neighbours = [set() for _ in range(v.shape[1])]
+    for a, b in edges:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    edge, lap, normal, cd = [], [], [], []
+    for n in range(v.shape[0]):
+        edge.append(sum(float((v[n, a] - v[n, b]).pow(2).sum()) for a, b in edges) / len(edges))
+        lap.append(sum(float((v[n, i] - v[n, sorted(nb)].mean(0)).pow(2).sum()) for i, nb in enumerate(neighbours))
+                   / len(neighbours))
+        vn = torch.zeros_like(v[n])
+        for f in faces:  # area-weighted: the unnormalised cross product is twice the face's area
+            cross = torch.linalg.cross(v[n, f[1]] - v[n, f[0]], v[n, f[2]] - v[n, f[0]])
+            for i in f:
+                vn[i] += cross
+        d = torch.cdist(v[n], gt[n].double()) ** 2  # (V, P) brute force
+        nearest = d.argmin(1)
+        cos = [float(vn[i] @ gtn[n, nearest[i]].double() / vn[i].norm() / gtn[n, nearest[i]].double().norm())
+               for i in range(v.shape[1])]
+        normal.append(sum(1 - c for c in cos) / len(cos))
+        cd.append(float(d.min(1).values.mean() + d.min(0).values.mean()))
+    for term, values in (("edge", edge), ("laplacian", lap), ("normal", normal), ("chamfer", cd)):
+        assert float(res.terms[f"s2_{term}"]) == pytest.approx(sum(values) / len(values), rel=1e-4), term
 
 @pytest.mark.parametrize("key", WEIGHT_KEYS + FIXED_WEIGHT_KEYS)
 def test_each_weight_moves_the_loss_by_its_own_term(setup, key):
@@ -128,3 +165,37 @@ def test_pred_samples_replace_vertices_in_the_chamfer_term(setup):
     torch.testing.assert_close(b.terms["s3_chamfer"], (ch.gt_to_pred + 0.55 * ch.pred_to_gt).mean())
     for t in ("edge", "laplacian", "normal"):
         torch.testing.assert_close(a.terms[f"s3_{t}"], b.terms[f"s3_{t}"])
+
+
+def test_learned_weighting_is_kendalls_formula_and_its_log_variances_get_its_gradient(setup):
+    """With ``weighting: learned`` the chamfer terms enter as sum_s 0.5 exp(-s_s) L_s + 0.5 s_s (Kendall et al.
+    2018, with s = log sigma^2), the other terms at their weights; d total / d s_s = 0.5 - 0.5 exp(-s_s) L_s."""
+    from p2m.weighting import LearnedWeights
+
+    model, levels, images, gt, gtn = setup
+    with torch.no_grad():
+        out = model(images)
+    cfg = LossConfig(weighting="learned", w1_chamfer=2.0, w2_chamfer=0.5)
+    weights = LearnedWeights(cfg)
+    torch.testing.assert_close(weights.weights(), torch.tensor([2.0, 0.5, 1.0]))  # starts at w{s}_chamfer
+    with torch.no_grad():
+        weights.log_vars.copy_(torch.tensor([0.3, -1.2, 2.0]))
+    res = p2m_loss(cfg, out, levels, gt, gtn, log_vars=weights.log_vars)
+    static = p2m_loss(LossConfig(), out, levels, gt, gtn)
+    s = [0.3, -1.2, 2.0]
+    chamfer = [float(res.terms[stage_key(k, "chamfer")]) for k in STAGES]
+    by_hand = sum(0.5 * math.exp(-s[i]) * chamfer[i] + 0.5 * s[i] for i in range(3)) + sum(
+        LossConfig().weight(k, t) * float(res.terms[stage_key(k, t)]) for k in STAGES for t in LOSS_TERMS if t != "chamfer")
+    assert float(res.total.detach()) == pytest.approx(by_hand, rel=1e-5)
+    for k, v in res.terms.items():  # the terms are those of the static loss
+        torch.testing.assert_close(v, static.terms[k])
+    grad, = torch.autograd.grad(res.total, weights.log_vars)
+    torch.testing.assert_close(grad, torch.tensor([0.5 - 0.5 * math.exp(-s[i]) * chamfer[i] for i in range(3)]))
+    # a step down that gradient moves the total as the formula says (first order)
+    eps = 1e-3
+    moved = p2m_loss(cfg, out, levels, gt, gtn, log_vars=(weights.log_vars - eps * grad).detach())
+    assert float(moved.total) - float(res.total.detach()) == pytest.approx(-eps * float(grad.pow(2).sum()), rel=1e-2)
+    with pytest.raises(ValueError, match="weighting 'learned' needs log_vars"):
+        p2m_loss(cfg, out, levels, gt, gtn)
+    with pytest.raises(ValueError, match="w2_chamfer must be > 0 with weighting 'learned'"):
+        LossConfig(weighting="learned", w2_chamfer=0.0)

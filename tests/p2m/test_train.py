@@ -62,6 +62,25 @@ def test_resume_gives_the_uninterrupted_run(synth_dir, tmp_path):
            [{k: v for k, v in row.items() if k not in drop} for row in straight.history]
 
 
+
+def test_learned_weights_train_are_logged_every_epoch_and_resume_exactly(synth_dir, tmp_path):
+    cfg = _tiny(synth_dir, "optim.steps_per_epoch=3", "data.val_limit=4", "optim.max_epochs=2", "loss.weighting=learned")
+    straight = fit(cfg, tmp_path / "straight", progress=False, log=None)
+    columns = ["learned_w1_chamfer", "learned_w2_chamfer", "learned_w3_chamfer"]
+    weights = [[row[c] for c in columns] for row in straight.history]
+    # they start at the configured chamfer weights (1 each), and each step of Adam at loss.weighting_lr moves them
+    for epoch, row in enumerate(weights, start=1):
+        for w in row:
+            assert 0 < abs(math.log(w)) <= 3 * epoch * cfg.loss.weighting_lr * 1.01, (epoch, row)
+    assert weights[0] != weights[1]
+    state = load_checkpoint(tmp_path / "straight" / "checkpoint")
+    torch.testing.assert_close(0.5 * torch.exp(-state["loss_weights"]["log_vars"]), torch.tensor(weights[1]))
+    fit(apply_overrides(cfg, ["optim.max_epochs=1"]), tmp_path / "split", progress=False, log=None)
+    resumed = fit(cfg, tmp_path / "split", resume_from=tmp_path / "split" / "checkpoint", progress=False, log=None)
+    assert [[row[c] for c in columns] for row in resumed.history] == weights
+    torch.testing.assert_close(load_checkpoint(tmp_path / "split" / "checkpoint")["loss_weights"]["log_vars"],
+                               state["loss_weights"]["log_vars"], rtol=0, atol=0)
+
 def test_a_longer_resume_continues_the_schedule_instead_of_restarting_it(synth_dir, tmp_path):
     """Resuming a 2-epoch cosine run for 4 epochs keeps the schedule's horizon: the learning rate stays at the
     floor it reached (5%) rather than jumping back up the cosine of a 4-epoch run."""

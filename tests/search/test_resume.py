@@ -19,7 +19,9 @@ pytestmark = pytest.mark.timeout(900)
 
 def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 6},
-                      scheduler={"max_t": 4}, failure={"max_failures": 1})
+                      scheduler={"max_t": 4}, failure={"max_failures": 1},
+                      baselines={"learned": {}})  # a trial beside the search, with learned weights, and two points
+    side = 1  # trials the Optuna study never holds
     exp = tmp_path / "exp" / "t"
     driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
                               env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -57,4 +59,9 @@ def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p
                               storage=JournalStorage(JournalFileBackend(str(exp / JOURNAL_FILE))))
     assert all(t.state.is_finished() for t in study.trials)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(finished) >= len(trials)
+    assert len(finished) >= len(trials) - side
+    # the baseline beside the search ran once, to the end, and logged its learned weights every epoch
+    learned = trials[trials["baseline"] == "learned"]
+    assert len(learned) == 1 and learned["stop_reason"].tolist() == [STOP_COMPLETED]
+    weights = table.loc[table["baseline"] == "learned", "learned_w3_chamfer"]
+    assert len(weights) == 4 and weights.notna().all()

@@ -203,3 +203,31 @@ def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run)
     assert (trials["status"] == "TERMINATED").all() and (trials["config.profile"] == "tiny").all(), trials.T
     assert (trials["stop_reason"] == STOP_COMPLETED).sum() >= 1 and set(trials["iterations"]) <= {1, 2}
     assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()
+
+
+def test_baselines_outside_the_space_run_beside_the_search(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+    """The seed reimplementation's loss (zeros, 100s, 4096 points, other forms) and learned weighting run as
+    trials with exactly their config, are named in both tables, and never enter the Optuna study."""
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 5},
+                      baselines={"seed": {}, "learned": {}},  # beside published and uniform
+                      scheduler={"type": "fifo", "max_t": 2})
+    result = p2m_run("search", "launch", "--config", cfg, "--quiet", env=ray_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    exp = tmp_path / "exp" / "t"
+    rows, trials = read_results(exp), read_trials(exp)
+    assert sorted(trials["baseline"].dropna()) == ["learned", "published", "seed", "uniform"] and len(trials) == 5
+    assert (trials["stop_reason"] == STOP_COMPLETED).all(), trials[["baseline", "stop_reason", "error"]]
+    seed = trials[trials["baseline"] == "seed"].iloc[0]
+    assert [seed[f"config.loss.w1_{t}"] for t in ("chamfer", "normal", "laplacian", "edge")] == [1, 0, 100, 100]
+    assert all(seed[f"config.loss.w{s}_{t}"] == 0 for s in (2, 3) for t in ("chamfer", "normal", "laplacian", "edge"))
+    assert (seed["config.data.gt_samples"], seed["config.loss.normal_form"]) == (4096, "vertex")
+    # the learned trial logged its three weights every epoch; no other trial has them
+    learned = [f"learned_w{s}_chamfer" for s in (1, 2, 3)]
+    is_learned = rows["baseline"] == "learned"
+    assert rows.loc[is_learned, learned].notna().all().all() and is_learned.sum() == 2
+    assert rows.loc[~is_learned, learned].isna().all().all()
+    # the study holds the two baselines of the space and the searched trial only, each COMPLETE
+    study = _study(exp)
+    assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
+    published = {k: v for k, v in study.trials[0].params.items() if k in PUBLISHED}
+    assert published == {k: PUBLISHED[k] for k in published} and len(published) >= 11  # the first: published

@@ -80,3 +80,37 @@ def test_reconcile_closes_trials_left_running_by_a_dead_driver(tmp_path):
     assert s.reconcile() == 1
     states = [t.state.name for t in _study(s).trials]
     assert states == ["RUNNING", "FAIL"]  # "a" is still the searcher's own, running trial
+
+
+def test_side_points_come_first_and_never_reach_the_study(tmp_path):
+    """A baseline outside the space (a weight of 0, another form) runs as it is and the study never holds it:
+    the sampler's trials, their numbers and its model of the space are those of a search without it."""
+    side = [{"loss.w1_edge": 0.0, "loss.normal_form": "vertex"}, {"loss.w1_edge": 100.0}]
+    s = _searcher(P2MOptunaSearch, tmp_path, max_t=1, side_points=side,
+                  points_to_evaluate=[{"loss.w1_edge": 0.1}])
+    assert s.suggest("a") == side[0] and s.suggest("b") == side[1]
+    assert s.suggest("c") == {"loss.w1_edge": 0.1}  # then the space's baselines, then the sampler
+    s.on_trial_result("a", _result(0.9, 1))
+    for tid, value in (("a", 0.9), ("b", 0.05), ("c", 0.5)):
+        s.on_trial_complete(tid, _result(value, 1))
+    trials = _study(s).trials
+    assert [(t.params, t.value) for t in trials] == [({"loss.w1_edge": 0.1}, 0.5)]
+    assert s.suggest("d") is not None and s.suggest("d2") is not None
+    # the same seeded search without the side points samples the same points
+    (tmp_path / "plain").mkdir()
+    plain = _searcher(P2MOptunaSearch, tmp_path / "plain", max_t=1, points_to_evaluate=[{"loss.w1_edge": 0.1}])
+    plain.suggest("c")
+    plain.on_trial_complete("c", _result(0.5, 1))
+    assert [plain.suggest("d"), plain.suggest("d2")] == [s._ot_trials[t].params for t in ("d", "d2")]
+
+
+def test_side_points_still_to_run_survive_a_save_and_restore(tmp_path):
+    s = _searcher(P2MOptunaSearch, tmp_path, max_t=1, side_points=[{"loss.w1_edge": 0.0}, {"loss.w1_edge": 50.0}])
+    s.suggest("a")
+    s.save(str(tmp_path / "searcher.pkl"))
+    (tmp_path / "r").mkdir()
+    restored = _searcher(P2MOptunaSearch, tmp_path / "r", max_t=1)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("b") == {"loss.w1_edge": 50.0}
+    restored.on_trial_complete("a", _result(0.3, 1))  # the side trial handed out before the snapshot
+    assert _study(restored).trials == []
