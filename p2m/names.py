@@ -51,6 +51,20 @@ def _metric_column(prefix: str, stage: int, metric: str) -> str:
 
 OBJECTIVE = val_column(3, "cd")  # what a search minimises: the stage-3 validation chamfer distance, "val_s3_cd"
 MODE = "min"
+HIGHER_IS_BETTER = ("f_tau", "f_2tau", "normal_consistency")  # the metrics a search maximises; the others it minimises
+
+
+def val_metric_mode(column: str) -> str:
+    """"min" or "max": which way a validation metric column improves.
+
+    Raises:
+        ValueError: naming ``column`` when it is not a validation metric.
+    """
+    for stage in STAGES:
+        for metric in METRICS:
+            if column == val_column(stage, metric):
+                return "max" if metric in HIGHER_IS_BETTER else "min"
+    raise ValueError(f"{column!r} is not a validation metric (e.g. {OBJECTIVE}, {val_column(3, 'normal_consistency')})")
 
 
 class Weight(NamedTuple):

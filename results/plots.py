@@ -15,8 +15,9 @@ import pandas as pd  # noqa: E402
 from p2m.atomic import atomic_path  # noqa: E402
 from p2m.names import STAGES, val_column  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
-from results.schema import (BASELINE, ITERATION, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON, TRIAL_ID,  # noqa: E402
-                            WEIGHT_COLUMNS)
+from results.pareto import front  # noqa: E402
+from results.schema import (BASELINE, ITERATION, LAST_PREFIX, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON,  # noqa: E402
+                            TRIAL_ID, WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
 from results.tables import CD, anytime, ranked, short  # noqa: E402
 from results.trials import pick_best  # noqa: E402
@@ -128,32 +129,54 @@ def stage_cd(exp: Experiment, path: str | os.PathLike, top: int = 8) -> Path:
 
 
 def tradeoff(exp: Experiment, path: str | os.PathLike) -> Path:
-    """Stage-3 CD against mesh smoothness (lower is smoother) for the trials that reached max_t, with the
-    Pareto front of the two (neither can be lowered without raising the other)."""
-    table = ranked(exp)
-    smooth = val_column(3, "smoothness")
-    done = table[table[STOP_REASON] == STOP_COMPLETED].dropna(subset=[CD3, smooth])
-    other = table[table[STOP_REASON] != STOP_COMPLETED].dropna(subset=[CD3, smooth])
+    """The trade-off a search made: stage-3 CD against its second objective (a multi-objective search) or
+    against mesh smoothness (lower is smoother), the trials that reached max_t in colour with their Pareto
+    front (no trial beats a front trial on both), the others grey at their last epoch, the baselines starred."""
+    objectives = exp.settings.objective_modes()
+    if len(objectives) > 1:
+        (x, x_mode), (y, y_mode) = list(objectives.items())[:2]
+    else:
+        (x, x_mode), (y, y_mode) = (CD3, "min"), (val_column(3, "smoothness"), "min")
+    trials = exp.trials
+    if LAST_PREFIX + x not in trials or LAST_PREFIX + y not in trials:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+        ax.text(0.5, 0.5, f"no trial reported {x} and {y}", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
+    done = front(trials, {x: x_mode, y: y_mode}).dropna(subset=[x, y])
+    sx, sy = _scale(x), _scale(y)
+    other = trials[trials[STOP_REASON] != STOP_COMPLETED]
+    ox, oy = (pd.to_numeric(other[LAST_PREFIX + c], errors="coerce") for c in (x, y))
     fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
-    ax.scatter(other[CD3], other[smooth], color="0.75", s=16, label="stopped early (their last epoch)")
-    ax.scatter(done[CD3], done[smooth], color="tab:blue", s=28, label="reached max_t")
-    front = pareto_front(done[[CD3, smooth]].to_numpy(dtype=float))
-    if len(front):
-        pts = done.iloc[front].sort_values(CD3)
-        ax.step(pts[CD3], pts[smooth], where="post", color="tab:red", lw=1.5)
-        ax.scatter(pts[CD3], pts[smooth], s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
+    ax.scatter(ox * sx, oy * sy, color="0.75", s=16, label="stopped early (their last epoch)")
+    ax.scatter(done[x] * sx, done[y] * sy, color="tab:blue", s=28, label="reached max_t")
+    pts = done[done["on_front"]].sort_values(x)
+    if len(pts):
+        ax.step(pts[x] * sx, pts[y] * sy, where="post", color="tab:red", lw=1.5)
+        ax.scatter(pts[x] * sx, pts[y] * sy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
                    label=f"Pareto front ({len(pts)} trial{'s' if len(pts) > 1 else ''})")
-        for _, row in pts.iterrows():
-            ax.annotate(str(row[TRIAL_ID]), (row[CD3], row[smooth]), fontsize=7, xytext=(3, 3),
+        for _, row in pts[pts[BASELINE].isna()].iterrows():
+            ax.annotate(str(row[TRIAL_ID]), (row[x] * sx, row[y] * sy), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-    for _, row in table[table[BASELINE].notna()].dropna(subset=[CD3, smooth]).iterrows():
-        ax.scatter(row[CD3], row[smooth], marker="*", s=140, color="tab:orange", zorder=4)
-        ax.annotate(str(row[BASELINE]), (row[CD3], row[smooth]), fontsize=8, xytext=(4, -10),
-                    textcoords="offset points", color="tab:orange")
-    ax.set(xlabel="val CD x 1000, stage 3", ylabel="smoothness, stage 3 (|Laplacian| / edge length)",
-           title=f"{_title(exp)}: accuracy vs smoothness")
+    for _, row in trials[trials[BASELINE].notna()].iterrows():
+        bx, by = (pd.to_numeric(row[LAST_PREFIX + c], errors="coerce") for c in (x, y))
+        if np.isfinite(bx) and np.isfinite(by):
+            ax.scatter(bx * sx, by * sy, marker="*", s=140, color="tab:orange", zorder=4)
+            ax.annotate(str(row[BASELINE]), (bx * sx, by * sy), fontsize=8, xytext=(4, -10),
+                        textcoords="offset points", color="tab:orange")
+    ax.set(xlabel=_axis_label(x, x_mode, sx), ylabel=_axis_label(y, y_mode, sy),
+           title=f"{_title(exp)}: trade-off (baselines starred)")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _scale(column: str) -> float:
+    """Chamfer distances are shown x 1000, as everywhere in the report."""
+    return 1000.0 if column.rsplit("_s", 1)[-1].split("_", 1)[-1].startswith("cd") and "x1000" not in column else 1.0
+
+
+def _axis_label(column: str, mode: str, scale: float) -> str:
+    return f"{column}{' x 1000' if scale != 1 else ''} ({'lower' if mode == 'min' else 'higher'} is better)"
 
 
 def anytime_curves(experiments: list[Experiment], path: str | os.PathLike) -> Path:
@@ -204,16 +227,6 @@ def replay_picture(table: pd.DataFrame, exp: Experiment, path: str | os.PathLike
     return _save(fig, path)
 
 
-def pareto_front(points: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``points`` (P, 2) that no other row dominates (minimising both columns)."""
-    keep = []
-    for i, p in enumerate(points):
-        dominated = np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))
-        if not dominated:
-            keep.append(i)
-    return np.asarray(keep, dtype=int)
-
-
 def _best_id(exp: Experiment) -> str | None:
     try:
         return pick_best(exp.trials)[TRIAL_ID]
@@ -241,4 +254,4 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 __all__ = ["anytime_curves", "fidelity_curve", "importance_bars", "learning_curves", "parallel_coordinates",
-           "pareto_front", "replay_picture", "stage_cd", "tradeoff"]
+           "replay_picture", "stage_cd", "tradeoff"]

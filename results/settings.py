@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from p2m.names import SETTINGS_FILE
+from p2m.names import OBJECTIVE, SETTINGS_FILE, val_metric_mode
 
 ALGORITHMS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
@@ -30,6 +30,9 @@ class SearchSettings:
     algorithm: str = "tpe"  # or "random"
     search_lr: bool = False
     val_per_view: bool = False  # store every validation's per-view metrics (VIEWS_DIR), for paired comparisons
+    # () = one objective, OBJECTIVE; else validation columns for Optuna's multi-objective TPE, the first OBJECTIVE
+    # (what ASHA stops on and the trials table ranks by), e.g. (val_s3_cd, val_s3_normal_consistency)
+    objectives: tuple[str, ...] = ()
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
     scheduler: str = "asha"  # or "fifo" (no early stopping)
     max_t: int = 8  # epochs per trial
@@ -60,6 +63,17 @@ class SearchSettings:
             raise ValueError(f"search.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler.type must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.objectives:
+            if len(self.objectives) < 2 or self.objectives[0] != OBJECTIVE or len(set(self.objectives)) != len(
+                    self.objectives):
+                raise ValueError(f"search.objectives must be {OBJECTIVE} followed by other validation metrics, "
+                                 f"each once, got {list(self.objectives)}")
+            for column in self.objectives:
+                val_metric_mode(column)  # a validation metric, else a ValueError naming it
+
+    def objective_modes(self) -> dict[str, str]:
+        """Objective column -> "min" or "max", in order (one entry, OBJECTIVE, for a single-objective search)."""
+        return {column: val_metric_mode(column) for column in self.objectives or (OBJECTIVE,)}
 
     def rung_epochs(self) -> list[int]:
         """The epochs at which ASHA decides, ascending: each recorded milestone below max_t, rounded up (a

@@ -22,6 +22,7 @@ from p2m.config import TrainConfig, from_dict
 from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, CURVES_FILE, METRICS, OBJECTIVE, SETTINGS_FILE, STAGES,
                        TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, stage_key, test_column, train_best_dir,
                        val_column)
+from results.pareto import pick_on_front
 from results.schema import ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
 from results.store import read_trials, write_table_atomic
 from results.trials import pick_baseline, pick_best
@@ -49,9 +50,11 @@ def trial_config(row: pd.Series) -> TrainConfig:
 
 
 def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int = 1, split: str = "test",
-               previews: int = 4, progress: bool = True, baseline: str | None = None) -> pd.DataFrame:
-    """Retrain and test the best trial, or the baseline trial named ``baseline`` (into ``train_best_<name>/``,
-    to compare the two at the same budget); returns (and writes) one row per seed."""
+               previews: int = 4, progress: bool = True, baseline: str | None = None,
+               pick: str | None = None) -> pd.DataFrame:
+    """Retrain and test the best trial, the trial of the Pareto front that the rule ``pick`` names
+    (:func:`results.pareto.pick_on_front`), or the baseline trial named ``baseline`` (into
+    ``train_best_<name>/``, to compare the two at the same budget); returns (and writes) one row per seed."""
     from torch.utils.data import DataLoader
 
     from p2m.checkpoint import load_model
@@ -64,7 +67,12 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     exp = Path(experiment_dir)
     search_cfg = load_experiment_config(exp / SETTINGS_FILE)
     trials = read_trials(exp)
-    best = pick_best(trials) if baseline is None else pick_baseline(trials, baseline)
+    if baseline is not None:
+        best = pick_baseline(trials, baseline)
+    elif pick is not None:
+        best = pick_on_front(trials, pick, search_cfg.objective_modes())
+    else:
+        best = pick_best(trials)
     out_dir = exp / train_best_dir(baseline)
     cfg = trial_config(best)
     if seeds < 1:
@@ -73,7 +81,7 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     test_samples = find_samples(cfg.data.root, split)
     if not test_samples:
         raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
-    label = "best trial" if baseline is None else f"baseline {baseline}, trial"
+    label = f"baseline {baseline}, trial" if baseline else f"picked ({pick}) trial" if pick else "best trial"
     print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f} after "
           f"{int(best[ITERATIONS])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
     rows, view_rows = [], []

@@ -39,6 +39,10 @@ def register(verbs) -> None:
     best.add_argument("--split", default="test")
     best.add_argument("--previews", type=int, default=4)
     best.add_argument("--no-progress", action="store_true")
+    best.add_argument("--pick", default=None, metavar="RULE",
+                      help="retrain the trial of the Pareto front of the search's objectives that RULE names instead of "
+                           "the best by val_s3_cd, e.g. 'min val_s3_cd where val_s3_normal_consistency >= published' "
+                           "(results/pareto.py)")
     arms = best.add_mutually_exclusive_group()
     arms.add_argument("--baseline", default=None, metavar="NAME",
                       help="retrain this baseline trial instead (e.g. published), into train_best_NAME/")
@@ -121,12 +125,17 @@ def _train_best(args: argparse.Namespace) -> int:
 
     from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON, TRIAL_ID
     from results.store import read_trials
+    from results.pareto import pick_on_front
+    from results.settings import read_settings
     from results.trials import pick_best
 
+    if args.pick and args.baseline:
+        raise ValueError("--pick chooses the trial to retrain instead of the best; --baseline names one: give one")
     names = [args.baseline] if args.baseline else [None]
     if args.with_baselines:
         trials = read_trials(args.experiment_dir)
-        best = pick_best(trials)[TRIAL_ID]
+        best = (pick_on_front(trials, args.pick, read_settings(args.experiment_dir).objective_modes()) if args.pick
+                else pick_best(trials))[TRIAL_ID]
         for _, row in trials[trials[BASELINE].notna()].drop_duplicates(BASELINE).iterrows():
             if row[STOP_REASON] == STOP_ERRORED:  # it would fail the same way again
                 print(f"baseline {row[BASELINE]}: not retrained, it errored in the search ({row[ERROR]})")
@@ -136,7 +145,8 @@ def _train_best(args: argparse.Namespace) -> int:
                 names.append(row[BASELINE])
     for name in names:
         train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
-                   progress=not args.no_progress and sys.stderr.isatty(), baseline=name)
+                   progress=not args.no_progress and sys.stderr.isatty(), baseline=name,
+                   pick=args.pick if name is None else None)
     return 0
 
 

@@ -5,7 +5,9 @@ name: demo                       # experiment name (the directory under storage.
 base:                            # a p2m TrainConfig mapping: profile, data, model, loss, optim, seed
   profile: tiny
   data: {root: demo/data}
-search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false, val_per_view: false}
+search: {num_samples: 12, max_concurrent: 2, seed: 0, algorithm: tpe, search_lr: false, val_per_view: false,
+         objectives: []}         # [val_s3_cd, val_s3_normal_consistency]: Optuna's multi-objective TPE; ASHA and the
+                                 # trials table keep to the first, val_s3_cd (or run scheduler.type fifo)
 baselines:                       # trials every search runs first, never stopped early; values default to the
   published: {}                  # base config's. Pixel2Mesh's reference loss (search.space.PUBLISHED); also named:
   seed: {}                       # seed, seed_all_stages, learned (search.space.NAMED_BASELINES). Outside the space: run
@@ -98,7 +100,9 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
         kwargs["name"] = str(data["name"])
     kwargs["base"] = from_dict(data.get("base") or {}, source=f"{source}: base")
     _take(kwargs, data, "search", {"num_samples": int, "max_concurrent": int, "seed": int, "algorithm": str,
-                                   "search_lr": bool, "val_per_view": bool}, source)
+                                   "search_lr": bool, "val_per_view": bool, "objectives": list}, source)
+    if "objectives" in kwargs:
+        kwargs["objectives"] = tuple(str(column) for column in kwargs["objectives"])
     _take(kwargs, data, "scheduler", {"type": str, "max_t": int, "grace_period": int, "reduction_factor": float},
           source, rename={"type": "scheduler"})
     _take(kwargs, data, "resources", {"cpu": float, "gpu": float}, source)

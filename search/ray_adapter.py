@@ -47,6 +47,9 @@ class P2MOptunaSearch(OptunaSearch):
        as they are, and their trials are never told to Optuna: the study holds points of its space only.
        Which of them are still to run is part of this searcher's state, which Ray snapshots with its
        experiment state (a driver killed in between may hand one out again on ``resume``).
+    4. With several objectives (``metric`` and ``mode`` lists: Optuna's multi-objective study), a trial that
+       reached ``max_t`` is told its last value of each; Optuna keeps no intermediate values for such a study,
+       so none are reported, and an early-stopped trial is told PRUNED as above.
     """
 
     def __init__(self, *args, max_t: int, side_points: list[dict] | None = None, **kwargs):
@@ -67,7 +70,7 @@ class P2MOptunaSearch(OptunaSearch):
         if trial_id in self._side_trials:
             return
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials or self._finished_in_storage(ot_trial):
+        if ot_trial is None or self._multi or trial_id in self._completed_trials or self._finished_in_storage(ot_trial):
             return
         value = result.get(self.metric)
         if value is None or not math.isfinite(value):
@@ -84,13 +87,16 @@ class P2MOptunaSearch(OptunaSearch):
         if self._finished_in_storage(ot_trial):
             logger.info("trial %s is already finished in the Optuna study; not telling it again", trial_id)
             return
-        value = (result or {}).get(self.metric)
+        metrics = self.metric if self._multi else [self.metric]
+        values = [(result or {}).get(m) for m in metrics]
+        finite = all(v is not None and math.isfinite(v) for v in values)
+        value = values if self._multi else values[0]
         iterations = (result or {}).get(ITERATION, 0)
         # the result that ends a trial reaches the searcher here, not through on_trial_result
-        if value is not None and math.isfinite(value) and iterations and \
+        if not self._multi and finite and iterations and \
                 iterations not in stored_trial(self._ot_study, ot_trial.number).intermediate_values:
             ot_trial.report(value, iterations)
-        if error or value is None or not math.isfinite(value):
+        if error or not finite:
             state, value = optuna.trial.TrialState.FAIL, None
         elif iterations >= self._max_t:
             state = optuna.trial.TrialState.COMPLETE
@@ -115,6 +121,10 @@ class P2MOptunaSearch(OptunaSearch):
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
+
+    @property
+    def _multi(self) -> bool:
+        return isinstance(self.metric, (list, tuple))
 
     def _finished_in_storage(self, ot_trial) -> bool:
         return stored_trial(self._ot_study, ot_trial.number).state.is_finished()

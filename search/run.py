@@ -52,7 +52,8 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     _init_ray(address)
     try:
         searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
-                                  cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points())
+                                  cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points(),
+                                  cfg.objective_modes())
         tuner = tune.Tuner(
             _trainable(cfg, exp),
             # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them.

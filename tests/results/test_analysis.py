@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from p2m.names import METRICS, SETTINGS_FILE, STAGES, val_column
 from results.experiment import load_experiment
 from results.importance import importance, rebuild_study
-from results.plots import pareto_front
+from results.pareto import front, pareto_mask, pick_on_front
 from results.report import analyze, format_tables, markdown_table
 from results.schema import SAMPLE_COLUMNS, WEIGHT_COLUMNS
 from results.settings import SearchSettings
@@ -216,13 +216,52 @@ def test_importance_needs_finished_trials(exp):
     assert (first["trials"] == 5).all() and len(first) > 0
 
 
-def test_pareto_front_matches_brute_force():
+def test_pareto_mask_matches_brute_force_with_mixed_directions_ties_and_nans():
     rng = np.random.default_rng(3)
-    pts = rng.random((60, 2))
-    front = set(pareto_front(pts).tolist())
-    brute = {i for i in range(len(pts))
-             if not any((pts[j] <= pts[i]).all() and (pts[j] < pts[i]).any() for j in range(len(pts)))}
-    assert front == brute and len(front) >= 1
+    pts = np.round(rng.random((80, 2)), 1)  # rounded: many ties
+    pts[5, 1] = np.nan
+    modes = ["min", "max"]
+    got = set(np.flatnonzero(pareto_mask(pts, modes)).tolist())
+    signed = pts * np.array([1.0, -1.0])
+    brute = {i for i in range(len(pts)) if np.isfinite(pts[i]).all() and not any(
+        np.isfinite(pts[j]).all() and (signed[j] <= signed[i]).all() and (signed[j] < signed[i]).any()
+        for j in range(len(pts)))}
+    assert got == brute and 5 not in got and len(got) >= 1
+
+
+def test_pareto_mask_is_optunas_front_on_a_toy_two_objective_study():
+    """Optuna's own multi-objective study (an independent implementation) finds the same front."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1) ** 2, 1 - (t.params["x"] - 0.7) ** 2
+                              + 0.1 * t.suggest_float("y", 0, 1)), n_trials=60)
+    values = np.array([t.values for t in study.trials])
+    assert set(np.flatnonzero(pareto_mask(values, ["min", "max"])).tolist()) == {t.number for t in study.best_trials}
+
+
+def test_pick_on_front_follows_the_stated_rule():
+    cd, nc = "val_s3_cd", "val_s3_normal_consistency"
+    trials = pd.DataFrame({
+        "trial_id": list("abcdefg"),
+        "baseline": [None, None, None, None, "published", "seed", None],
+        "stop_reason": ["completed"] * 6 + ["stopped_early"],
+        f"last.{cd}": [1.0, 2.0, 3.0, 2.5, 2.2, 4.0, 0.1],
+        f"last.{nc}": [0.60, 0.70, 0.80, 0.65, 0.66, 0.50, 0.99],
+    })
+    objectives = {cd: "min", nc: "max"}
+    table = front(trials, objectives)
+    assert table.loc[table["on_front"], "trial_id"].tolist() == ["a", "b", "c"]  # g stopped early: not a candidate
+    pick = lambda rule: pick_on_front(trials, rule, objectives)["trial_id"]  # noqa: E731
+    assert pick(f"min {cd}") == "a"
+    assert pick(f"min {cd} where {nc} >= published") == "b"  # published: 0.66
+    assert pick(f"max {nc} where {cd} <= 2.0") == "b"
+    for rule, message in ((f"min {cd} where {nc} >= 0.9", "no trial on the front"),
+                          (f"min {cd} where {nc} >= mine", "'mine' is neither a number nor a baseline"),
+                          ("lowest cd", "expected 'min|max METRIC"), (f"min val_s9_cd", "not a validation metric")):
+        with pytest.raises(ResultsError, match=message):
+            pick(rule)
 
 
 def test_analyze_writes_tables_pictures_and_report(exp, tmp_path):

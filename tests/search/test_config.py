@@ -102,6 +102,8 @@ def test_a_baseline_outside_the_space_runs_beside_the_search_and_one_inside_is_a
     ({"baselines": {"mine": {"loss.normal_form": "cosine"}}}, "baseline 'mine': loss.normal_form must be one of"),
     ({"base": {"loss": {"w1_edge": -1}}}, "base: loss.w1_edge must be >= 0"),
     ({"resources": {"gpu": -0.5}}, "gpu >= 0"),
+    ({"search": {"objectives": ["val_s3_normal_consistency", "val_s3_cd"]}}, "objectives must be val_s3_cd followed"),
+    ({"search": {"objectives": ["val_s3_cd", "val_s3_normals"]}}, "'val_s3_normals' is not a validation metric"),
 ])
 def test_bad_search_configs_name_the_key(tmp_path, data, message):
     path = tmp_path / "s.yaml"

@@ -10,6 +10,7 @@ from p2m.names import JOURNAL_FILE, OBJECTIVE
 from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
 from results.store import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME
+from results.pareto import pick_on_front
 from search.space import PUBLISHED
 
 pytestmark = pytest.mark.timeout(900)
@@ -205,10 +206,12 @@ def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run)
     assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()
 
 
-def test_baselines_outside_the_space_run_beside_the_search(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+def test_baselines_beside_a_two_objective_search(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     """The seed reimplementation's loss (zeros, 100s, 4096 points, other forms) and learned weighting run as
-    trials with exactly their config, are named in both tables, and never enter the Optuna study."""
-    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 5},
+    trials with exactly their config, are named in both tables, and never enter the Optuna study; the study
+    has two objectives, the analysis draws their front, and train-best retrains the trial a rule picks."""
+    objectives = ["val_s3_cd", "val_s3_normal_consistency"]
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 5, "objectives": objectives},
                       baselines={"seed": {}, "learned": {}},  # beside published and uniform
                       scheduler={"type": "fifo", "max_t": 2})
     result = p2m_run("search", "launch", "--config", cfg, "--quiet", env=ray_env)
@@ -226,8 +229,20 @@ def test_baselines_outside_the_space_run_beside_the_search(synth_dir, tmp_path, 
     is_learned = rows["baseline"] == "learned"
     assert rows.loc[is_learned, learned].notna().all().all() and is_learned.sum() == 2
     assert rows.loc[~is_learned, learned].isna().all().all()
-    # the study holds the two baselines of the space and the searched trial only, each COMPLETE
+    # the study holds the two baselines of the space and the searched trial only, each COMPLETE with both values
     study = _study(exp)
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
     published = {k: v for k, v in study.trials[0].params.items() if k in PUBLISHED}
     assert published == {k: PUBLISHED[k] for k in published} and len(published) >= 11  # the first: published
+    by_config = trials.set_index("baseline")
+    assert study.trials[0].values == pytest.approx([by_config.loc["published", f"last.{c}"] for c in objectives])
+
+    result = p2m_run("results", "analyze", exp, "--format", "json", env=ray_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (exp / "analysis" / "tradeoff.png").stat().st_size > 10_000
+    rule = "min val_s3_cd where val_s3_normal_consistency >= published"
+    chosen = pick_on_front(trials, rule, dict(zip(objectives, ["min", "max"])))
+    result = p2m_run("search", "train-best", exp, "--pick", rule, "--epochs", 1, "--previews", 0, env=ray_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"picked ({rule}) trial {chosen['trial_id']}" in result.stdout
+    assert pd.read_parquet(exp / "train_best" / "results.parquet")["trial_id"].tolist() == [chosen["trial_id"]]

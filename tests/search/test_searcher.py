@@ -114,3 +114,32 @@ def test_side_points_still_to_run_survive_a_save_and_restore(tmp_path):
     assert restored.suggest("b") == {"loss.w1_edge": 50.0}
     restored.on_trial_complete("a", _result(0.3, 1))  # the side trial handed out before the snapshot
     assert _study(restored).trials == []
+
+
+def test_two_objectives_tell_both_values_and_the_study_front_is_the_told_front(tmp_path):
+    """A toy two-objective search driven by hand: full trials are told (cd, normal consistency), early stops
+    PRUNED with no values, nothing reported per epoch; Optuna's front is the front of what was told."""
+    from results.pareto import pareto_mask
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    s = P2MOptunaSearch(space=SPACE, metric=["val_s3_cd", "val_s3_normal_consistency"], mode=["min", "max"],
+                        storage=storage, study_name="s", seed=0, max_t=2)
+    told = {}
+    for i in range(12):
+        tid = f"t{i}"
+        x = s.suggest(tid)["loss.w1_edge"]
+        result = {"val_s3_cd": (math.log10(x) + 3) ** 2, "val_s3_normal_consistency": 1 - (math.log10(x) + 1) ** 2,
+                  "training_iteration": 1}
+        s.on_trial_result(tid, result)
+        if i % 4 == 3:
+            s.on_trial_complete(tid, result)  # stopped at epoch 1 of 2
+        else:
+            s.on_trial_complete(tid, {**result, "training_iteration": 2})
+            told[i] = (result["val_s3_cd"], result["val_s3_normal_consistency"])
+    study = _study(s)
+    assert [t.state.name for t in study.trials] == ["PRUNED" if i % 4 == 3 else "COMPLETE" for i in range(12)]
+    assert all(t.intermediate_values == {} for t in study.trials)
+    assert {t.number: tuple(t.values) for t in study.trials if t.values} == told
+    numbers = sorted(told)
+    mask = pareto_mask([told[n] for n in numbers], ["min", "max"])
+    assert {n for n, keep in zip(numbers, mask) if keep} == {t.number for t in study.best_trials}
