@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p2m.geometry.laplacian import neighbor_mean
+from p2m.geometry.laplacian import neighbor_mean_rows
 
 
 class GraphConv(nn.Module):
@@ -17,28 +17,31 @@ class GraphConv(nn.Module):
         self.w_nbr = nn.Linear(in_dim, out_dim, bias=False)
 
     def forward(self, x: Tensor, adjacency: Tensor, applied: Tensor | None = None) -> Tensor:
-        """x: (N, V, C_in); adjacency: sparse (V, V) row-normalised -> (N, V, C_out).
+        """x: (V, N, C_in) vertex-major; adjacency: sparse (V, V) row-normalised -> (V, N, C_out).
 
-        ``applied``: (N, V, 2 C_out), the contributions of the input's first ``C_in - x.shape[-1]``
+        Vertex-major, so that the neighbour mean is one sparse matmul on a (V, N * C) view: no transposed
+        copy out of it, and in only the copy of the neighbour half of the one stacked matmul (two separate
+        matmuls, each half contiguous, cost more in the backward pass than the copy saves).
+
+        ``applied``: (V, N, 2 C_out), the contributions of the input's first ``C_in - x.shape[-1]``
         channels, already multiplied by this layer's self and neighbour weights (``[self | nbr]``, see
         :meth:`leading_weights`); ``x`` then holds only the remaining channels.
         """
         # W_nbr is linear without bias, so W_nbr(mean x) = mean(W_nbr x): average the narrower side
         out = self.w_self.out_features
-        rest = self.w_self.in_features - x.shape[-1]
-        both = F.linear(x, self._stacked(slice(rest, None)))  # (N, V, 2 C_out)
+        columns = slice(self.w_self.in_features - x.shape[-1], None)
+        weight = torch.cat([self.w_self.weight[:, columns], self.w_nbr.weight[:, columns]])  # (2 C_out, C)
+        bias = torch.cat([self.w_self.bias, self.w_self.bias.new_zeros(out)])  # fused into the matmul
+        both = F.linear(x, weight, bias)  # (V, N, 2 C_out)
         if applied is not None:
             both = both + applied
         mine, theirs = both.split(out, dim=-1)  # (split's backward is one concatenation, not two zero-fills)
-        return mine + self.w_self.bias + neighbor_mean(theirs, adjacency)
+        return mine + neighbor_mean_rows(theirs, adjacency)
 
     def leading_weights(self, channels: int) -> Tensor:
-        """(2 C_out, channels): the self and neighbour weights of the input's first ``channels`` channels."""
-        return self._stacked(slice(None, channels))
-
-    def _stacked(self, columns: slice) -> Tensor:
-        """(2 C_out, ...): the self weights over the neighbour weights, on the input channels ``columns``."""
-        return torch.cat([self.w_self.weight[:, columns], self.w_nbr.weight[:, columns]])
+        """(2 C_out, channels): the self weights over the neighbour weights of the input's first ``channels``
+        channels."""
+        return torch.cat([self.w_self.weight[:, :channels], self.w_nbr.weight[:, :channels]])
 
 
 class DeformationBlock(nn.Module):
@@ -60,7 +63,8 @@ class DeformationBlock(nn.Module):
 
     def forward(self, verts: Tensor, features: Tensor, adjacency: Tensor,
                 applied: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """verts (N, V, 3), features (N, V, C_in) -> (moved verts (N, V, 3), hidden (N, V, hidden_dim)).
+        """verts (V, N, 3), features (V, N, C_in), vertex-major (:class:`GraphConv`) -> (moved verts (V, N, 3),
+        hidden (V, N, hidden_dim)).
 
         ``applied``: the input layer's leading channels already weighted (:meth:`GraphConv.forward`).
         """

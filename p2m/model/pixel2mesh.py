@@ -64,23 +64,25 @@ class Pixel2Mesh(nn.Module):
         maps = self.backbone(images)
         rows = [pixel_rows(fmap).contiguous() for fmap in maps]  # (N, H_l * W_l, C_l), shared by the blocks
         sizes = [fmap.shape[-2:] for fmap in maps]
-        verts = self.template_verts[None].expand(N, -1, -1)
+        # the blocks work vertex-major, (V, N, C): see GraphConv
+        verts = self.template_verts[:, None].expand(-1, N, -1)
         hidden = None
         out, before = [], []
         for i, (block, proj) in enumerate(zip(self.blocks, self.feature_proj)):
             adjacency = self.level(i).adjacency
             if i > 0:
                 prev_edges = self.level(i - 1).edges
-                verts, hidden = unpool(verts, prev_edges), unpool(hidden, prev_edges)
+                verts, hidden = unpool(verts, prev_edges, dim=0), unpool(hidden, prev_edges, dim=0)
             # The block's input is [pooled projected features | verts | hidden]. Its first layer's weights
             # on the pooled part are linear too, so they fold into the projection (an (2H, P) by (P, C_l)
             # product per map) and are applied to the maps' few pixels, not to every vertex; with the
             # pixels as rows (channels last) the products come out as the sampler's table.
             lead = block.inp.leading_weights(self.projected_channels)  # (2H, P)
             table = torch.cat([r @ (lead @ conv.weight.flatten(1)).T for conv, r in zip(proj, rows)], dim=1)
-            applied = sample_rows(table, sizes, project(verts, self.image_size), self.image_size)  # (N, V, 2H)
-            before.append(verts)
+            uv = project(verts, self.image_size)  # (V, N, 2)
+            applied = sample_rows(table, sizes, uv, self.image_size, batch_dim=1)  # (V, N, 2H)
+            before.append(verts.transpose(0, 1))
             rest = verts if hidden is None else torch.cat([verts, hidden], dim=-1)
             verts, hidden = block(verts, rest, adjacency, applied)
-            out.append(verts)
+            out.append(verts.transpose(0, 1))  # (N, V, 3)
         return MeshOutput(out, before)

@@ -42,24 +42,26 @@ def pixel_rows(fmap: Tensor) -> Tensor:
     return fmap.flatten(2).transpose(1, 2)
 
 
-def sample_rows(table: Tensor, sizes: list[tuple[int, int]], uv: Tensor, image_size: int) -> Tensor:
+def sample_rows(table: Tensor, sizes: list[tuple[int, int]], uv: Tensor, image_size: int,
+                batch_dim: int = 0) -> Tensor:
     """The sum over several maps, given as the rows of one table, of each one sampled at ``uv``.
 
     Args:
         table: (N, T, C): the pixels of maps of sizes ``sizes`` (H, W), one after the other, as
             :func:`pixel_rows` lays them out (T = sum H * W).
-        uv: (N, V, 2) pixel coordinates in the ``image_size`` image the maps cover.
+        uv: (N, V, 2) pixel coordinates in the ``image_size`` image the maps cover, or (V, N, 2) with
+            ``batch_dim`` 1 (the model's vertex-major layout).
 
     Returns:
-        (N, V, C).
+        (N, V, C), or (V, N, C) with ``batch_dim`` 1.
     """
-    N, V, _ = uv.shape
-    T = table.shape[1]
-    index, weight = _taps(uv.to(table.dtype), sizes, image_size)  # (N, V, 4L)
-    index = index + (torch.arange(N, device=uv.device) * T)[:, None, None]  # rows of the (N * T, C) table
-    out = F.embedding_bag(index.reshape(N * V, -1), table.reshape(N * T, -1), mode="sum",
-                          per_sample_weights=weight.reshape(N * V, -1))
-    return out.view(N, V, -1)
+    N, T = table.shape[:2]
+    index, weight = _taps(uv.to(table.dtype), sizes, image_size)  # (N, V, 4L) or (V, N, 4L)
+    offset = torch.arange(N, device=uv.device) * T  # each item's first row of the (N * T, C) table
+    index = index + (offset[:, None, None] if batch_dim == 0 else offset[None, :, None])
+    out = F.embedding_bag(index.flatten(0, 1), table.reshape(N * T, -1), mode="sum",
+                          per_sample_weights=weight.flatten(0, 1))
+    return out.view(*uv.shape[:2], -1)
 
 
 def _taps(uv: Tensor, sizes: list[tuple[int, int]], image_size: int) -> tuple[Tensor, Tensor]:
@@ -86,5 +88,4 @@ def _taps(uv: Tensor, sizes: list[tuple[int, int]], image_size: int) -> tuple[Te
     width = torch.tensor([w for _, w in sizes], device=uv.device)[:, None, None]  # (L, 1, 1)
     index = y[..., :, None] * width + x[..., None, :] + offsets[:, None, None]  # (N, V, L, 2 (y), 2 (x))
     weight = wy[..., :, None] * wx[..., None, :]
-    N, V = uv.shape[:2]
-    return index.reshape(N, V, -1), weight.reshape(N, V, -1)
+    return index.flatten(2), weight.flatten(2)

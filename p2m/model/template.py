@@ -87,19 +87,20 @@ def subdivide_faces(faces: Tensor, edges: Tensor, num_verts: int) -> Tensor:
     return torch.cat([torch.stack(t, 1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
 
 
-def unpool(features: Tensor, edges: Tensor) -> Tensor:
+def unpool(features: Tensor, edges: Tensor, dim: int = 1) -> Tensor:
     """Graph unpooling: append the mean of each edge's two endpoints.
 
     Args:
-        features: FloatTensor (N, V, C) per-vertex coordinates or features.
+        features: FloatTensor (N, V, C) per-vertex coordinates or features (vertices along ``dim``: 0 for
+            the model's vertex-major (V, N, C)).
         edges: LongTensor (E, 2) of the current level.
 
     Returns:
-        FloatTensor (N, V + E, C).
+        FloatTensor (N, V + E, C) (or (V + E, N, C) for ``dim`` 0).
     """
     # index_select, whose backward is an index_add (advanced indexing's is a slower accumulating index_put)
-    mid = 0.5 * (features.index_select(1, edges[:, 0]) + features.index_select(1, edges[:, 1]))  # (N, E, C)
-    return torch.cat([features, mid], dim=1)
+    mid = 0.5 * (features.index_select(dim, edges[:, 0]) + features.index_select(dim, edges[:, 1]))  # (N, E, C)
+    return torch.cat([features, mid], dim=dim)
 
 
 def _load_authors_template(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -109,16 +109,19 @@ def test_pooling_gives_zeros_for_non_finite_points_and_keeps_the_others():
     torch.testing.assert_close(got[keep], pool_features(maps, clean, S)[keep])
     assert all(torch.isfinite(g).all() for g in torch.autograd.grad(got.sum(), maps))
 
+
 def test_graph_conv_by_loops():
+    """On vertex-major features (V, N, C), with and without leading channels already weighted."""
     torch.manual_seed(2)
     conv = GraphConv(4, 3)
-    x = torch.randn(2, 3, 4)
+    x = torch.randn(3, 2, 4)  # 3 vertices, 2 items
     adjacency = mean_adjacency(torch.tensor([[0, 1], [0, 2]]), 3)  # vertex 0 joins 1 and 2
-    out = conv(x, adjacency)
-    ref = torch.stack([conv.w_self(x[:, 0]) + conv.w_nbr((x[:, 1] + x[:, 2]) / 2),
-                       conv.w_self(x[:, 1]) + conv.w_nbr(x[:, 0]),
-                       conv.w_self(x[:, 2]) + conv.w_nbr(x[:, 0])], dim=1)
-    torch.testing.assert_close(out, ref)
+    ref = torch.stack([conv.w_self(x[0]) + conv.w_nbr((x[1] + x[2]) / 2),
+                       conv.w_self(x[1]) + conv.w_nbr(x[0]),
+                       conv.w_self(x[2]) + conv.w_nbr(x[0])])
+    torch.testing.assert_close(conv(x, adjacency), ref)
+    applied = x[..., :1] @ conv.leading_weights(1).T  # the first channel's part, weighted beforehand
+    torch.testing.assert_close(conv(x[..., 1:], adjacency, applied), ref)
 
 
 def test_backbone_warns_without_weights_and_refuses_wrong_weights(tmp_path):
