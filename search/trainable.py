@@ -12,12 +12,15 @@ thread. Unwinding the thread then frees torch tensors while the interpreter shut
 process ("Fatal Python error: Aborted" and a C++ stack trace on the driver's console). So the trial
 removes its work directory and parks the thread instead of unwinding it; the process exits around it.
 Ray is told not to reuse actors (``reuse_actors=False`` in :mod:`search.run`), so a parked thread is
-never left in a process that trains again.
+never left in a process that trains again. A trial process killed outright (SIGKILL, a lost node) cannot
+clean up: its work directory carries its process id, and the next trial to start on that machine removes
+the directories of processes that are gone (:func:`remove_stale_workdirs`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -52,7 +55,8 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
-    workdir = Path(tempfile.mkdtemp(prefix="p2m-trial-"))
+    remove_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
         resume_from = None
         checkpoint = tune.get_checkpoint()
@@ -97,6 +101,34 @@ def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: in
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+WORKDIR_PREFIX = "p2m-trial-"  # a trial's scratch directory: p2m-trial-<pid>-<random>, in the temporary directory
+
+
+def remove_stale_workdirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the scratch directories of trials whose process is gone (killed, so its ``finally`` never ran;
+    about 170 MB each on the ``cpu`` profile); returns them. A directory whose process still runs, or whose
+    name carries no process id, is left alone.
+    """
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        pid = path.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def trial_resources(cpu: float, gpu: float) -> dict:
