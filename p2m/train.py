@@ -78,7 +78,7 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
 
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None = None,
         resume_from: str | os.PathLike | None = None, progress: bool = True, save_best: bool = True,
-        log: Callable[[str], None] | None = print) -> FitResult:
+        log: Callable[[str], None] | None = print, changing: tuple[str, ...] = ()) -> FitResult:
     """Train ``cfg`` for ``cfg.optim.max_epochs`` epochs (continuing from ``resume_from`` when given).
 
     Args:
@@ -90,6 +90,9 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         progress: show a tqdm bar over each epoch's steps.
         save_best: keep ``best.pt`` beside the checkpoint.
         log: receives one summary line per epoch (None: silent).
+        changing: config keys (``"loss.w2_edge"``) that may differ from the checkpoint's when resuming: a
+            population scheduler continues another trial's checkpoint under new loss weights, keeping its
+            model, optimizer state and epoch.
 
     Raises:
         NonFiniteLossError: when the loss becomes NaN or infinite.
@@ -130,12 +133,15 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     best: dict = {}
     start_epoch = 1
     if state is not None:
-        _check_same_run(cfg, saved, resume_from)
+        _check_same_run(cfg, saved, resume_from, changing)
         model.load_state_dict(state["model"])
         if loss_weights is not None:
             loss_weights.load_state_dict(state["loss_weights"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if cfg.optim.lr != saved.optim.lr:  # a population scheduler changed it: the schedule goes on from it
+            scheduler.base_lrs[0] = cfg.optim.lr
+            optimizer.param_groups[0]["lr"] = cfg.optim.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -288,12 +294,13 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _check_same_run(cfg: TrainConfig, saved: TrainConfig, source) -> None:
-    """A resume may lengthen a run (optim.max_epochs) or move it (device, data.root, workers); nothing else."""
+def _check_same_run(cfg: TrainConfig, saved: TrainConfig, source, changing: tuple[str, ...] = ()) -> None:
+    """A resume may lengthen a run (optim.max_epochs) or move it (device, data.root, workers), and change the
+    ``changing`` keys; nothing else."""
     def strip(c: TrainConfig) -> dict:
         flat = c.flat()
-        for key in ("optim.max_epochs", "device", "data.root", "data.num_workers"):
-            flat.pop(key)
+        for key in ("optim.max_epochs", "device", "data.root", "data.num_workers", *changing):
+            flat.pop(key, None)
         return flat
 
     a, b = strip(cfg), strip(saved)

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from p2m.atomic import atomic_path  # noqa: E402
-from p2m.names import STAGES, val_column  # noqa: E402
+from p2m.names import STAGES, TERMS, val_column, weight  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
 from results.pareto import front  # noqa: E402
 from results.schema import (BASELINE, ITERATION, LAST_PREFIX, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON,  # noqa: E402
@@ -179,6 +179,28 @@ def _axis_label(column: str, mode: str, scale: float) -> str:
     return f"{column}{' x 1000' if scale != 1 else ''} ({'lower' if mode == 'min' else 'higher'} is better)"
 
 
+def weight_schedule(exp: Experiment, path: str | os.PathLike) -> Path:
+    """The loss weights the best trial trained with, epoch by epoch, one panel per stage (a population search,
+    ``pbt`` or ``pb2``, changes them during a trial; dotted: the ``published`` baseline's, when it ran)."""
+    best = _best_id(exp)
+    rows = exp.results[exp.results[TRIAL_ID] == best].sort_values(ITERATION) if best else exp.results.iloc[:0]
+    published = exp.trials[exp.trials[BASELINE] == "published"] if BASELINE in exp.trials else exp.trials.iloc[:0]
+    fig, axes = _panels(len(STAGES), 4.2, 3.6)
+    for ax, stage in zip(axes, STAGES):
+        for k, term in enumerate(TERMS):
+            column = weight(stage, term).column
+            if column in rows and len(rows):
+                ax.step(rows[ITERATION], rows[column], where="post", color=f"C{k}", label=term, lw=1.6)
+            if len(published) and column in published:
+                ax.axhline(float(published[column].iloc[0]), color=f"C{k}", ls=":", lw=1)
+        ax.set(yscale="log", xlabel="epoch", title=f"stage {stage}")
+    axes[0].set_ylabel("loss weight (log)")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"{_title(exp)}: the weights of the best trial {best or '(none finished)'} epoch by epoch "
+                 f"({exp.settings.scheduler})", fontsize=9)
+    return _save(fig, path)
+
+
 def anytime_curves(experiments: list[Experiment], path: str | os.PathLike) -> Path:
     """The best stage-3 CD of a finished trial against the trial-epochs spent, one line per experiment."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
@@ -254,4 +276,4 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 __all__ = ["anytime_curves", "fidelity_curve", "importance_bars", "learning_curves", "parallel_coordinates",
-           "replay_picture", "stage_cd", "tradeoff"]
+           "replay_picture", "stage_cd", "tradeoff", "weight_schedule"]

@@ -113,6 +113,8 @@ def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Pa
         pictures[f"parallel_coordinates{tag}"] = plots.parallel_coordinates(e, out / f"parallel_coordinates{tag}.png")
         pictures[f"stage_cd{tag}"] = plots.stage_cd(e, out / f"stage_cd{tag}.png")
         pictures[f"tradeoff{tag}"] = plots.tradeoff(e, out / f"tradeoff{tag}.png")
+        if e.settings.scheduler in ("pbt", "pb2"):
+            pictures[f"weight_schedule{tag}"] = plots.weight_schedule(e, out / f"weight_schedule{tag}.png")
     pictures["anytime"] = plots.anytime_curves(experiments, out / "anytime.png")
     return pictures
 

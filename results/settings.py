@@ -18,7 +18,7 @@ import yaml
 from p2m.names import OBJECTIVE, SETTINGS_FILE, val_metric_mode
 
 ALGORITHMS = ("tpe", "random")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "fifo", "pbt", "pb2")  # pbt / pb2: weight schedules (search/population.py)
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ class SearchSettings:
     # (what ASHA stops on and the trials table ranks by), e.g. (val_s3_cd, val_s3_normal_consistency)
     objectives: tuple[str, ...] = ()
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
-    scheduler: str = "asha"  # or "fifo" (no early stopping)
+    scheduler: str = "asha"  # or "fifo" (no early stopping), "pbt" or "pb2" (weights that change during a trial)
     max_t: int = 8  # epochs per trial
     grace_period: int = 1
     reduction_factor: float = 2.0
+    perturbation_interval: int = 2  # pbt / pb2: epochs between a trial's chances to exploit and explore
     # ASHA's milestones as its scheduler computed them, recorded at launch (empty for FIFO and before launch)
     rungs: tuple[float, ...] = ()
     cpu: float = 1.0  # per trial
@@ -48,7 +49,7 @@ class SearchSettings:
     space_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for key in ("num_samples", "max_concurrent", "max_t", "grace_period"):
+        for key in ("num_samples", "max_concurrent", "max_t", "grace_period", "perturbation_interval"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
         if self.reduction_factor <= 1:
@@ -70,6 +71,9 @@ class SearchSettings:
                                  f"each once, got {list(self.objectives)}")
             for column in self.objectives:
                 val_metric_mode(column)  # a validation metric, else a ValueError naming it
+            if self.scheduler in ("pbt", "pb2"):
+                raise ValueError(f"search.objectives needs Optuna's sampler, which scheduler.type {self.scheduler} "
+                                 "does without: give one objective or another scheduler")
 
     def objective_modes(self) -> dict[str, str]:
         """Objective column -> "min" or "max", in order (one entry, OBJECTIVE, for a single-objective search)."""

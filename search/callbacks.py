@@ -10,6 +10,7 @@ from p2m.names import CONFIG_PREFIX, RESULTS_DIR, VIEWS_DIR
 from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, STATUS, TRIAL_ID
 from results.store import VIEWS_KEY, ResultsError, ResultsWriter, compact, read_results, write_trials
 from results.trials import summarise_trials
+from search.population import trial_params
 from search.space import baseline_name
 
 # Ray's own keys kept in a row (the rest of Ray's bookkeeping is dropped)
@@ -75,7 +76,7 @@ class ParquetResults(Callback):
         if status == "ERROR":
             text = trial.get_error()
             error = _error_line(str(text)) if text else "error (no message recorded)"
-        config = {**self.base_flat, **(trial.config or {})}
+        config = {**self.base_flat, **trial_params(trial.config or {})}  # (a PB2 trial's weights from their log10)
         return {TRIAL_ID: trial.trial_id, EXPERIMENT: self.experiment, STATUS: status, ERROR: error,
                 NUM_FAILURES: int(getattr(trial, "num_failures", 0)),
                 BASELINE: baseline_name(trial.config, self.baselines),

@@ -12,7 +12,8 @@ baselines:                       # trials every search runs first, never stopped
   published: {}                  # base config's. Pixel2Mesh's reference loss (search.space.PUBLISHED); also named:
   seed: {}                       # seed, seed_all_stages, learned (search.space.NAMED_BASELINES). Outside the space: run
                                  # beside the search, never told to the sampler
-scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
+scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}   # type: asha, fifo, pbt or pb2
+                                 # (pbt/pb2: weights change during a trial every perturbation_interval: 2 epochs)
 resources: {cpu: 1, gpu: 0}      # per trial; gpu may be a fraction (0.25 = four trials per GPU)
 failure: {max_failures: 1}
 storage: {path: ./experiments, optuna_url: ""}   # optuna_url "" = a journal file in the experiment dir
@@ -103,8 +104,8 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
                                    "search_lr": bool, "val_per_view": bool, "objectives": list}, source)
     if "objectives" in kwargs:
         kwargs["objectives"] = tuple(str(column) for column in kwargs["objectives"])
-    _take(kwargs, data, "scheduler", {"type": str, "max_t": int, "grace_period": int, "reduction_factor": float},
-          source, rename={"type": "scheduler"})
+    _take(kwargs, data, "scheduler", {"type": str, "max_t": int, "grace_period": int, "reduction_factor": float,
+                                      "perturbation_interval": int}, source, rename={"type": "scheduler"})
     _take(kwargs, data, "resources", {"cpu": float, "gpu": float}, source)
     _take(kwargs, data, "failure", {"max_failures": int}, source)
     _take(kwargs, data, "storage", {"path": str, "optuna_url": str}, source, rename={"path": "storage_path"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 
 import optuna
 import ray
@@ -159,9 +160,15 @@ def quiet_logs(local: bool) -> None:
       ``ray._private.authentication.authentication_token_setup``): the local instance is private to this
       process tree on loopback, and token authentication stays on;
     - after a resume, "Trial ...: Error handling checkpoint ..." with a ``FileNotFoundError`` traceback
-      (logger ``ray.tune.execution.tune_controller``) becomes one line: see :class:`GoneCheckpointFilter`.
+      (logger ``ray.tune.execution.tune_controller``) becomes one line: see :class:`GoneCheckpointFilter`;
+    - scikit-learn's convergence warnings from PB2's Gaussian process, and PBT's advice to reuse actors.
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # PB2's Gaussian process fits its kernel at every exploit; scikit-learn warns when a length scale ends at its
+    # bound, which on a population of a few trials is the rule and asks nothing of the user
+    warnings.filterwarnings("ignore", module=r"sklearn\.gaussian_process")
+    # PBT's advice to reuse actors: this project must not (a stopped trial's thread stays parked, search.trainable)
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance by enabling `reuse_actors`")
     if local:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     controller = logging.getLogger(CONTROLLER_LOGGER)

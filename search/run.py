@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 import yaml
 from ray import tune
+from ray.tune.search import BasicVariantGenerator
 
 from p2m.atomic import atomic_write_bytes
 from p2m.config import to_plain
@@ -24,6 +25,8 @@ from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
 from search.optuna_adapter import quiet as quiet_optuna
 from search.ray_adapter import asha_milestones, init_local_ray, quiet_logs
+from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
+from search.population import param_space as population_space
 from search.schedulers import build_scheduler, build_searcher
 from search.trainable import train_trial, trial_resources
 
@@ -42,20 +45,32 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
     if (exp / SETTINGS_FILE).exists():
         raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
     baselines = cfg.named_points()
-    scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
+    space = cfg.space()
+    population = cfg.scheduler in POPULATION_SCHEDULERS
+    if population:
+        scheduler = build_population_scheduler(cfg.scheduler, space, cfg.perturbation_interval, baselines, cfg.seed)
+    else:
+        scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
     if cfg.scheduler == "asha":  # recorded as the scheduler computed them: the analysis reads them back
         cfg = dataclasses.replace(cfg, rungs=asha_milestones(scheduler))
     exp.mkdir(parents=True, exist_ok=True)
-    space = cfg.space()
     write_space(exp, space)
     atomic_write_bytes(exp / SETTINGS_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     _init_ray(address)
     try:
-        searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
-                                  cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points(),
-                                  cfg.objective_modes())
+        param_space = None
+        if population:  # Ray's own generator draws the population (it refuses a searcher with PBT and PB2)
+            param_space = population_space(space, cfg.scheduler,
+                                           tuple(dict.fromkeys(k for p in baselines.values() for k in p)))
+            searcher = BasicVariantGenerator(points_to_evaluate=list(baselines.values()) or None,
+                                             max_concurrent=cfg.max_concurrent, random_state=cfg.seed)
+        else:
+            searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
+                                      cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points(),
+                                      cfg.objective_modes())
         tuner = tune.Tuner(
             _trainable(cfg, exp),
+            param_space=param_space,
             # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them.
             # Actors are not reused: a stopped trial's thread parks instead of ending (search.trainable).
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
@@ -83,8 +98,9 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
 
 
 def _trainable(cfg: SearchConfig, exp: Path):
+    changing = changing_keys(cfg.space()) if cfg.scheduler in POPULATION_SCHEDULERS else ()
     fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
-                              val_per_view=cfg.val_per_view)
+                              val_per_view=cfg.val_per_view, changing=changing)
     return tune.with_resources(fn, trial_resources(cfg.cpu, cfg.gpu))
 
 
@@ -96,7 +112,9 @@ def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=exp.name, storage_path=str(exp.parent), verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # a population scheduler clones another trial's checkpoint a few epochs after it was written
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(),
                                   cfg.named_points())])
 

@@ -179,11 +179,11 @@ def apply_params(base: TrainConfig, params: dict, source: str = "search point") 
 
 
 def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:
-    """The baseline whose point ``config`` is (the searcher enqueues them verbatim), else None."""
-    for name, point in baselines.items():
-        if config and all(key in config and _same(config[key], value) for key, value in point.items()):
-            return name
-    return None
+    """The baseline whose point ``config`` is (the searcher enqueues them verbatim), else None. Where several
+    match, the one that sets the most keys: ``learned`` is ``published``'s point and one key more."""
+    matches = [name for name, point in baselines.items()
+               if config and all(key in config and _same(config[key], value) for key, value in point.items())]
+    return max(matches, key=lambda name: len(baselines[name]), default=None)
 
 
 def _log_uniform(low: float, high: float) -> FloatDistribution:

@@ -35,11 +35,12 @@ from p2m.names import CONFIG_PREFIX, PREVIEWS_DIR, VIEWS_DIR
 from p2m.train import fit, resolve_device
 from results.schema import ITERATION, TRIAL_ID
 from results.store import VIEWS_KEY, ResultsWriter
+from search.population import trial_params
 from search.space import apply_params
 
 
 def train_trial(params: dict, base: dict, experiment_dir: str | None = None, previews: int = 2,
-                val_per_view: bool = False) -> None:
+                val_per_view: bool = False, changing: tuple[str, ...] = ()) -> None:
     """Ray Tune function trainable.
 
     Args:
@@ -49,9 +50,11 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
             ``previews`` validation views to its ``PREVIEWS_DIR/<trial_id>/`` (the report shows the best
             trial's), and, with ``val_per_view``, each epoch's per-view validation metrics to its ``VIEWS_DIR``
             (one Parquet part per epoch; the driver compacts them when the search ends).
+        changing: config keys a population scheduler (PBT, PB2) may change between a checkpoint and the trial
+            that continues from it (:mod:`search.population`); ``params`` may then give weights as their log10.
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
-    cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), params)
+    cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), trial_params(params))
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
@@ -77,7 +80,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
                 threading.Event().wait()
 
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
-            progress=False, save_best=False, log=None)
+            progress=False, save_best=False, log=None, changing=changing)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

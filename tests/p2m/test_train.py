@@ -81,6 +81,23 @@ def test_learned_weights_train_are_logged_every_epoch_and_resume_exactly(synth_d
     torch.testing.assert_close(load_checkpoint(tmp_path / "split" / "checkpoint")["loss_weights"]["log_vars"],
                                state["loss_weights"]["log_vars"], rtol=0, atol=0)
 
+
+def test_a_resume_may_change_the_listed_weights_and_keeps_model_optimizer_and_epoch(synth_dir, tmp_path):
+    """What a population scheduler does: continue a checkpoint under new loss weights (and learning rate)."""
+    cfg = _tiny(synth_dir, "optim.steps_per_epoch=2", "data.val_limit=4", "optim.max_epochs=1")
+    fit(cfg, tmp_path / "a", progress=False, log=None)
+    changed = apply_overrides(cfg, ["optim.max_epochs=2", "loss.w2_edge=0.7", "optim.lr=1e-4"])
+    with pytest.raises(ValueError, match=r"different config \(loss.w2_edge, optim.lr\)"):
+        fit(changed, tmp_path / "b", resume_from=tmp_path / "a" / "checkpoint", progress=False, log=None)
+    result = fit(changed, tmp_path / "c", resume_from=tmp_path / "a" / "checkpoint", progress=False, log=None,
+                 changing=("loss.w2_edge", "optim.lr"))
+    assert [row["epoch"] for row in result.history] == [1, 2]  # it went on from epoch 1
+    state = load_checkpoint(tmp_path / "c" / "checkpoint")
+    assert state["config"]["loss"]["w2_edge"] == 0.7
+    assert all(float(s["step"]) == 4 for s in state["optimizer"]["state"].values())  # Adam's moments went on
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4 * train.lr_factor(changed, 2)(4))
+    assert result.history[1]["lr"] == pytest.approx(1e-4 * train.lr_factor(changed, 2)(4))
+
 def test_a_longer_resume_continues_the_schedule_instead_of_restarting_it(synth_dir, tmp_path):
     """Resuming a 2-epoch cosine run for 4 epochs keeps the schedule's horizon: the learning rate stays at the
     floor it reached (5%) rather than jumping back up the cosine of a 4-epoch run."""

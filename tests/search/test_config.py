@@ -151,3 +151,14 @@ def test_an_experiments_settings_are_read_strictly_with_one_line_errors(tmp_path
     with pytest.raises(ValueError, match=message) as err:
         load_experiment_config(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_a_trial_is_named_after_the_baseline_that_sets_the_most_of_its_keys():
+    """``learned`` is the published point and one key more: its trial is ``learned``, a published one ``published``."""
+    from search.space import baseline_name
+
+    cfg = search_config_from_dict({"base": {"profile": "cpu"}, "baselines": {"published": {}, "learned": {}}})
+    points = cfg.named_points()
+    assert baseline_name(points["learned"], points) == "learned"
+    assert baseline_name(points["published"], points) == "published"
+    assert baseline_name({**points["published"], "loss.w1_edge": 0.2}, points) is None
