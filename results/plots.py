@@ -20,7 +20,7 @@ from results.schema import (BASELINE, ITERATION, LAST_PREFIX, SAMPLE_COLUMNS, ST
                             TRIAL_ID, WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
 from results.tables import CD, anytime, ranked, short  # noqa: E402
-from results.trials import pick_best  # noqa: E402
+from results.trials import lineage, pick_best  # noqa: E402
 
 CD3 = val_column(3, CD)
 
@@ -180,10 +180,11 @@ def _axis_label(column: str, mode: str, scale: float) -> str:
 
 
 def weight_schedule(exp: Experiment, path: str | os.PathLike) -> Path:
-    """The loss weights the best trial trained with, epoch by epoch, one panel per stage (a population search,
-    ``pbt`` or ``pb2``, changes them during a trial; dotted: the ``published`` baseline's, when it ran)."""
+    """The loss weights the best trial's model was trained with, epoch by epoch, through every trial whose
+    checkpoint it continued (:func:`results.trials.lineage`; a population search, ``pbt`` or ``pb2``, changes
+    them during training), one panel per stage; dotted: the ``published`` baseline's, when it ran."""
     best = _best_id(exp)
-    rows = exp.results[exp.results[TRIAL_ID] == best].sort_values(ITERATION) if best else exp.results.iloc[:0]
+    rows = lineage(exp.results, best) if best else exp.results.iloc[:0]
     published = exp.trials[exp.trials[BASELINE] == "published"] if BASELINE in exp.trials else exp.trials.iloc[:0]
     fig, axes = _panels(len(STAGES), 4.2, 3.6)
     for ax, stage in zip(axes, STAGES):
@@ -196,8 +197,9 @@ def weight_schedule(exp: Experiment, path: str | os.PathLike) -> Path:
         ax.set(yscale="log", xlabel="epoch", title=f"stage {stage}")
     axes[0].set_ylabel("loss weight (log)")
     axes[-1].legend(fontsize=7)
-    fig.suptitle(f"{_title(exp)}: the weights of the best trial {best or '(none finished)'} epoch by epoch "
-                 f"({exp.settings.scheduler})", fontsize=9)
+    owners = list(dict.fromkeys(rows[TRIAL_ID])) if len(rows) else []
+    fig.suptitle(f"{_title(exp)}: the weights the best model ({best or 'none finished'}) trained with, epoch by "
+                 f"epoch ({exp.settings.scheduler}; trained by {' then '.join(map(str, owners)) or '-'})", fontsize=9)
     return _save(fig, path)
 
 

@@ -30,6 +30,10 @@ WRITTEN_AT = "written_at"
 KEY = (TRIAL_ID, ITERATION)
 
 BASELINE = "baseline"  # the baseline's name in both tables (None for a searched trial)
+# a population search (pbt, pb2): with the first epoch a trial trained from another trial's checkpoint, that trial
+# and the checkpoint's epoch (results.trials.lineage follows them back)
+PARENT_TRIAL = "parent_trial"
+PARENT_EPOCH = "parent_epoch"
 VIEW_KEY = ("synset", "model_id", "view")  # what identifies a view in the per-view tables
 
 # trials table

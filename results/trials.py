@@ -17,8 +17,9 @@ import pandas as pd
 
 from p2m.names import CONFIG_PREFIX, OBJECTIVE
 from results.schema import (BASELINE, BEST_ITERATION, BEST_OBJECTIVE, ERROR, EXPERIMENT, ITERATION, ITERATIONS, KEY,
-                            LAST_OBJECTIVE, LAST_PREFIX, NUM_FAILURES, STATUS, STOP_COMPLETED, STOP_EARLY,
-                            STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID, WRITTEN_AT)
+                            LAST_OBJECTIVE, LAST_PREFIX, NUM_FAILURES, PARENT_EPOCH, PARENT_TRIAL, STATUS,
+                            STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID,
+                            WRITTEN_AT)
 from results.store import ResultsError
 
 UNKNOWN = "UNKNOWN"  # the status of a trial the search's record does not have (its driver died first)
@@ -121,3 +122,21 @@ def pick_baseline(trials: pd.DataFrame, name: str) -> pd.Series:
         known = sorted(trials[BASELINE].dropna().unique()) if BASELINE in trials else []
         raise ResultsError(f"no baseline trial named {name!r} (the experiment has: {', '.join(known) or 'none'})")
     return rows.iloc[0]
+
+
+def lineage(results: pd.DataFrame, trial_id: str) -> pd.DataFrame:
+    """The result rows of the model ``trial_id`` ended with, epoch by epoch, through the trials that trained it:
+    in a population search (pbt, pb2) a trial that continued another's checkpoint at epoch e (``PARENT_TRIAL``,
+    ``PARENT_EPOCH`` on its first row after) owes its epochs up to e to that trial, and so on back. Each row keeps
+    its own ``TRIAL_ID``. For any other search: the trial's own rows.
+    """
+    rows = results[results[TRIAL_ID] == trial_id].sort_values(ITERATION)
+    if PARENT_TRIAL not in rows:
+        return rows
+    cloned = rows[rows[PARENT_TRIAL].notna()]
+    if cloned.empty:
+        return rows
+    last = cloned.iloc[-1]
+    epoch = int(last[PARENT_EPOCH])
+    before = lineage(results[results[ITERATION] <= epoch], str(last[PARENT_TRIAL]))
+    return pd.concat([before[before[ITERATION] <= epoch], rows[rows[ITERATION] > epoch]], ignore_index=True)

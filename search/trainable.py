@@ -33,7 +33,7 @@ from ray import tune
 from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.names import CONFIG_PREFIX, PREVIEWS_DIR, VIEWS_DIR
 from p2m.train import fit, resolve_device
-from results.schema import ITERATION, TRIAL_ID
+from results.schema import ITERATION, PARENT_EPOCH, PARENT_TRIAL, TRIAL_ID
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.space import apply_params
@@ -61,20 +61,23 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     remove_stale_workdirs()
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
-        resume_from = None
+        resume_from, parent = None, {}
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
+            parent = _parent(resume_from, tune.get_context().get_trial_id())
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
             trial_id = tune.get_context().get_trial_id()
+            (checkpoint_dir / OWNER_FILE).write_text(f"{trial_id}\n{metrics['epoch']}\n")  # whose: see _parent
             if experiment_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
                 _write_previews(cfg, checkpoint_dir, Path(experiment_dir) / PREVIEWS_DIR / trial_id, previews)
             if experiment_dir and val_per_view:
                 writer = ResultsWriter(experiment_dir, flush_every=len(views), table=VIEWS_DIR, key=VIEWS_KEY)
                 writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics["epoch"], **row} for row in views])
             try:
-                tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+                tune.report({**metrics, **extra, **parent}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+                parent.clear()  # said once, with the first epoch trained from it
             except SystemExit:  # Ray stops the trial: see the module docstring
                 shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint was persisted by report
                 threading.Event().wait()
@@ -83,6 +86,20 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
             progress=False, save_best=False, log=None, changing=changing)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+OWNER_FILE = "owner.txt"  # in each checkpoint: the trial that wrote it, and the epoch, one per line
+
+
+def _parent(checkpoint_dir: Path, trial_id: str) -> dict:
+    """When a population scheduler gave this trial another trial's checkpoint: ``{PARENT_TRIAL: that trial,
+    PARENT_EPOCH: the checkpoint's epoch}``, reported with the first epoch trained from it, so that the analysis can
+    follow a model back through the trials that trained it (:func:`results.trials.lineage`); else {}."""
+    owner = checkpoint_dir / OWNER_FILE
+    if not owner.is_file():
+        return {}
+    writer, epoch = owner.read_text().split()
+    return {} if writer == trial_id else {PARENT_TRIAL: writer, PARENT_EPOCH: int(epoch)}
 
 
 def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: int) -> None:

@@ -17,6 +17,7 @@ from p2m.names import METRICS, SETTINGS_FILE, STAGES, val_column
 from results.experiment import load_experiment
 from results.importance import importance, rebuild_study
 from results.pareto import front, pareto_mask, pick_on_front
+from results.trials import lineage
 from results.report import analyze, format_tables, markdown_table
 from results.schema import SAMPLE_COLUMNS, WEIGHT_COLUMNS
 from results.settings import SearchSettings
@@ -445,3 +446,17 @@ def test_console_report_and_train_best_rank_alike(tmp_path):
     console = [line.split()[1] for line in format_leaderboard(exp.trials).splitlines()[2:]]
     assert console == leaderboard(exp)["trial_id"].tolist() == ["y", "x", "z"]
     assert pick_best(exp.trials)["trial_id"] == "y"
+
+
+def test_lineage_follows_a_model_back_through_the_checkpoints_it_continued():
+    """c took b's epoch-2 checkpoint, and b had taken a's epoch-1 one: c's model trained a's epoch 1, b's epoch 2,
+    then c's own 3 and 4. A later exploit of a (at epoch 3, into a's epoch 4) is not part of it."""
+    rows = pd.DataFrame([
+        {"trial_id": t, "training_iteration": e, "parent_trial": p, "parent_epoch": pe, "w": f"{t}{e}"}
+        for t, e, p, pe in [("a", 1, None, None), ("a", 2, None, None), ("a", 3, None, None), ("a", 4, "b", 3),
+                            ("b", 1, None, None), ("b", 2, "a", 1), ("b", 3, None, None), ("b", 4, None, None),
+                            ("c", 1, None, None), ("c", 2, None, None), ("c", 3, "b", 2), ("c", 4, None, None)]])
+    assert lineage(rows, "c")["w"].tolist() == ["a1", "b2", "c3", "c4"]
+    assert lineage(rows, "a")["w"].tolist() == ["a1", "b2", "b3", "a4"]
+    assert lineage(rows, "b")["w"].tolist() == ["a1", "b2", "b3", "b4"]
+    assert lineage(rows.drop(columns=["parent_trial", "parent_epoch"]), "c")["w"].tolist() == ["c1", "c2", "c3", "c4"]

@@ -87,6 +87,8 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
     monkeypatch.setattr(trainable, "tune", second)
     trainable.train_trial({"log10:loss.w1_edge": 0.0}, base, changing=("loss.w1_edge",))
     assert [m["epoch"] for m, _ in second.reports] == [2]  # it went on from A's epoch 1
+    assert (second.reports[0][0]["parent_trial"], second.reports[0][0]["parent_epoch"]) == ("a", 1)
+    assert "parent_trial" not in metrics_a
     assert second.reports[0][0]["config.loss.w1_edge"] == pytest.approx(1.0)
     state_b = load_checkpoint(second.reports[0][1])
     assert state_b["config"]["loss"]["w1_edge"] == pytest.approx(1.0)
@@ -130,8 +132,11 @@ def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, 
         assert rows["epoch"].tolist() == [1, 2, 3, 4]  # training went on from checkpoints, never restarted
         moved = (rows[columns].diff().abs() > 0).any(axis=1)
         # whether a trial exploits another depends on the order results arrive (the test above shows the step
-        # deterministically); a change comes at an interval, after epoch 1, and never to a baseline
+        # deterministically); a change comes at an interval, after epoch 1, never to a baseline, and with a
+        # parent named on the row
         assert not moved.iloc[:1].any() and (not moved.any() or pd.isna(rows["baseline"].iloc[0])), trial_id
+        if moved.any():
+            assert rows.loc[moved.values, "parent_trial"].notna().all(), trial_id
     # the trials table holds each trial's weights as they ended, the rows' last
     last = table.sort_values("training_iteration").groupby("trial_id").last()
     for column in columns:
