@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,32 @@ def search_yaml():
 @pytest.fixture
 def p2m_run():
     return p2m_cli
+
+
+@pytest.fixture
+def kill_search_midway():
+    return launch_and_kill
+
+
+def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int) -> None:
+    """Launch the search of ``cfg`` and SIGKILL its driver (and the Ray processes it started) once the experiment
+    ``exp`` holds ``rows`` result rows; fails when the search ends first."""
+    from results.store import ResultsError, read_results
+
+    driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, seen = time.time() + 300, 0
+    while time.time() < deadline and seen < rows and driver.poll() is None:
+        time.sleep(1)
+        try:
+            seen = len(read_results(exp, dedupe=False))
+        except ResultsError:
+            seen = 0
+    assert driver.poll() is None, f"the search ended (status {driver.poll()}) before it could be killed"
+    assert seen >= rows, f"{seen} rows after 300 s"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
 
 
 def write_search_config(path: Path, data_root: Path, storage: Path, **sections) -> Path:

@@ -1,11 +1,6 @@
 """Weight schedules (PBT, PB2): what they change, how a PB2 trial's log10 weights become weights, and a real PB2
 search that is SIGKILLed and resumed, whose trials' weights change mid-trial while training continues."""
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
@@ -13,7 +8,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from p2m.names import TERMS, weight
 from results.schema import STOP_COMPLETED
-from results.store import ResultsError, read_results, read_trials
+from results.store import read_results, read_trials
 from search.population import (LOG10, BaselinePB2, BaselinePBT, build_population_scheduler, changing_keys,
                                param_space, trial_params)
 
@@ -101,25 +96,14 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
     with pytest.raises(ValueError, match="different config"):
         trainable.train_trial({"log10:loss.w1_edge": 0.0}, base)
 
+
 def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, tmp_path, ray_env, search_yaml,
-                                                                     p2m_run):
+                                                                     p2m_run, kill_search_midway):
     cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 5, "max_concurrent": 2},
                       baselines={"published": {}}, scheduler={"type": "pb2", "max_t": 4, "perturbation_interval": 1})
     cfg.write_text(cfg.read_text().replace("  uniform:\n    loss.w1_laplacian: 0.5\n", ""))  # published only
     exp = tmp_path / "exp" / "t"
-    driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
-                              env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, rows = time.time() + 300, 0
-    while time.time() < deadline and rows < 6 and driver.poll() is None:
-        time.sleep(1)
-        try:
-            rows = len(read_results(exp, dedupe=False))
-        except ResultsError:
-            rows = 0
-    assert driver.poll() is None and rows >= 6, "the search finished (or failed) before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    time.sleep(2)
+    kill_search_midway(cfg, exp, ray_env, rows=6)
     result = p2m_run("search", "resume", exp, "--quiet", env=ray_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr

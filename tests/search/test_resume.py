@@ -1,43 +1,24 @@
 """SIGKILL the driver in the middle of a search, resume it, and find every trial finished exactly once."""
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY
-from results.store import ResultsError, read_results, read_trials
+from results.store import read_results, read_trials
 from p2m.names import JOURNAL_FILE
 from search.optuna_adapter import STUDY_NAME
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p2m_run, kill_search_midway):
     cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 6},
                       scheduler={"max_t": 4}, failure={"max_failures": 1},
                       baselines={"learned": {}})  # a trial beside the search, with learned weights, and two points
     side = 1  # trials the Optuna study never holds
     exp = tmp_path / "exp" / "t"
-    driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
-                              env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    rows = 0
-    while time.time() < deadline and rows < 5 and driver.poll() is None:
-        time.sleep(1)
-        try:
-            rows = len(read_results(exp, dedupe=False))
-        except ResultsError:
-            rows = 0
-    assert driver.poll() is None, "the search finished before it could be killed"
-    assert rows >= 5
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-    driver.wait()
-    time.sleep(2)
+    kill_search_midway(cfg, exp, ray_env, rows=5)
 
     result = p2m_run("search", "resume", exp, "--quiet", env=ray_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
