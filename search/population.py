@@ -68,7 +68,7 @@ def trial_params(params: dict) -> dict:
 
 
 def build_population_scheduler(kind: str, space: dict[str, BaseDistribution], interval: int,
-                               baselines: dict[str, dict], seed: int = 0):
+                               baselines: dict[str, dict]):
     """PBT or PB2 over ``space``'s continuous keys every ``interval`` epochs, leaving the ``baselines`` alone."""
     common = dict(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, perturbation_interval=interval,
                   quantile_fraction=0.25)
