@@ -146,27 +146,50 @@ def tradeoff(exp: Experiment, path: str | os.PathLike) -> Path:
     done = front(trials, {x: x_mode, y: y_mode}).dropna(subset=[x, y])
     sx, sy = _scale(x), _scale(y)
     other = trials[trials[STOP_REASON] != STOP_COMPLETED]
-    ox, oy = (pd.to_numeric(other[LAST_PREFIX + c], errors="coerce") for c in (x, y))
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
-    ax.scatter(ox * sx, oy * sy, color="0.75", s=16, label="stopped early (their last epoch)")
-    ax.scatter(done[x] * sx, done[y] * sy, color="tab:blue", s=28, label="reached max_t")
-    pts = done[done["on_front"]].sort_values(x)
-    if len(pts):
-        ax.step(pts[x] * sx, pts[y] * sy, where="post", color="tab:red", lw=1.5)
-        ax.scatter(pts[x] * sx, pts[y] * sy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
-                   label=f"Pareto front ({len(pts)} trial{'s' if len(pts) > 1 else ''})")
-        for _, row in pts[pts[BASELINE].isna()].iterrows():
-            ax.annotate(str(row[TRIAL_ID]), (row[x] * sx, row[y] * sy), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    for _, row in trials[trials[BASELINE].notna()].iterrows():
-        bx, by = (pd.to_numeric(row[LAST_PREFIX + c], errors="coerce") for c in (x, y))
-        if np.isfinite(bx) and np.isfinite(by):
-            ax.scatter(bx * sx, by * sy, marker="*", s=140, color="tab:orange", zorder=4)
-            ax.annotate(str(row[BASELINE]), (bx * sx, by * sy), fontsize=8, xytext=(4, -10),
-                        textcoords="offset points", color="tab:orange")
-    ax.set(xlabel=_axis_label(x, x_mode, sx), ylabel=_axis_label(y, y_mode, sy),
-           title=f"{_title(exp)}: trade-off (baselines starred)")
-    ax.legend(fontsize=7)
+    named = trials[trials[BASELINE].notna()]
+    every = pd.concat([pd.to_numeric(trials[LAST_PREFIX + x], errors="coerce")]).dropna()
+    # a baseline far off (the seed's loss: ten times the CD) squeezes the rest: a second panel zooms on them
+    near = every[every <= 2 * every.min()] if len(every) and every.min() > 0 else every
+    zoom = len(near) < len(every)
+    fig, axes = _panels(2 if zoom else 1, 6.0, 4.6)
+    for ax, limit in zip(axes, [None, 2 * every.min()] if zoom else [None]):
+        def keep(frame: pd.DataFrame, column: str = x) -> pd.DataFrame:
+            values = pd.to_numeric(frame[column] if column in frame else frame[LAST_PREFIX + x], errors="coerce")
+            return frame[values <= limit] if limit is not None else frame
+
+        late = keep(other, LAST_PREFIX + x)
+        ax.scatter(pd.to_numeric(late[LAST_PREFIX + x], errors="coerce") * sx,
+                   pd.to_numeric(late[LAST_PREFIX + y], errors="coerce") * sy, color="0.75", s=16,
+                   label="stopped early (their last epoch)")
+        shown = keep(done)
+        ax.scatter(shown[x] * sx, shown[y] * sy, color="tab:blue", s=28, label="reached max_t")
+        pts = done[done["on_front"]].sort_values(x)
+        if len(pts):
+            ax.step(pts[x] * sx, pts[y] * sy, where="post", color="tab:red", lw=1.5)
+            ax.scatter(pts[x] * sx, pts[y] * sy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
+                       label=f"Pareto front ({len(pts)} trial{'s' if len(pts) > 1 else ''})")
+            if limit is not None or not zoom:  # trial ids where there is room for them
+                for _, row in keep(pts)[keep(pts)[BASELINE].isna()].iterrows():
+                    ax.annotate(str(row[TRIAL_ID]), (row[x] * sx, row[y] * sy), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        for k, (_, row) in enumerate(keep(named, LAST_PREFIX + x).sort_values(LAST_PREFIX + y).iterrows()):
+            bx, by = (pd.to_numeric(row[LAST_PREFIX + c], errors="coerce") for c in (x, y))
+            if np.isfinite(bx) and np.isfinite(by):
+                ax.scatter(bx * sx, by * sy, marker="*", s=140, color="tab:orange", zorder=4)
+                # labels of nearby baselines fan out instead of printing over each other
+                ax.annotate(str(row[BASELINE]), (bx * sx, by * sy), fontsize=8, xytext=(10, -14 + 12 * (k % 4)),
+                            textcoords="offset points", color="tab:orange",
+                            arrowprops={"arrowstyle": "-", "color": "tab:orange", "lw": 0.5})
+        if limit is not None:  # the zoom's frame: what lies within it, not the front's line beyond
+            inside = trials[pd.to_numeric(trials[LAST_PREFIX + x], errors="coerce") <= limit]
+            ys = pd.to_numeric(inside[LAST_PREFIX + y], errors="coerce").dropna() * sy
+            x_lo = every.min() * sx
+            ax.set_xlim(x_lo - 0.05 * (limit * sx - x_lo), limit * sx * 1.02)
+            pad = 0.1 * max(float(ys.max() - ys.min()), 1e-9)
+            ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + pad)
+        ax.set(xlabel=_axis_label(x, x_mode, sx), ylabel=_axis_label(y, y_mode, sy),
+               title=f"{_title(exp)}: trade-off, baselines starred" + (" (zoom)" if limit is not None else ""))
+    axes[0].legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -196,7 +219,7 @@ def weight_schedule(exp: Experiment, path: str | os.PathLike) -> Path:
                 ax.axhline(float(published[column].iloc[0]), color=f"C{k}", ls=":", lw=1)
         ax.set(yscale="log", xlabel="epoch", title=f"stage {stage}")
     axes[0].set_ylabel("loss weight (log)")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     owners = list(dict.fromkeys(rows[TRIAL_ID])) if len(rows) else []
     fig.suptitle(f"{_title(exp)}: the weights the best model ({best or 'none finished'}) trained with, epoch by "
                  f"epoch ({exp.settings.scheduler}; trained by {' then '.join(map(str, owners)) or '-'})", fontsize=9)
