@@ -13,9 +13,10 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p2m_run, kill_search_midway):
-    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 6},
-                      scheduler={"max_t": 4}, failure={"max_failures": 1},
-                      baselines={"learned": {}})  # a trial beside the search, with learned weights, and two points
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", scheduler={"max_t": 4}, failure={"max_failures": 1},
+                      baselines={"learned": {}},  # a trial beside the search, with learned weights, and two points
+                      search={"num_samples": 6, "objectives": ["val_s3_cd", "val_s3_normal_consistency"]})
+    # (two objectives here; the single-objective search is SIGKILLed and resumed in tests/search/test_cluster.py)
     side = 1  # trials the Optuna study never holds
     exp = tmp_path / "exp" / "t"
     kill_search_midway(cfg, exp, ray_env, rows=5)
@@ -41,6 +42,7 @@ def test_sigkill_driver_then_resume(synth_dir, tmp_path, ray_env, search_yaml, p
     assert all(t.state.is_finished() for t in study.trials)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) >= len(trials) - side
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in finished if t.state.name == "COMPLETE")
     # the baseline beside the search ran once, to the end, and logged its learned weights every epoch
     learned = trials[trials["baseline"] == "learned"]
     assert len(learned) == 1 and learned["stop_reason"].tolist() == [STOP_COMPLETED]
