@@ -68,8 +68,11 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
         raise ValueError("history is empty: nothing to plot")
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_cd) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax_loss.plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
-    ax_loss.set(xlabel="epoch", ylabel="weighted training loss", yscale="log", title="training loss")
+    losses = [row["train_loss"] for row in history]
+    ax_loss.plot(epochs, losses, marker="o", ms=3)
+    # learned weighting's log-variance terms can take the total below 0: a log axis only when it can hold it
+    ax_loss.set(xlabel="epoch", ylabel="weighted training loss", yscale="log" if min(losses) > 0 else "linear",
+                title="training loss")
     for s in STAGES:
         ax_cd.plot(epochs, [row[val_column(s, "cd_x1000")] for row in history], marker="o", ms=3,
                    label=f"stage {s}")

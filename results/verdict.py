@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from p2m.names import STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, train_best_dir, val_column, weight
+from p2m.names import STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_column, train_best_dir, val_column, weight
 from results.experiment import Experiment
 from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
 from results.paired import COMPARED, compare_arms
-from results.schema import BASELINE, ITERATION, ITERATIONS, TRIAL_ID
+from results.schema import BASELINE, ITERATION, ITERATIONS, LAST_PREFIX, TRIAL_ID
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
 
@@ -61,8 +61,13 @@ def decide(exp: Experiment, importance: pd.DataFrame | None = None) -> Verdict:
 
 
 def _weight_matrix(row: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame([[float(row[weight(s, t).column]) for t in TERMS] for s in STAGES],
-                        index=pd.Index(STAGES, name="stage"), columns=list(TERMS))
+    """The 12 weights a trial trained with; with learned weighting, the chamfer weights it ended with."""
+    def value(s: int, t: str) -> float:
+        learned = row.get(LAST_PREFIX + learned_column(s)) if t == "chamfer" else None
+        return float(learned) if learned is not None and pd.notna(learned) else float(row[weight(s, t).column])
+
+    return pd.DataFrame([[value(s, t) for t in TERMS] for s in STAGES], index=pd.Index(STAGES, name="stage"),
+                        columns=list(TERMS))
 
 
 def _changes(exp: Experiment, best: pd.Series, base: pd.Series) -> pd.DataFrame:
@@ -126,10 +131,12 @@ def _lines(exp: Experiment, v: Verdict, importance: pd.DataFrame | None, full: i
     if len(itself):
         lines.append(f"  the best trial is the baseline {itself.iloc[0]}: the search found nothing better")
     lines.append(f"  best trial {v.best_trial}; weights (rows: stage 1-3; columns: {', '.join(TERMS)}):")
-    for arm in v.weights.columns.get_level_values(0).unique():
+    arms = list(v.weights.columns.get_level_values(0).unique())
+    width = max([12, *map(len, map(str, arms))])
+    for arm in arms:
         matrix = v.weights[arm]
         cells = ["  ".join(f"{x:8.3g}" for x in matrix.loc[s]) for s in STAGES]
-        lines.append(f"    {arm:>12}: " + " | ".join(cells))
+        lines.append(f"    {arm:>{width}}: " + " | ".join(cells))
     for _, r in v.changes.iterrows():
         relative, nc = COMPARED[r["metric"]][1], r["metric"] == "normal_consistency"
         unit, scale, digits = ("%", 100, 2) if relative else ("", 1, 3) if nc else (" pts", 1, 2)
