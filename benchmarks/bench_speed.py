@@ -176,9 +176,7 @@ def serve(profile: str, batch: int, val_views: int, data: str) -> None:
 
 
 def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: dict[str, list[dict]], args) -> None:
-    def med(values) -> float:
-        return statistics.median(values)
-
+    med = statistics.median
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}; "
           f"profile {args.profile}, batch {args.batch}; baseline {args.baseline}; {args.rounds} rounds of fresh "
           f"workers, each {args.steps} step pairs and {args.val_passes} validation pairs of {args.val_views} views, "

@@ -144,47 +144,38 @@ def tradeoff(exp: Experiment, path: str | os.PathLike) -> Path:
         ax.set_axis_off()
         return _save(fig, path)
     done = front(trials, {x: x_mode, y: y_mode}).dropna(subset=[x, y])
+    pts = done[done["on_front"]].sort_values(x)
+    values = pd.DataFrame({c: pd.to_numeric(trials[LAST_PREFIX + c], errors="coerce") for c in (x, y)})  # last epoch
+    stopped, named = trials[STOP_REASON] != STOP_COMPLETED, trials[BASELINE].notna()
     sx, sy = _scale(x), _scale(y)
-    other = trials[trials[STOP_REASON] != STOP_COMPLETED]
-    named = trials[trials[BASELINE].notna()]
-    every = pd.concat([pd.to_numeric(trials[LAST_PREFIX + x], errors="coerce")]).dropna()
-    # a baseline far off (the seed's loss: ten times the CD) squeezes the rest: a second panel zooms on them
-    near = every[every <= 2 * every.min()] if len(every) and every.min() > 0 else every
-    zoom = len(near) < len(every)
+    low = values[x].min()
+    # a trial or baseline far off (the seed's loss: ten times the CD) squeezes the rest: a second panel zooms in
+    zoom = bool(low > 0 and (values[x] > 2 * low).any())
     fig, axes = _panels(2 if zoom else 1, 6.0, 4.6)
-    for ax, limit in zip(axes, [None, 2 * every.min()] if zoom else [None]):
-        def keep(frame: pd.DataFrame, column: str = x) -> pd.DataFrame:
-            values = pd.to_numeric(frame[column] if column in frame else frame[LAST_PREFIX + x], errors="coerce")
-            return frame[values <= limit] if limit is not None else frame
-
-        late = keep(other, LAST_PREFIX + x)
-        ax.scatter(pd.to_numeric(late[LAST_PREFIX + x], errors="coerce") * sx,
-                   pd.to_numeric(late[LAST_PREFIX + y], errors="coerce") * sy, color="0.75", s=16,
+    for ax, limit in zip(axes, [None, 2 * low] if zoom else [None]):
+        within = values[x] <= limit if limit is not None else pd.Series(True, index=trials.index)
+        ax.scatter(values.loc[stopped & within, x] * sx, values.loc[stopped & within, y] * sy, color="0.75", s=16,
                    label="stopped early (their last epoch)")
-        shown = keep(done)
+        shown = done[within.reindex(done.index)]
         ax.scatter(shown[x] * sx, shown[y] * sy, color="tab:blue", s=28, label="reached max_t")
-        pts = done[done["on_front"]].sort_values(x)
         if len(pts):
             ax.step(pts[x] * sx, pts[y] * sy, where="post", color="tab:red", lw=1.5)
             ax.scatter(pts[x] * sx, pts[y] * sy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5,
                        label=f"Pareto front ({len(pts)} trial{'s' if len(pts) > 1 else ''})")
             if limit is not None or not zoom:  # trial ids where there is room for them
-                for _, row in keep(pts)[keep(pts)[BASELINE].isna()].iterrows():
+                for _, row in pts[within.reindex(pts.index) & pts[BASELINE].isna()].iterrows():
                     ax.annotate(str(row[TRIAL_ID]), (row[x] * sx, row[y] * sy), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
-        for k, (_, row) in enumerate(keep(named, LAST_PREFIX + x).sort_values(LAST_PREFIX + y).iterrows()):
-            bx, by = (pd.to_numeric(row[LAST_PREFIX + c], errors="coerce") for c in (x, y))
-            if np.isfinite(bx) and np.isfinite(by):
-                ax.scatter(bx * sx, by * sy, marker="*", s=140, color="tab:orange", zorder=4)
-                # labels of nearby baselines fan out instead of printing over each other
-                ax.annotate(str(row[BASELINE]), (bx * sx, by * sy), fontsize=8, xytext=(10, -14 + 12 * (k % 4)),
-                            textcoords="offset points", color="tab:orange",
-                            arrowprops={"arrowstyle": "-", "color": "tab:orange", "lw": 0.5})
+        starred = values[named & within].dropna().sort_values(y)
+        for k, (i, (bx, by)) in enumerate(starred.iterrows()):
+            ax.scatter(bx * sx, by * sy, marker="*", s=140, color="tab:orange", zorder=4)
+            # labels of nearby baselines fan out instead of printing over each other
+            ax.annotate(str(trials.at[i, BASELINE]), (bx * sx, by * sy), fontsize=8, xytext=(10, -14 + 12 * (k % 4)),
+                        textcoords="offset points", color="tab:orange",
+                        arrowprops={"arrowstyle": "-", "color": "tab:orange", "lw": 0.5})
         if limit is not None:  # the zoom's frame: what lies within it, not the front's line beyond
-            inside = trials[pd.to_numeric(trials[LAST_PREFIX + x], errors="coerce") <= limit]
-            ys = pd.to_numeric(inside[LAST_PREFIX + y], errors="coerce").dropna() * sy
-            x_lo = every.min() * sx
-            ax.set_xlim(x_lo - 0.05 * (limit * sx - x_lo), limit * sx * 1.02)
+            ys = values.loc[within, y].dropna() * sy
+            ax.set_xlim(low * sx - 0.05 * (limit - low) * sx, limit * sx * 1.02)
             pad = 0.1 * max(float(ys.max() - ys.min()), 1e-9)
             ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + pad)
         ax.set(xlabel=_axis_label(x, x_mode, sx), ylabel=_axis_label(y, y_mode, sy),

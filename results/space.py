@@ -1,7 +1,7 @@
 """An experiment's search space: the searched config keys and their Optuna distributions, stored in Optuna's
 own JSON form (``distribution_to_json``) by ``p2m search launch`` and read back exactly; and what a
-distribution contains (a baseline must lie inside the space to run as a trial, and only points inside
-it enter a rebuilt study)."""
+distribution contains (a baseline inside the space is enqueued to the study, one outside runs beside it,
+and only points inside it enter a rebuilt study)."""
 from __future__ import annotations
 
 import json
@@ -48,18 +48,9 @@ def read_space(experiment_dir: str | os.PathLike) -> dict[str, BaseDistribution]
 
 
 def contains(dist: BaseDistribution, value) -> bool:
-    """Whether ``value`` is a point of ``dist`` (a baseline must be one to run as a trial)."""
+    """Whether ``value`` is a point of ``dist``."""
     if isinstance(dist, FloatDistribution):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and dist.low <= value <= dist.high
     if isinstance(dist, CategoricalDistribution):
         return value in dist.choices
     raise TypeError(f"unsupported distribution {dist!r}")
-
-
-def describe(dist: BaseDistribution) -> str:
-    """``log-uniform [0.003, 3]`` or ``one of [0, 2000]``."""
-    if isinstance(dist, FloatDistribution):
-        return f"{'log-uniform' if dist.log else 'uniform'} [{dist.low:g}, {dist.high:g}]"
-    if isinstance(dist, CategoricalDistribution):
-        return f"one of {list(dist.choices)}"
-    return repr(dist)
