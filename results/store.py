@@ -1,24 +1,33 @@
-"""The Parquet tables of an experiment: written in atomic parts, read back deduplicated.
+"""The Parquet tables of an experiment: written in atomic parts, read back deduplicated, compacted as they grow.
 
-Writers never rewrite a file in place: each flush writes ``results/part-<ns>-<pid>.parquet`` through a
-temporary name and a rename, so a crash leaves only whole files. A result re-reported after a resume
-(a trial restarted from a checkpoint older than its last row) is a second row with the same
-(trial_id, training_iteration); readers keep the latest written, and :func:`compact` rewrites the
-dataset as one file without duplicates. Only pandas and pyarrow are used here.
+The experiment may be a local directory or a prefix on object storage (:mod:`results.storage`). Writers never
+rewrite a file in place: each flush writes ``results/part-<ns>-<pid>.parquet`` whole (a temporary name and a
+rename on a local disk; one upload on object storage), so a crash leaves only whole files. A result
+re-reported after a resume (a trial restarted from a checkpoint older than its last row) is a second row with
+the same (trial_id, training_iteration); readers keep the latest written.
+
+File counts stay bounded while a search runs: :func:`maintain` merges parts by level, as a log-structured
+store does. A part written by a writer is level 0; ``fanout`` parts of one level merge into one part of the next
+(``part-L<level>-...``), up to ``TOP_LEVEL``, whose parts merge with each other. A table never holds more than
+:func:`max_parts` parts after ``maintain`` (for ``fanout`` 16: 46), and each row is rewritten about
+``TOP_LEVEL`` times. A merge writes its part before it deletes its inputs: a process killed in between
+leaves each row twice, in two parts, with the same write time, and readers (and the next merge) keep one.
+:func:`compact` merges everything into one part (when a search ends and when it resumes).
+Only pandas and pyarrow are used here.
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from p2m.atomic import atomic_path
 from p2m.names import RESULTS_DIR, TRIALS_FILE, VIEWS_DIR
+from results import storage
 from results.schema import ITERATION, KEY, TRIAL_ID, VIEW_KEY, WRITTEN_AT
 
 VIEWS_KEY = KEY + VIEW_KEY  # a per-view row: trial, epoch, view
@@ -44,8 +53,7 @@ class ResultsWriter:
                  key: tuple[str, ...] = KEY):
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
-        self.dir = Path(experiment_dir) / table
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = storage.join(experiment_dir, table)
         self.flush_every, self.key = flush_every, key
         self._buffer: list[dict] = []
         self.rows_written = 0
@@ -64,11 +72,11 @@ class ResultsWriter:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
-    def flush(self) -> Path | None:
+    def flush(self) -> storage.Location | None:
         if not self._buffer:
             return None
         table = _to_table(self._buffer)
-        path = self.dir / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+        path = storage.join(self.dir, _part_name(0))
         write_table_atomic(table, path)
         self.rows_written += len(self._buffer)
         self._buffer = []
@@ -83,15 +91,11 @@ def read_results(experiment_dir: str | os.PathLike, dedupe: bool = True, table: 
     Raises:
         ResultsError: naming the directory or file, when there are no parts or one is unreadable.
     """
-    root = Path(experiment_dir) / table
-    parts = sorted(root.glob("part-*.parquet"))
+    root = storage.join(experiment_dir, table)
+    parts = list_parts(root)
     if not parts:
         raise ResultsError(f"{root}: no results (no part-*.parquet files)")
-    frames = [read_table(p) for p in parts]
-    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
-    if dedupe and len(df):
-        df = df.sort_values(WRITTEN_AT, kind="stable").drop_duplicates(list(key), keep="last")
-    return df.sort_values(list(key), kind="stable").reset_index(drop=True)
+    return _merged(parts, key, dedupe).sort_values(list(key), kind="stable").reset_index(drop=True)
 
 
 def read_views(experiment_dir: str | os.PathLike) -> pd.DataFrame:
@@ -99,39 +103,124 @@ def read_views(experiment_dir: str | os.PathLike) -> pd.DataFrame:
     return read_results(experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
 
 
-def compact(experiment_dir: str | os.PathLike, table: str = RESULTS_DIR, key: tuple[str, ...] = KEY) -> Path:
-    """Rewrite a dataset as one deduplicated part; the old parts go only after it is written."""
-    root = Path(experiment_dir) / table
-    old = sorted(root.glob("part-*.parquet"))
-    df = read_results(experiment_dir, table=table, key=key)
-    path = root / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+TOP_LEVEL = 3  # the level whose parts merge with each other (each row is rewritten about this many times)
+FANOUT = 16  # parts of one level that merge into one of the next
+
+
+def max_parts(fanout: int = FANOUT, top: int = TOP_LEVEL) -> int:
+    """The most parts a table holds after :func:`maintain`: fewer than ``fanout`` at each level below the top,
+    one at the top."""
+    return (fanout - 1) * top + 1
+
+
+def list_parts(root: str | os.PathLike) -> list:
+    """The parts of a dataset directory, by name."""
+    return storage.list_files(root, prefix="part-", suffix=".parquet")
+
+
+def part_level(part) -> int:
+    """A part's level: 0 for a writer's part, ``n`` for ``part-L<n>-...``."""
+    name = storage.name_of(part)
+    return int(name.split("-")[1][1:]) if name.startswith("part-L") else 0
+
+
+def maintain(experiment_dir: str | os.PathLike, table: str = RESULTS_DIR, key: tuple[str, ...] = KEY,
+             fanout: int = FANOUT, top: int = TOP_LEVEL) -> int:
+    """Merge parts by level so the dataset holds at most :func:`max_parts` of them; returns the parts merged.
+
+    Only the parts listed on entry are touched: parts written meanwhile (trials write their per-view parts
+    themselves) wait for the next call.
+    """
+    if fanout < 2 or top < 1:
+        raise ValueError(f"fanout must be >= 2 and top >= 1, got {fanout} and {top}")
+    root = storage.join(experiment_dir, table)
+    by_level: dict[int, list] = {}
+    for part in list_parts(root):
+        by_level.setdefault(min(part_level(part), top), []).append(part)
+    merged = 0
+    for level in range(top + 1):
+        parts = by_level.get(level, [])
+        full = level < top and len(parts) >= fanout or level == top and len(parts) > 1
+        if not full:
+            continue
+        new = _merge(root, parts, key, min(level + 1, top))
+        merged += len(parts)
+        if level + 1 <= top:
+            by_level.setdefault(min(level + 1, top), []).append(new)
+    return merged
+
+
+def compact(experiment_dir: str | os.PathLike, table: str = RESULTS_DIR, key: tuple[str, ...] = KEY):
+    """Rewrite a dataset as one deduplicated part (of the top level); the old parts go only after it is
+    written. Returns the new part, or None when the dataset has no parts."""
+    root = storage.join(experiment_dir, table)
+    parts = list_parts(root)
+    return _merge(root, parts, key, TOP_LEVEL) if parts else None
+
+
+def remove_temporaries(experiment_dir: str | os.PathLike, table: str = RESULTS_DIR, older_than_s: float = 60.0) -> int:
+    """Remove the temporary files of parts whose writer was killed mid-write (local disks only: an object store
+    never shows a half-uploaded object), if older than ``older_than_s``; returns how many."""
+    root = storage.join(experiment_dir, table)
+    if storage.is_remote(root):
+        return 0
+    now, removed = time.time(), 0
+    for path in storage.list_files(root, prefix=".part-", suffix=".tmp"):
+        try:
+            if now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _merge(root, parts: list, key: tuple[str, ...], level: int):
+    """One part of ``level`` holding the deduplicated rows of ``parts``, written before they are deleted."""
+    df = _merged(parts, key, dedupe=True)
+    path = storage.join(root, _part_name(level))
     write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), path)
-    for p in old:
-        if p != path:
-            p.unlink(missing_ok=True)
+    for part in parts:
+        if str(part) != str(path):
+            storage.delete(part)
     return path
 
 
-def write_trials(experiment_dir: str | os.PathLike, trials: pd.DataFrame | Iterable[dict]) -> Path:
+def _merged(parts: list, key: tuple[str, ...], dedupe: bool) -> pd.DataFrame:
+    frames = [read_table(p) for p in parts]
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    if dedupe and len(df):
+        df = df.sort_values(WRITTEN_AT, kind="stable").drop_duplicates(list(key), keep="last")
+    return df
+
+
+def _part_name(level: int) -> str:
+    tag = f"L{level}-" if level else ""
+    return f"part-{tag}{time.time_ns()}-{os.getpid()}.parquet"
+
+
+def write_trials(experiment_dir: str | os.PathLike, trials: pd.DataFrame | Iterable[dict]) -> storage.Location:
     """Replace ``TRIALS_FILE`` (one row per trial) atomically."""
     trials = trials if isinstance(trials, pd.DataFrame) else pd.DataFrame(list(trials))
     if trials.empty:
         raise ValueError("no trials to write")
-    path = Path(experiment_dir) / TRIALS_FILE
+    path = storage.join(experiment_dir, TRIALS_FILE)
     write_table_atomic(pa.Table.from_pandas(trials, preserve_index=False), path)
     return path
 
 
 def read_trials(experiment_dir: str | os.PathLike) -> pd.DataFrame:
-    path = Path(experiment_dir) / TRIALS_FILE
-    if not path.is_file():
+    path = storage.join(experiment_dir, TRIALS_FILE)
+    if not storage.is_file(path):
         raise ResultsError(f"{path}: no trials table")
     return read_table(path).sort_values(TRIAL_ID, kind="stable").reset_index(drop=True)
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    """Write ``table`` to ``path`` (local or remote), whole or not at all."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    storage.write_bytes(path, sink.getvalue())
 
 
 def _to_table(rows: list[dict]) -> pa.Table:
@@ -152,10 +241,12 @@ def _plain(value):
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """One Parquet file as a DataFrame, or a one-line ResultsError naming it."""
     try:
+        if storage.is_remote(path):
+            return pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pandas()
         return pq.read_table(path).to_pandas()
     except (OSError, pa.ArrowException) as exc:
         raise ResultsError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
 
 
-__all__ = ["ITERATION", "ResultsError", "ResultsWriter", "compact", "read_results", "read_table", "read_trials",
-           "read_views", "write_trials"]
+__all__ = ["ITERATION", "ResultsError", "ResultsWriter", "compact", "maintain", "max_parts", "read_results",
+           "read_table", "read_trials", "read_views", "remove_temporaries", "write_trials"]

@@ -1,10 +1,17 @@
-"""The Parquet store: atomic parts, keep-latest deduplication, compaction, one-line errors."""
+"""The Parquet store: atomic parts, keep-latest deduplication, compaction and merging by level (SIGKILLed too),
+one-line errors."""
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 from results.schema import ITERATION, TRIAL_ID
-from results.store import ResultsError, ResultsWriter, compact, read_results, read_trials, write_trials
+from results.store import (ResultsError, ResultsWriter, compact, list_parts, maintain, max_parts, part_level,
+                           read_results, read_trials, remove_temporaries, write_trials)
 
 
 def _row(trial, it, cd, **extra):
@@ -56,3 +63,71 @@ def test_missing_and_corrupt_tables_are_one_line_errors(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="lacks training_iteration"):
         ResultsWriter(tmp_path).append({TRIAL_ID: "a"})
+
+
+def test_merging_by_level_bounds_the_part_count_of_a_long_search(tmp_path):
+    """600 results, one part each, some re-reported (a resumed trial); merged every `fanout` results as the search's
+    callback does: the part count never passes the bound, and the rows equal a plain dict of the latest values."""
+    fanout, top = 4, 3
+    writer, latest, most = ResultsWriter(tmp_path), {}, 0
+    for i in range(600):
+        trial, epoch = f"t{i // 50}", i % 50 + 1
+        if i % 7 == 0 and epoch > 1:  # a re-report of the previous epoch, after a resume
+            writer.append(_row(trial, epoch - 1, -float(i)))
+            latest[(trial, epoch - 1)] = -float(i)
+        writer.append(_row(trial, epoch, float(i)))
+        latest[(trial, epoch)] = float(i)
+        if i % fanout == fanout - 1:
+            maintain(tmp_path, fanout=fanout, top=top)
+            parts = list_parts(tmp_path / "results")
+            most = max(most, len(parts))
+            assert len(parts) <= max_parts(fanout, top) == 10
+    assert most == (fanout - 1) * (top - 1) + 1  # full levels below the top: the bound was approached, not avoided
+    assert {part_level(p) for p in list_parts(tmp_path / "results")} >= {top}
+    df = read_results(tmp_path)
+    assert dict(zip(zip(df[TRIAL_ID], df[ITERATION]), df["val_s3_cd"])) == latest
+    assert len(read_results(tmp_path, dedupe=False)) < 1.1 * len(latest)  # merges dropped the superseded rows
+
+
+KILL_DURING_MERGE = """
+import os, signal, sys
+from results import storage, store
+
+stage = sys.argv[2]
+calls = {"replace": 0, "delete": 0}
+if stage == "writing":  # killed with the merged part written under its temporary name, before the rename
+    def replace(src, dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+else:
+    real_delete = storage.delete
+    def delete(loc):  # killed before the first deletion of a merged input, or after the second
+        if calls["delete"] == (0 if stage == "written" else 2):
+            os.kill(os.getpid(), signal.SIGKILL)
+        calls["delete"] += 1
+        real_delete(loc)
+    storage.delete = delete
+store.compact(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("stage", ["writing", "written", "deleting"])
+def test_a_sigkill_during_a_merge_loses_and_duplicates_no_row(tmp_path, stage):
+    writer = ResultsWriter(tmp_path)
+    for i in range(12):
+        writer.append(_row(f"t{i % 3}", i // 3 + 1, float(i)))
+    writer.append(_row("t0", 4, -1.0))  # a re-report: the latest wins
+    before = read_results(tmp_path)
+    run = subprocess.run([sys.executable, "-c", KILL_DURING_MERGE, str(tmp_path), stage], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    pd.testing.assert_frame_equal(read_results(tmp_path), before)  # every row exactly once, as before
+    raw = read_results(tmp_path, dedupe=False)
+    assert len(raw) > len(before) if stage != "writing" else len(raw) == len(before) + 1
+    temporaries = list((tmp_path / "results").glob(".part-*.tmp"))
+    assert bool(temporaries) == (stage == "writing")
+    # what `p2m search resume` does first: the killed merge's leftovers go, the rows stay
+    assert remove_temporaries(tmp_path, older_than_s=0) == len(temporaries)
+    compact(tmp_path)
+    pd.testing.assert_frame_equal(read_results(tmp_path, dedupe=False), before)
+    assert len(list_parts(tmp_path / "results")) == 1
