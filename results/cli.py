@@ -52,7 +52,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.format:
         print(format_tables(analysis.tables, args.format))
     if args.format in (None, "text", "markdown"):
-        print(f"report: {analysis.report}")
+        print(f"report: {analysis.report}" + (f" (uploaded to {analysis.published})" if analysis.published else ""))
     return 0
 
 
@@ -76,6 +76,7 @@ def _fidelity(args: argparse.Namespace) -> int:
           + (f"{grace} -> grace_period {grace}" if grace else "none before max_t: no rung predicts, run FIFO"))
     if len(table):
         print(f"wrote {fidelity_curve(table, exp, args.threshold, out / 'fidelity.png')}")
+    _publish(out, exp, args.out)
     return 0
 
 
@@ -96,6 +97,7 @@ def _replay(args: argparse.Namespace) -> int:
           f"orderings per setting, {args.concurrency or exp.settings.max_concurrent} trials at a time")
     print(format_tables({"replay": table}, "text"))
     print(f"wrote {replay_picture(table, exp, out / 'replay.png')}")
+    _publish(out, exp, args.out)
     return 0
 
 
@@ -135,6 +137,15 @@ def _out_dir(out: str | None, exp):
     from pathlib import Path
 
     return Path(out) if out else exp.dir / "analysis"
+
+
+def _publish(out, exp, given_out) -> None:
+    """Upload the default output directory of an experiment on object storage beside it."""
+    from results.report import publish
+
+    target = None if given_out else publish(out, exp)
+    if target:
+        print(f"uploaded {out} to {target}")
 
 
 def _write_csv(table, path) -> None:

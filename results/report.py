@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import plots
+from results import plots, storage
 from results.experiment import Experiment, load_experiment
 from results.importance import importance
 from p2m.atomic import atomic_write_bytes
@@ -38,12 +38,14 @@ class Analysis:
     verdicts: list[Verdict] = field(default_factory=list)  # one per experiment: what the report opens with
     pictures: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
+    published: str | None = None  # where the output was uploaded (one experiment on object storage, default out)
 
 
 def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, top: int = 10,
             plots_too: bool = True) -> Analysis:
     """Read the experiments, build the tables, draw the pictures and write the report into ``out``
-    (default: ``<experiment>/analysis``, or ``<parent>/comparison-<a>-<b>`` for several).
+    (default: ``<experiment>/analysis``, or ``<parent>/comparison-<a>-<b>`` for several). One experiment on
+    object storage is analysed in its local copy, and the output uploaded to its ``analysis/`` too.
 
     Raises:
         ResultsError: naming the path, for a missing, empty or unreadable experiment.
@@ -56,7 +58,8 @@ def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
         for e in experiments:
             e.name = f"{e.dir.parent.name}/{e.dir.name}"
     tables, warnings = build_tables(experiments, top)
-    out = Path(out) if out else default_out(experiments)
+    given_out = out is not None
+    out = Path(out) if given_out else default_out(experiments)
     importance = tables["importance"]
     verdicts = [decide(e, importance[importance["experiment"] == e.name]) for e in experiments]
     tables["verdict_changes"] = _with_experiment(experiments, [v.changes for v in verdicts])
@@ -68,7 +71,17 @@ def analyze(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
         analysis.pictures = draw(experiments, tables, out)
     analysis.report = out / "report.md"
     _write_text(analysis.report, report_markdown(analysis, out))
+    analysis.published = publish(out, experiments[0]) if len(experiments) == 1 and not given_out else None
     return analysis
+
+
+def publish(out: Path, experiment: Experiment) -> str | None:
+    """Upload ``out`` to ``<experiment>/analysis`` when the experiment lives on object storage; returns where."""
+    if experiment.location is None:
+        return None
+    target = storage.join(experiment.location, out.name)
+    storage.upload_dir(out, target)
+    return str(target)
 
 
 def build_tables(experiments: list[Experiment], top: int = 10) -> tuple[dict[str, pd.DataFrame], list[str]]:

@@ -11,11 +11,11 @@ import math
 import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
 from p2m.names import OBJECTIVE, SETTINGS_FILE, val_metric_mode
+from results import storage
 
 ALGORITHMS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo", "pbt", "pb2")  # pbt / pb2: weight schedules (search/population.py)
@@ -118,16 +118,15 @@ def read_settings(experiment_dir: str | os.PathLike) -> SearchSettings:
     Raises:
         ValueError: naming the file, when it is missing, not YAML, or a field is missing, unknown or mistyped.
     """
-    path = Path(experiment_dir) / SETTINGS_FILE
+    path = storage.join(experiment_dir, SETTINGS_FILE)
     data = read_settings_file(path)
     return SearchSettings.from_dict({k: v for k, v in data.items() if k != "base"}, str(path))
 
 
 def read_settings_file(path: str | os.PathLike) -> dict:
     """The settings file's mapping, or a one-line ValueError naming it."""
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(storage.read_bytes(path).decode())
     except FileNotFoundError:
         raise ValueError(f"{path}: not a p2m search experiment (no {SETTINGS_FILE})") from None
     except yaml.YAMLError as exc:

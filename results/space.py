@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, distribution_to_json,
                                   json_to_distribution)
 
-from p2m.atomic import atomic_write_bytes
 from p2m.names import SPACE_FILE
+from results import storage
 from results.store import ResultsError
 
 
-def write_space(experiment_dir: str | os.PathLike, space: dict[str, BaseDistribution]) -> Path:
+def write_space(experiment_dir: str | os.PathLike, space: dict[str, BaseDistribution]) -> storage.Location:
     """``SPACE_FILE``: ``{config key: Optuna's JSON of its distribution}``."""
     data = {key: json.loads(distribution_to_json(dist)) for key, dist in space.items()}
-    return atomic_write_bytes(Path(experiment_dir) / SPACE_FILE, json.dumps(data, indent=1).encode())
+    return storage.write_bytes(storage.join(experiment_dir, SPACE_FILE), json.dumps(data, indent=1).encode())
 
 
 def read_space(experiment_dir: str | os.PathLike) -> dict[str, BaseDistribution]:
@@ -29,9 +28,9 @@ def read_space(experiment_dir: str | os.PathLike) -> dict[str, BaseDistribution]
         ResultsError: naming the file, when it is missing, not JSON, or holds something that is not an Optuna
             distribution.
     """
-    path = Path(experiment_dir) / SPACE_FILE
+    path = storage.join(experiment_dir, SPACE_FILE)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(path))
     except FileNotFoundError:
         raise ResultsError(f"{path}: missing (every search writes its space there)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

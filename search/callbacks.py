@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 from ray.tune import Callback
 
-from p2m.names import CONFIG_PREFIX, RESULTS_DIR, VIEWS_DIR
+from p2m.names import CONFIG_PREFIX, VIEWS_DIR
+from results import storage
 from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, STATUS, TRIAL_ID
-from results.store import VIEWS_KEY, ResultsError, ResultsWriter, compact, read_results, write_trials
+from results.store import (FANOUT, VIEWS_KEY, ResultsError, ResultsWriter, compact, maintain, read_results,
+                           write_trials)
 from results.trials import summarise_trials
 from search.population import trial_params
 from search.space import baseline_name
@@ -21,8 +23,9 @@ DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_
 
 class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/RESULTS_DIR``; ``TRIALS_FILE`` rewritten when a
-    trial ends and when the experiment ends (then the parts are compacted, and those of ``VIEWS_DIR``, which
-    the trials write themselves).
+    trial ends and when the experiment ends. Every ``FANOUT`` results the parts of ``RESULTS_DIR`` and of
+    ``VIEWS_DIR`` (which the trials write themselves) are merged by level, so their file counts stay bounded
+    (:func:`results.store.maintain`); when the experiment ends, each is compacted into one part.
 
     The trials table's figures come from the stored result rows, never from this object's memory: Ray
     restores the callback from a snapshot after a driver crash, and rows written after that snapshot are
@@ -31,17 +34,22 @@ class ParquetResults(Callback):
 
     def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None,
                  baselines: dict[str, dict] | None = None):
-        self.experiment_dir = Path(experiment_dir)
+        self.experiment_dir = storage.location(experiment_dir)
         self.base_flat = dict(base_flat or {})  # the base config, "section.field" -> value
         self.baselines = dict(baselines or {})  # baseline name -> its point of the space
         self.experiment = experiment
         self.max_t = max_t
         self.writer = ResultsWriter(self.experiment_dir)
+        self._results_seen = 0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = result_row(self.experiment, trial.trial_id, result)
         row[BASELINE] = baseline_name(trial.config, self.baselines)
         self.writer.append(row)
+        self._results_seen += 1
+        if self._results_seen % FANOUT == 0:
+            maintain(self.experiment_dir)
+            maintain(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write_trials(trials)
@@ -51,10 +59,8 @@ class ParquetResults(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.writer.flush()
-        if any((self.experiment_dir / RESULTS_DIR).glob("part-*.parquet")):
-            compact(self.experiment_dir)
-        if any((self.experiment_dir / VIEWS_DIR).glob("part-*.parquet")):
-            compact(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
+        compact(self.experiment_dir)
+        compact(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
         self._write_trials(trials)
 
     def _write_trials(self, trials) -> None:

@@ -59,6 +59,7 @@ def demo_config_path() -> str:
 def _launch(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from results import storage
     from search.config import load_search_config
     from search.run import experiment_dir, launch
 
@@ -74,8 +75,9 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_search_config(args.config or demo_config_path(), overrides)
     if args.smoke_test:
         cfg = smoke_config(cfg)
-        if not args.data:
-            args.data = str(_smoke_data(Path(cfg.storage_path) / "smoke-data"))
+        if not args.data:  # beside the experiments, or in this machine's cache when they are on object storage
+            args.data = str(_smoke_data(storage.cache_dir(cfg.storage_path, "smoke-data") if storage.is_remote(
+                cfg.storage_path) else Path(cfg.storage_path).expanduser() / "smoke-data"))
     if args.data:
         cfg = dataclasses.replace(cfg, base=dataclasses.replace(
             cfg.base, data=dataclasses.replace(cfg.base.data, root=str(Path(args.data).expanduser().resolve()))))
@@ -88,14 +90,16 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def smoke_config(cfg):
-    """``cfg`` cut to a run of seconds: the tiny profile, 2 trials (a baseline and a searched point) of 2
-    epochs of 2 steps, 1 CPU each, validation on 4 views; the space and the scheduler's kind are kept."""
+    """``cfg`` cut to a run of seconds: the tiny profile with its ResNet-18 cut after the second stage (checkpoints
+    of 9 MB, not 182 MB: every epoch writes one, and on object storage uploads it), 2 trials (a baseline and a
+    searched point) of 2 epochs of 2 steps, 1 CPU each, validation on 4 views; the space and the scheduler's
+    kind are kept."""
     import dataclasses
 
     from p2m.config import from_dict, profile_config
 
     epochs = 2
-    base = from_dict({"data": {"root": cfg.base.data.root, "val_limit": 4},
+    base = from_dict({"data": {"root": cfg.base.data.root, "val_limit": 4}, "model": {"feature_levels": [1, 2]},
                       "optim": {"steps_per_epoch": 2, "max_epochs": epochs}},
                      base=profile_config("tiny"), source="--smoke-test")
     baselines = dict(list(cfg.baselines.items())[:1])
@@ -123,6 +127,9 @@ def _train_best(args: argparse.Namespace) -> int:
 
     from search.best import train_best
 
+    from p2m.names import train_best_dir
+    from results import storage
+    from results.experiment import local_copy
     from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON, TRIAL_ID
     from results.store import read_trials
     from results.pareto import pick_on_front
@@ -131,10 +138,11 @@ def _train_best(args: argparse.Namespace) -> int:
 
     if args.pick and args.baseline:
         raise ValueError("--pick chooses the trial to retrain instead of the best; --baseline names one: give one")
+    exp = local_copy(args.experiment_dir)  # on object storage: retrained here, uploaded beside the search
     names = [args.baseline] if args.baseline else [None]
     if args.with_baselines:
-        trials = read_trials(args.experiment_dir)
-        best = (pick_on_front(trials, args.pick, read_settings(args.experiment_dir).objective_modes()) if args.pick
+        trials = read_trials(exp)
+        best = (pick_on_front(trials, args.pick, read_settings(exp).objective_modes()) if args.pick
                 else pick_best(trials))[TRIAL_ID]
         for _, row in trials[trials[BASELINE].notna()].drop_duplicates(BASELINE).iterrows():
             if row[STOP_REASON] == STOP_ERRORED:  # it would fail the same way again
@@ -144,9 +152,13 @@ def _train_best(args: argparse.Namespace) -> int:
             else:
                 names.append(row[BASELINE])
     for name in names:
-        train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
+        train_best(exp, args.epochs, args.seeds, args.split, args.previews,
                    progress=not args.no_progress and sys.stderr.isatty(), baseline=name,
                    pick=args.pick if name is None else None)
+        if storage.is_remote(args.experiment_dir):
+            target = storage.join(storage.location(args.experiment_dir), train_best_dir(name))
+            storage.upload_dir(exp / train_best_dir(name), target)
+            print(f"uploaded to {target}")
     return 0
 
 

@@ -5,7 +5,9 @@ the analysis needs too.)
 Only Optuna's public API is used here (no private attribute of Optuna's); tested with Optuna 5.0 (``setup.cfg``
 pins it: Optuna 4.0 failed the tests, its PED-ANOVA evaluator takes ``baseline_quantile`` where 5.0 takes
 ``target_quantile``, in :mod:`results.importance`). What each function relies on:
-- ``JournalStorage`` + ``JournalFileBackend`` (``optuna.storages.journal``, Optuna >= 4.0);
+- ``JournalStorage`` + ``JournalFileBackend`` (``optuna.storages.journal``, Optuna >= 4.0), and that the
+  backend's constructor takes the file's path and sets all of its state (:class:`SnapshotJournalBackend`
+  pickles the journal's bytes and calls it again when unpickled);
 - ``Study.get_trials(deepcopy=False)``: the storage's view, trials in order of their ``number``;
 - ``FloatDistribution``/``CategoricalDistribution`` attributes ``low``, ``high``, ``log``, ``choices``.
 """
@@ -15,9 +17,12 @@ import logging
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from p2m.atomic import atomic_write_bytes
 from p2m.names import JOURNAL_FILE
+from results import storage
 
 STUDY_NAME = "p2m-search"
 
@@ -27,15 +32,55 @@ def quiet() -> None:
     optuna.logging.set_verbosity(logging.WARNING)
 
 
-def optuna_storage(experiment_dir: str | Path, url: str = ""):
-    """The study's storage: an RDB URL when given, else a journal file in the experiment directory."""
+def optuna_storage(experiment_dir: str | Path, url: str = "", new: bool = False):
+    """The study's storage: an RDB URL when given; else a journal file in a local experiment directory; else, for
+    an experiment on object storage, a journal on the driver's disk that travels in the searcher's snapshot
+    (:class:`SnapshotJournalBackend`). ``new``: a new search (a stale local copy of the journal is removed)."""
     if url:
         return optuna.storages.RDBStorage(url)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    if storage.is_remote(experiment_dir):
+        return JournalStorage(SnapshotJournalBackend(str(experiment_dir), new=new))
     path = Path(experiment_dir) / JOURNAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+class SnapshotJournalBackend(JournalFileBackend):
+    """The Optuna journal of an experiment on object storage: a file on the driver's disk
+    (:func:`results.storage.cache_dir`) whose contents are pickled with it.
+
+    Object stores have no appends and no locks, so the journal cannot live there. Ray snapshots the searcher,
+    study and storage included, into its experiment state, which it uploads to the experiment's storage; this
+    backend adds the journal's bytes to that pickle. Unpickled on any machine (``p2m search resume`` after the
+    driver died, perhaps on a new head node), it writes them back to its local file, unless that file already
+    extends them (the same machine, whose journal ran ahead of the snapshot: :class:`P2MOptunaSearch` reconciles
+    that case as it does for a local journal).
+    """
+
+    def __init__(self, experiment_uri: str, new: bool = False):
+        self._experiment_uri = experiment_uri
+        path = self.local_path(experiment_uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if new:
+            path.unlink(missing_ok=True)
+        super().__init__(str(path))
+
+    @staticmethod
+    def local_path(experiment_uri: str) -> Path:
+        return storage.cache_dir(experiment_uri, "optuna") / JOURNAL_FILE
+
+    def __getstate__(self) -> dict:
+        return {"experiment_uri": self._experiment_uri, "journal": Path(self._file_path).read_bytes()}
+
+    def __setstate__(self, state: dict) -> None:
+        path = self.local_path(state["experiment_uri"])
+        snapshot = state["journal"]
+        here = path.read_bytes() if path.is_file() else b""
+        if not (len(here) >= len(snapshot) and here.startswith(snapshot)):
+            atomic_write_bytes(path, snapshot)
+        self.__init__(state["experiment_uri"])
 
 
 def build_sampler(algorithm: str, seed: int, n_startup_trials: int):

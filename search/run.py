@@ -15,11 +15,12 @@ import yaml
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from p2m.atomic import atomic_write_bytes
 from p2m.config import to_plain
-from p2m.names import MODE, OBJECTIVE, SETTINGS_FILE, val_column, weight
-from results.schema import ITERATION
+from p2m.names import MODE, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column, weight
+from results import storage
+from results.schema import ITERATION, KEY
 from results.space import write_space
+from results.store import VIEWS_KEY, compact, remove_temporaries
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
@@ -31,8 +32,9 @@ from search.schedulers import build_scheduler, build_searcher
 from search.trainable import train_trial, trial_resources
 
 
-def experiment_dir(cfg: SearchConfig) -> Path:
-    return Path(cfg.storage_path).expanduser().resolve() / cfg.name
+def experiment_dir(cfg: SearchConfig) -> storage.Location:
+    """``storage.path/name``: a local ``Path``, or a URI string on object storage (``s3://``, ``gs://``)."""
+    return storage.join(storage.location(cfg.storage_path), cfg.name)
 
 
 def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
@@ -42,7 +44,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
         ValueError: when the experiment directory already holds a search (resume it instead).
     """
     exp = experiment_dir(cfg)
-    if (exp / SETTINGS_FILE).exists():
+    if storage.exists(storage.join(exp, SETTINGS_FILE)):
         raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
     baselines = cfg.named_points()
     space = cfg.space()
@@ -53,9 +55,9 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
         scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
     if cfg.scheduler == "asha":  # recorded as the scheduler computed them: the analysis reads them back
         cfg = dataclasses.replace(cfg, rungs=asha_milestones(scheduler))
-    exp.mkdir(parents=True, exist_ok=True)
     write_space(exp, space)
-    atomic_write_bytes(exp / SETTINGS_FILE, yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
+    storage.write_bytes(storage.join(exp, SETTINGS_FILE),
+                        yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     _init_ray(address)
     try:
         param_space = None
@@ -65,9 +67,9 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
             searcher = BasicVariantGenerator(points_to_evaluate=list(baselines.values()) or None,
                                              max_concurrent=cfg.max_concurrent, random_state=cfg.seed)
         else:
-            searcher = build_searcher(space, cfg.points_to_evaluate(), optuna_storage(exp, cfg.optuna_url), cfg.seed,
-                                      cfg.max_t, cfg.max_concurrent, cfg.algorithm, cfg.side_points(),
-                                      cfg.objective_modes())
+            study_storage = optuna_storage(exp, cfg.optuna_url, new=True)
+            searcher = build_searcher(space, cfg.points_to_evaluate(), study_storage, cfg.seed, cfg.max_t,
+                                      cfg.max_concurrent, cfg.algorithm, cfg.side_points(), cfg.objective_modes())
         tuner = tune.Tuner(
             _trainable(cfg, exp),
             param_space=param_space,
@@ -82,9 +84,15 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
 
 
 def resume(exp: str | Path, address: str | None = None, restart_errored: bool = False, verbose: int = 1):
-    """Continue a search from its experiment directory (unfinished trials from their checkpoints)."""
-    exp = Path(exp).expanduser().resolve()
-    cfg = load_experiment_config(exp / SETTINGS_FILE)
+    """Continue a search from its experiment directory (unfinished trials from their checkpoints).
+
+    The results tables are compacted first (a driver that died left their parts, and perhaps a merge
+    half done: :mod:`results.store`)."""
+    exp = storage.location(exp)
+    cfg = load_experiment_config(storage.join(exp, SETTINGS_FILE))
+    for table, key in ((RESULTS_DIR, KEY), (VIEWS_DIR, VIEWS_KEY)):
+        remove_temporaries(exp, table)
+        compact(exp, table, key)
     _init_ray(address)
     try:
         trainable = _trainable(cfg, exp)
@@ -97,20 +105,20 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
         ray.shutdown()
 
 
-def _trainable(cfg: SearchConfig, exp: Path):
+def _trainable(cfg: SearchConfig, exp: storage.Location):
     changing = changing_keys(cfg.space()) if cfg.scheduler in POPULATION_SCHEDULERS else ()
     fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
                               val_per_view=cfg.val_per_view, changing=changing)
     return tune.with_resources(fn, trial_resources(cfg.cpu, cfg.gpu))
 
 
-def _run_config(cfg: SearchConfig, exp: Path, verbose: int) -> tune.RunConfig:
+def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.RunConfig:
     reporter = tune.CLIReporter(
         metric_columns={ITERATION: "epochs", OBJECTIVE: "val CD s3", val_column(3, "f_tau"): "F@tau s3"},
         parameter_columns={w.param: w.field for w in (weight(1, "chamfer"), weight(2, "edge"), weight(3, "laplacian"))},
         max_report_frequency=30, sort_by_metric=True, metric=OBJECTIVE, mode=MODE)
     return tune.RunConfig(
-        name=exp.name, storage_path=str(exp.parent), verbose=verbose, progress_reporter=reporter,
+        name=storage.name_of(exp), storage_path=str(storage.parent_of(exp)), verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # a population scheduler clones another trial's checkpoint a few epochs after it was written
         checkpoint_config=tune.CheckpointConfig(

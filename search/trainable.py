@@ -33,6 +33,7 @@ from ray import tune
 from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.names import CONFIG_PREFIX, PREVIEWS_DIR, VIEWS_DIR
 from p2m.train import fit, resolve_device
+from results import storage
 from results.schema import ITERATION, PARENT_EPOCH, PARENT_TRIAL, TRIAL_ID
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
@@ -71,7 +72,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
             trial_id = tune.get_context().get_trial_id()
             (checkpoint_dir / OWNER_FILE).write_text(f"{trial_id}\n{metrics['epoch']}\n")  # whose: see _parent
             if experiment_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
-                _write_previews(cfg, checkpoint_dir, Path(experiment_dir) / PREVIEWS_DIR / trial_id, previews)
+                _write_previews(cfg, checkpoint_dir, storage.join(experiment_dir, PREVIEWS_DIR, trial_id), previews)
             if experiment_dir and val_per_view:
                 writer = ResultsWriter(experiment_dir, flush_every=len(views), table=VIEWS_DIR, key=VIEWS_KEY)
                 writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics["epoch"], **row} for row in views])
@@ -102,9 +103,10 @@ def _parent(checkpoint_dir: Path, trial_id: str) -> dict:
     return {} if writer == trial_id else {PARENT_TRIAL: writer, PARENT_EPOCH: int(epoch)}
 
 
-def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: int) -> None:
+def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: storage.Location, count: int) -> None:
     """Meshes and previews of ``count`` validation views, spread over the split; written to a temporary
-    directory first, so ``out`` is whole or absent."""
+    directory first, so a local ``out`` is whole or absent (on object storage, they are uploaded file by
+    file)."""
     from p2m.checkpoint import load_model
     from p2m.data.layout import find_samples
     from p2m.predict import write_previews
@@ -113,12 +115,17 @@ def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: Path, count: in
     if not samples:
         return
     model, _ = load_model(checkpoint_dir, "cpu")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remote = storage.is_remote(out)
+    if not remote:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{storage.name_of(out)}.", dir=None if remote else out.parent))
     try:
         write_previews(model, cfg, samples[::max(1, len(samples) // count)][:count], tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        if remote:
+            storage.upload_dir(tmp, out)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,10 +1,12 @@
-"""Shared fixtures: the real ShapeNet-P2M sample, a small synthetic dataset, and Ray for search and job tests
-(a private local instance on 127.0.0.1 with its own temp dir, cleaned up after)."""
+"""Shared fixtures: the real ShapeNet-P2M sample, a small synthetic dataset, Ray for search and job tests
+(a private local instance on 127.0.0.1 with its own temp dir, cleaned up after), and an S3-protocol server on
+127.0.0.1 (moto's server mode) for experiments on object storage."""
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,55 @@ def _kill_leftovers(marker: str) -> None:
                 pass
 
 
+S3_BUCKET = "p2m-test"  # the bucket of the s3_env server
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A moto S3 server on a free loopback port with one bucket; the environment that points pyarrow (and Ray,
+    which uses pyarrow) at it. The server and everything in it go when the session ends."""
+    boto3 = pytest.importorskip("boto3")  # moto's own dependency: present wherever moto[server] is
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "moto's S3 server did not start"
+                time.sleep(0.2)
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+        yield env
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def s3(s3_env, monkeypatch):
+    """s3_env's variables set in this process too (for the tests' own reads of the bucket)."""
+    from results import storage
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    storage._remote_fs.cache_clear()  # a client made before the variables were set would not see the server
+    yield s3_env
+    storage._remote_fs.cache_clear()
+
+
+@pytest.fixture
+def s3_bucket() -> str:
+    return S3_BUCKET
+
+
 @pytest.fixture
 def search_yaml():
     return write_search_config
@@ -103,8 +154,10 @@ def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int) -> None:
 def write_search_config(path: Path, data_root: Path, storage: Path, **sections) -> Path:
     cfg = {
         "name": "t",
+        # the tiny profile with a ResNet-18 cut after its second stage: checkpoints of 9 MB instead of 182 MB (the
+        # searches here test orchestration, and every epoch of every trial writes and persists one)
         "base": {"profile": "tiny", "data": {"root": str(data_root), "val_limit": 4},
-                 "optim": {"steps_per_epoch": 2}},
+                 "model": {"feature_levels": [1, 2]}, "optim": {"steps_per_epoch": 2}},
         "search": {"num_samples": 6, "max_concurrent": 2, "seed": 0},
         "baselines": {"published": {}, "uniform": {"loss.w1_laplacian": 0.5}},
         "scheduler": {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},

@@ -194,16 +194,21 @@ def check_analysis(tables, rows, trials, max_t, rungs):
         assert imp.empty
 
 
-def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run):
-    result = p2m_run("search", "launch", "--smoke-test", "--quiet", "--storage-path", tmp_path / "exp",
-                     "--name", "smoke", env=ray_env, cwd=tmp_path, timeout=300)
+def test_smoke_test_runs_in_seconds_on_data_it_makes(tmp_path, ray_env, p2m_run, s3, s3_bucket):
+    """The smoke test as a new user on a cloud cluster tries it: experiments on s3:// (the test's S3 server), the
+    data it makes in this machine's cache, nothing in a local directory named after the URI."""
+    storage_path = f"s3://{s3_bucket}/smoke-exp"
+    env = {**ray_env, **s3, "P2M_CACHE_DIR": str(tmp_path / "cache")}
+    result = p2m_run("search", "launch", "--smoke-test", "--quiet", "--storage-path", storage_path,
+                     "--name", "smoke", env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "leaderboard: 2 trials" in result.stdout
-    trials = read_trials(tmp_path / "exp" / "smoke")
+    trials = read_trials(f"{storage_path}/smoke")
     # ASHA may stop the second trial at its first rung (epoch 1); the first to get there always goes on
     assert (trials["status"] == "TERMINATED").all() and (trials["config.profile"] == "tiny").all(), trials.T
     assert (trials["stop_reason"] == STOP_COMPLETED).sum() >= 1 and set(trials["iterations"]) <= {1, 2}
-    assert (tmp_path / "exp" / "smoke-data" / "synth_meta.json").is_file()
+    assert list((tmp_path / "cache" / "smoke-data").glob("*/synth_meta.json"))
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
 
 
 def test_baselines_beside_a_two_objective_search(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
