@@ -27,8 +27,9 @@ def _parses_as_p2m(argv: list[str]) -> None:
     assert args.func.__name__ not in ("<lambda>",), f"{argv} names a command group, not a command"
 
 
-def test_cluster_launcher_yaml_is_valid_for_ray():
-    cfg = yaml.safe_load((JOBS / "ray-cluster.yaml").read_text())
+@pytest.mark.parametrize("template", ["ray-cluster.yaml", "ray-cluster-s3.yaml"])
+def test_cluster_launcher_yaml_is_valid_for_ray(template):
+    cfg = yaml.safe_load((JOBS / template).read_text())
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     jsonschema.validate(cfg, schema)  # Ray's own schema for `ray up`
     assert cfg["head_node_type"] in cfg["available_node_types"]
@@ -39,6 +40,10 @@ def test_cluster_launcher_yaml_is_valid_for_ray():
     starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
     assert "~/.ray/auth_token" in cfg["file_mounts"]
+    if template.endswith("-s3.yaml"):  # no shared file system: the data from the bucket, S3 rights per node
+        assert not any("mount" in c for c in cfg["setup_commands"])
+        assert any(c.startswith("aws s3 sync") for c in cfg["setup_commands"])
+        assert all(t["node_config"]["IamInstanceProfile"] for t in cfg["available_node_types"].values())
 
 
 def test_kuberay_rayjob_names_a_real_command_and_a_valid_search_config():
@@ -57,6 +62,25 @@ def test_kuberay_rayjob_names_a_real_command_and_a_valid_search_config():
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     search = search_config_from_dict(yaml.safe_load(config["data"]["search.yaml"]), source="ConfigMap")
     assert search.gpu == 0.5 and search.max_failures >= 1 and search.storage_path == "/shared/experiments"
+
+
+def test_kuberay_object_storage_variant_uses_the_bucket_and_no_shared_volume():
+    docs = list(yaml.safe_load_all((JOBS / "kuberay-rayjob-s3.yaml").read_text()))
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    _parses_as_p2m(argv)
+    assert argv[argv.index("--storage-path") + 1].startswith("s3://")
+    spec = job["spec"]["rayClusterSpec"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+        env = {e["name"] for e in pod["containers"][0]["env"]}
+        assert {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+        fetch = pod["initContainers"][0]
+        assert fetch["args"][:2] == ["s3", "sync"] and fetch["args"][-1] == argv[argv.index("--data") + 1]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    search = search_config_from_dict(yaml.safe_load(config["data"]["search.yaml"]), source="ConfigMap")
+    assert search.storage_path.startswith("s3://") and search.base.data.root == "/data"
 
 
 def test_submit_script_runs_ray_job_submit_with_a_real_command(tmp_path):
