@@ -7,7 +7,7 @@ P2M := $(VENV)/bin/p2m
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: install test demo clean
+.PHONY: install test demo gpu-check clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ demo: $(STAMP)
 	$(P2M) search launch --data $(DEMO)/data --storage-path $(DEMO)/experiments --name demo
 	$(P2M) search train-best $(DEMO)/experiments/demo --seeds 5 --with-baselines --previews 2 --no-progress
 	$(P2M) results analyze $(DEMO)/experiments/demo
+
+# The GPU check: tests/gpu (bf16 against float32 per profile, the chamfer on CUDA against the CPU, two trials
+# sharing one GPU) and the GPU figures of benchmarks/bench_gpu.py; both skip cleanly without CUDA.
+gpu-check: $(STAMP)
+	$(PY) -m pytest tests/gpu -rs
+	$(PY) benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
