@@ -37,6 +37,10 @@ class ResultsError(ValueError):
     """A results table is missing or unreadable; the message names the path."""
 
 
+TOP_LEVEL = 3  # the level whose parts merge with each other (each row is rewritten about this many times)
+FANOUT = 16  # parts of one level that merge into one of the next
+
+
 class ResultsWriter:
     """Appends rows to a Parquet dataset of the experiment (``RESULTS_DIR`` unless ``table`` says otherwise) in
     parts.
@@ -56,7 +60,11 @@ class ResultsWriter:
         self.dir = storage.join(experiment_dir, table)
         self.flush_every, self.key = flush_every, key
         self._buffer: list[dict] = []
+        self._parts: list[tuple[storage.Location, pa.Table]] = []  # level-0 parts written, with their rows
         self.rows_written = 0
+
+    def __getstate__(self) -> dict:  # Ray snapshots the callback that holds this writer: not the rows
+        return {**self.__dict__, "_parts": []}
 
     def append(self, row: dict) -> None:
         self.extend([row])
@@ -78,8 +86,22 @@ class ResultsWriter:
         table = _to_table(self._buffer)
         path = storage.join(self.dir, _part_name(0))
         write_table_atomic(table, path)
+        self._parts.append((path, table))
         self.rows_written += len(self._buffer)
         self._buffer = []
+        return path
+
+    def roll_up(self, fanout: int = FANOUT) -> storage.Location | None:
+        """Once this writer has written ``fanout`` level-0 parts, merge them into one level-1 part from the rows
+        it still holds (no reads), then delete them; returns the new part. :func:`maintain` merges the rest."""
+        if len(self._parts) < fanout:
+            return None
+        paths, tables = zip(*self._parts)
+        path = storage.join(self.dir, _part_name(1))
+        write_table_atomic(pa.concat_tables(tables, promote_options="permissive"), path)
+        for part in paths:
+            storage.delete(part)
+        self._parts = []
         return path
 
 
@@ -101,10 +123,6 @@ def read_results(experiment_dir: str | os.PathLike, dedupe: bool = True, table: 
 def read_views(experiment_dir: str | os.PathLike) -> pd.DataFrame:
     """The per-view validation rows (``search.val_per_view``): one per trial, epoch and view."""
     return read_results(experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
-
-
-TOP_LEVEL = 3  # the level whose parts merge with each other (each row is rewritten about this many times)
-FANOUT = 16  # parts of one level that merge into one of the next
 
 
 def max_parts(fanout: int = FANOUT, top: int = TOP_LEVEL) -> int:
@@ -187,8 +205,9 @@ def _merge(root, parts: list, key: tuple[str, ...], level: int):
 
 
 def _merged(parts: list, key: tuple[str, ...], dedupe: bool) -> pd.DataFrame:
-    frames = [read_table(p) for p in parts]
-    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    # concatenated as Arrow tables, converted once (a pandas frame per part costs more than reading it)
+    tables = [_read_arrow(p) for p in parts]
+    df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     if dedupe and len(df):
         df = df.sort_values(WRITTEN_AT, kind="stable").drop_duplicates(list(key), keep="last")
     return df
@@ -240,10 +259,13 @@ def _plain(value):
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """One Parquet file as a DataFrame, or a one-line ResultsError naming it."""
+    return _read_arrow(path).to_pandas()
+
+
+def _read_arrow(path: str | os.PathLike) -> pa.Table:
     try:
-        if storage.is_remote(path):
-            return pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pandas()
-        return pq.read_table(path).to_pandas()
+        # one file: ParquetFile reads it in half the time read_table takes (no dataset discovery)
+        return pq.ParquetFile(io.BytesIO(storage.read_bytes(path)) if storage.is_remote(path) else path).read()
     except (OSError, pa.ArrowException) as exc:
         raise ResultsError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
 

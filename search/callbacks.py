@@ -1,6 +1,8 @@
 """The driver-side Ray Tune callback that writes the Parquet tables (through ``results.store``)."""
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +25,8 @@ DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_
 
 class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/RESULTS_DIR``; ``TRIALS_FILE`` rewritten when a
-    trial ends and when the experiment ends. Every ``FANOUT`` results the parts of ``RESULTS_DIR`` and of
+    trial ends (at most every ``trials_every_s`` seconds: it reads every row, and a search of a thousand trials
+    would spend its driver on it) and when the experiment ends. Every ``FANOUT`` results the parts of ``RESULTS_DIR`` and of
     ``VIEWS_DIR`` (which the trials write themselves) are merged by level, so their file counts stay bounded
     (:func:`results.store.maintain`); when the experiment ends, each is compacted into one part.
 
@@ -33,14 +36,16 @@ class ParquetResults(Callback):
     """
 
     def __init__(self, experiment_dir: str | Path, experiment: str, max_t: int, base_flat: dict | None = None,
-                 baselines: dict[str, dict] | None = None):
+                 baselines: dict[str, dict] | None = None, trials_every_s: float = 30.0):
         self.experiment_dir = storage.location(experiment_dir)
         self.base_flat = dict(base_flat or {})  # the base config, "section.field" -> value
         self.baselines = dict(baselines or {})  # baseline name -> its point of the space
         self.experiment = experiment
         self.max_t = max_t
         self.writer = ResultsWriter(self.experiment_dir)
+        self.trials_every_s = trials_every_s
         self._results_seen = 0
+        self._trials_written_at = -math.inf
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = result_row(self.experiment, trial.trial_id, result)
@@ -48,14 +53,15 @@ class ParquetResults(Callback):
         self.writer.append(row)
         self._results_seen += 1
         if self._results_seen % FANOUT == 0:
+            self.writer.roll_up()  # this callback's own parts, from memory
             maintain(self.experiment_dir)
             maintain(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._write_trials(trials)
+        self._write_trials(trials, throttled=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._write_trials(trials)
+        self._write_trials(trials, throttled=True)
 
     def on_experiment_end(self, trials, **info):
         self.writer.flush()
@@ -63,9 +69,10 @@ class ParquetResults(Callback):
         compact(self.experiment_dir, table=VIEWS_DIR, key=VIEWS_KEY)
         self._write_trials(trials)
 
-    def _write_trials(self, trials) -> None:
-        if not trials:
+    def _write_trials(self, trials, throttled: bool = False) -> None:
+        if not trials or throttled and time.monotonic() - self._trials_written_at < self.trials_every_s:
             return
+        self._trials_written_at = time.monotonic()
         self.writer.flush()
         try:
             rows = read_results(self.experiment_dir)

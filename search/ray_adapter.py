@@ -36,8 +36,10 @@ class P2MOptunaSearch(OptunaSearch):
 
     1. Ray tells the searcher that a trial ASHA stopped has *completed*, with its early-rung score, so TPE
        would learn from partly trained losses as if they were final. Here a trial is told COMPLETE only
-       when it reached ``max_t``; a trial stopped earlier is told PRUNED (its per-epoch values are already
-       in the study as intermediate values), an errored or non-finite one FAIL.
+       when it reached ``max_t``; a trial stopped earlier is told PRUNED with its last value as its one
+       intermediate value (at the epoch it reached: TPE ranks pruned trials by that epoch, then that value, and
+       reads no other), an errored or non-finite one FAIL. Nothing is told per epoch: each report would be a
+       locked, fsynced journal write, and a search of a thousand trials reports tens of thousands of epochs.
     2. With the study in a journal file (or a database), the study's storage can be ahead of the searcher
        Ray restores after a driver crash (Ray pickles the searcher periodically). Telling Optuna about a
        trial it already holds as finished raises ``UpdateFinishedTrialError`` and kills the search. Here
@@ -68,15 +70,7 @@ class P2MOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._side_trials:
-            return
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or self._multi or trial_id in self._completed_trials or self._finished_in_storage(ot_trial):
-            return
-        value = result.get(self.metric)
-        if value is None or not math.isfinite(value):
-            return  # Optuna refuses NaN intermediate values; the trial will end FAIL
-        ot_trial.report(value, result[ITERATION])
+        """Nothing: Optuna hears of a trial once, when it ends (:meth:`on_trial_complete`)."""
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._side_trials:
@@ -93,7 +87,7 @@ class P2MOptunaSearch(OptunaSearch):
         finite = all(v is not None and math.isfinite(v) for v in values)
         value = values if self._multi else values[0]
         iterations = (result or {}).get(ITERATION, 0)
-        # the result that ends a trial reaches the searcher here, not through on_trial_result
+        # an early-stopped trial's last value and epoch, the only intermediate value TPE reads of a PRUNED trial
         if not self._multi and finite and iterations and \
                 iterations not in stored_trial(self._ot_study, ot_trial.number).intermediate_values:
             ot_trial.report(value, iterations)

@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 import yaml
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback
 from ray.tune.search import BasicVariantGenerator
 
 from p2m.config import to_plain
@@ -37,8 +38,9 @@ def experiment_dir(cfg: SearchConfig) -> storage.Location:
     return storage.join(storage.location(cfg.storage_path), cfg.name)
 
 
-def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
-    """Run a new search to the end; returns Ray's ResultGrid.
+def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trainable=None):
+    """Run a new search to the end; returns Ray's ResultGrid. ``trainable``: a Ray Tune function trainable in
+    place of training (``benchmarks/bench_scale.py``'s synthetic curves).
 
     Raises:
         ValueError: when the experiment directory already holds a search (resume it instead).
@@ -71,7 +73,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
             searcher = build_searcher(space, cfg.points_to_evaluate(), study_storage, cfg.seed, cfg.max_t,
                                       cfg.max_concurrent, cfg.algorithm, cfg.side_points(), cfg.objective_modes())
         tuner = tune.Tuner(
-            _trainable(cfg, exp),
+            _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable),
             param_space=param_space,
             # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them.
             # Actors are not reused: a stopped trial's thread parks instead of ending (search.trainable).
@@ -83,11 +85,12 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1):
         ray.shutdown()
 
 
-def resume(exp: str | Path, address: str | None = None, restart_errored: bool = False, verbose: int = 1):
+def resume(exp: str | Path, address: str | None = None, restart_errored: bool = False, verbose: int = 1,
+           trainable=None):
     """Continue a search from its experiment directory (unfinished trials from their checkpoints).
 
     The results tables are compacted first (a driver that died left their parts, and perhaps a merge
-    half done: :mod:`results.store`)."""
+    half done: :mod:`results.store`). ``trainable``: the one the search was launched with, when not training's."""
     exp = storage.location(exp)
     cfg = load_experiment_config(storage.join(exp, SETTINGS_FILE))
     for table, key in ((RESULTS_DIR, KEY), (VIEWS_DIR, VIEWS_KEY)):
@@ -95,7 +98,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
         compact(exp, table, key)
     _init_ray(address)
     try:
-        trainable = _trainable(cfg, exp)
+        trainable = _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable)
         if not tune.Tuner.can_restore(str(exp)):
             raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
         tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
@@ -109,7 +112,11 @@ def _trainable(cfg: SearchConfig, exp: storage.Location):
     changing = changing_keys(cfg.space()) if cfg.scheduler in POPULATION_SCHEDULERS else ()
     fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
                               val_per_view=cfg.val_per_view, changing=changing)
-    return tune.with_resources(fn, trial_resources(cfg.cpu, cfg.gpu))
+    return _with_resources(cfg, fn)
+
+
+def _with_resources(cfg: SearchConfig, trainable):
+    return tune.with_resources(trainable, trial_resources(cfg.cpu, cfg.gpu))
 
 
 def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.RunConfig:
@@ -123,8 +130,10 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         # a population scheduler clones another trial's checkpoint a few epochs after it was written
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
-        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(),
-                                  cfg.named_points())])
+        # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (_init_ray): the Parquet
+        # tables hold every result, and the TensorBoard logger alone cost more driver time per result than they
+        callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
+                   CSVLoggerCallback()])
 
 
 def _init_ray(address: str | None) -> None:
@@ -135,6 +144,8 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # the classic reporter: one compact table every 30 s instead of a box per result
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # no result.json and TensorBoard event files per trial (Ray's documented switch; _run_config keeps the CSV)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     quiet_logs(local=address is None)
     quiet_optuna()
     if address is None:

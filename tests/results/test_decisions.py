@@ -32,6 +32,29 @@ def test_fidelity_recovers_known_correlations():
     assert predictive_grace(table, threshold=0.3) == 2 and predictive_grace(table, threshold=0.95) is None
 
 
+def test_bootstrap_correlations_equal_scipys_on_each_resample():
+    """The vectorised resampled Spearman and Kendall tau-b against scipy, resample by resample, ties included
+    (a resample repeats trials, and two trials here tie)."""
+    from scipy import stats
+
+    from results.fidelity import _resampled_correlations
+
+    rng = np.random.default_rng(3)
+    for n in (4, 9, 30):
+        a = rng.normal(size=n)
+        b = a + rng.normal(size=n)
+        a[1] = a[0]
+        samples = rng.integers(0, n, size=(200, n))
+        got = _resampled_correlations(a, b, samples)
+        for row, idx in zip(got, samples):
+            x, y = a[idx], b[idx]
+            if np.ptp(x) == 0 or np.ptp(y) == 0:
+                assert np.isnan(row).all()
+            else:
+                assert row == pytest.approx([stats.spearmanr(x, y).statistic, stats.kendalltau(x, y).statistic],
+                                            abs=1e-12)
+
+
 def test_full_curves_keep_only_trials_with_every_epoch():
     rows = pd.DataFrame({"trial_id": ["a"] * 3 + ["b"] * 2 + ["c"] * 3, "training_iteration": [1, 2, 3, 1, 2, 1, 2, 3],
                          "val_s3_cd": [3, 2, 1, 3, 2, 3, np.nan, 1]})

@@ -1,5 +1,6 @@
 """The Parquet store: atomic parts, keep-latest deduplication, compaction and merging by level (SIGKILLed too),
 one-line errors."""
+import pickle
 import signal
 import subprocess
 import sys
@@ -131,3 +132,18 @@ def test_a_sigkill_during_a_merge_loses_and_duplicates_no_row(tmp_path, stage):
     compact(tmp_path)
     pd.testing.assert_frame_equal(read_results(tmp_path, dedupe=False), before)
     assert len(list_parts(tmp_path / "results")) == 1
+
+
+def test_a_writer_rolls_its_own_parts_up_from_memory(tmp_path, monkeypatch):
+    writer = ResultsWriter(tmp_path)
+    for i in range(5):
+        writer.append(_row("a", i + 1, float(i)))
+    assert writer.roll_up(fanout=6) is None and len(list_parts(tmp_path / "results")) == 5
+    writer.append(_row("a", 5, -1.0))  # a re-report: both rows go up, readers keep the latest
+    expected = read_results(tmp_path)
+    monkeypatch.setattr("results.store._read_arrow", lambda path: pytest.fail("rolled up by reading"))
+    part = writer.roll_up(fanout=6)
+    monkeypatch.undo()
+    assert list_parts(tmp_path / "results") == [part] and part_level(part) == 1
+    pd.testing.assert_frame_equal(read_results(tmp_path), expected)
+    assert pickle.loads(pickle.dumps(writer))._parts == []  # a snapshot holds no rows

@@ -36,3 +36,15 @@ def test_a_restored_callback_writes_the_figures_of_rows_it_never_saw(tmp_path):
     assert a_row[STOP_REASON] == "completed" and a_row["last.epoch"] == 3
     assert a_row["config.loss.w1_edge"] == 0.2 and a_row["config.seed"] == 0
     assert trials.loc["b", STOP_REASON] == "errored" and trials.loc["b", ITERATIONS] == 0
+
+
+def test_the_trials_table_is_rewritten_at_most_every_interval_and_always_at_the_end(tmp_path):
+    cb = ParquetResults(tmp_path, "t", max_t=1, trials_every_s=3600)
+    a, b = _trial("a", status="TERMINATED"), _trial("b", status="TERMINATED")
+    cb.on_trial_result(1, [a], a, _result(1, 0.05))
+    cb.on_trial_complete(1, [a], a)
+    cb.on_trial_result(2, [a, b], b, _result(1, 0.04))
+    cb.on_trial_complete(2, [a, b], b)  # within the interval: not rewritten
+    assert read_trials(tmp_path)["trial_id"].tolist() == ["a"]
+    cb.on_experiment_end([a, b])
+    assert read_trials(tmp_path)["trial_id"].tolist() == ["a", "b"]

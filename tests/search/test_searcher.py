@@ -39,8 +39,8 @@ def test_early_stopped_trials_are_pruned_and_only_full_ones_complete(tmp_path):
     s.on_trial_complete("d", _result(math.nan, 2))  # a NaN objective is a failure, not a score
     trials = {t.number: t for t in _study(s).trials}
     assert [trials[i].state.name for i in range(4)] == ["PRUNED", "COMPLETE", "FAIL", "FAIL"]
-    assert trials[0].intermediate_values == {1: 0.5, 2: 0.4}
-    assert trials[1].value == 0.1 and trials[1].intermediate_values == {1: 0.3, 2: 0.15, 3: 0.1}
+    assert trials[0].intermediate_values == {2: 0.4}  # the last value, at the epoch the trial stopped
+    assert trials[1].value == 0.1 and trials[1].intermediate_values == {3: 0.1}
 
 
 def test_ray_s_own_searcher_calls_an_asha_stop_complete(tmp_path):
