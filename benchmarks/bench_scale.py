@@ -146,7 +146,10 @@ def synthetic_trial(params: dict) -> None:
                                              "cd_gt_to_pred": stage_cd / 2, "f_tau": 100 * math.exp(-50 * stage_cd),
                                              "f_2tau": 100 * math.exp(-25 * stage_cd),
                                              "normal_consistency": 0.9 - stage_cd, "smoothness": 0.1}[m]
-        tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0})
+        try:
+            tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0})
+        except SystemExit:  # Ray stops the trial: park the thread, as search.trainable does
+            threading.Event().wait()
 
 
 def _config(trials: int, max_t: int, out: Path) -> Path:
