@@ -1,6 +1,7 @@
-"""Helpers shared by the study scripts."""
+"""Helpers shared by the study and benchmark scripts."""
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,23 @@ def write_verdict(lines: list[str], path: Path) -> int:
     print(text)
     path.write_text(text + "\n")
     return 0
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synth_data(path: Path, models_per_category: int, views: int, seed: int) -> Path:
+    """A synthetic dataset at ``path`` (made once: kept when it is there)."""
+    if not (path / "synth_meta.json").is_file():
+        subprocess.run([sys.executable, "-m", "p2m.cli", "data", "synth", "--out", str(path), "--models-per-category",
+                        str(models_per_category), "--views", str(views), "--seed", str(seed)], check=True,
+                       capture_output=True)
+    return path

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from _study import synth_data
+
 PROFILES = ("tiny", "cpu", "paper")
 
 
@@ -194,10 +196,7 @@ def _null():
 
 
 def _data(path: Path) -> Path:
-    if not (path / "synth_meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "p2m.cli", "data", "synth", "--out", str(path), "--models-per-category",
-                        "4", "--views", "4", "--seed", "3"], check=True, capture_output=True)
-    return path
+    return synth_data(path, 4, 4, 3)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -26,6 +25,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from _study import cpu_name
 
 GOALS = {"driver": 5.0, "suggest": 0.100, "analyze": 30.0}  # ms per result, s per suggestion at 1000, s
 
@@ -80,7 +81,7 @@ def main() -> None:
             most_files[0] = max(most_files[0], len(list_parts(exp / RESULTS_DIR)))
 
     counter = threading.Thread(target=count_files, daemon=True)
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "
           f"{args.trials} trials x up to {args.max_t} epochs, ASHA (grace 1, factor 3), TPE, 8 trials at a time")
     counter.start()
     cpu0, t0 = _cpu(), time.perf_counter()
@@ -171,16 +172,6 @@ def _config(trials: int, max_t: int, out: Path) -> Path:
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _study import cpu_name, synth_data
 
 START = time.perf_counter()  # the process's start, for the start-up figure
 
@@ -177,7 +178,7 @@ def serve(profile: str, batch: int, val_views: int, data: str) -> None:
 
 def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: dict[str, list[dict]], args) -> None:
     med = statistics.median
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}; "
           f"profile {args.profile}, batch {args.batch}; baseline {args.baseline}; {args.rounds} rounds of fresh "
           f"workers, each {args.steps} step pairs and {args.val_passes} validation pairs of {args.val_views} views, "
           f"old and new alternating; medians")
@@ -230,21 +231,8 @@ def _coverage(n: int, k: int) -> float:
     return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _data(path: Path) -> Path:
-    if not (path / "synth_meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "p2m.cli", "data", "synth", "--out", str(path), "--models-per-category",
-                        "16", "--views", "4", "--seed", "3"], check=True, capture_output=True)
-    return path
+    return synth_data(path, 16, 4, 3)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ the same (trial_id, training_iteration); readers keep the latest written.
 
 File counts stay bounded while a search runs: :func:`maintain` merges parts by level, as a log-structured
 store does. A part written by a writer is level 0; ``fanout`` parts of one level merge into one part of the next
-(``part-L<level>-...``), up to ``TOP_LEVEL``, whose parts merge with each other. A table never holds more than
+(``part-L<level>-...``), up to ``TOP_LEVEL``, whose parts merge with each other. A writer merges its own level-0
+parts from the rows it still holds (:meth:`ResultsWriter.roll_up`: a search's driver writes one part per
+result, and reading them back would cost it more than writing them). A table never holds more than
 :func:`max_parts` parts after ``maintain`` (for ``fanout`` 16: 46), and each row is rewritten about
 ``TOP_LEVEL`` times. A merge writes its part before it deletes its inputs: a process killed in between
 leaves each row twice, in two parts, with the same write time, and readers (and the next merge) keep one.
