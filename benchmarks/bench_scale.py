@@ -8,11 +8,14 @@ floor set by the distance of the trial's log10 weights from a hidden optimum, wi
 has something to find and ASHA something to stop. The search is ``p2m search launch``'s own code
 (``search.run.launch``) with this trainable in place of the training one; 8 trials at a time (0.25 CPU each).
 
+``--table-cost`` runs the search twice instead, without then with the Parquet table's per-result writes, to show
+where the driver's time goes.
+
 Printed: the driver's CPU milliseconds per result (this process's CPU time, all its threads: Ray's controller,
-the searcher, the callback, from the first result to the last, divided by the results between), TPE's seconds per suggestion around the
-100th, 500th and 1,000th trial, the driver's peak memory, the results table's file count (the most seen while
-the search ran, and at the end), the time of ``resume`` on the finished experiment and of ``analyze``, each
-against its goal.
+the searcher, the callback, from the first result to the last, divided by the results between); TPE's seconds
+per suggestion around the 100th, 500th and 1,000th trial; the driver's peak memory; the results table's file
+count (the most seen while the search ran, and at the end); the time of ``resume`` on the finished experiment
+and of ``analyze``; each against its goal.
 """
 from __future__ import annotations
 
@@ -36,19 +39,67 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--max-t", type=int, default=50)
     parser.add_argument("--out", default="/tmp/p2m-bench-scale")
+    parser.add_argument("--table-cost", action="store_true",
+                        help="instead: the same search twice, the Parquet table's writes skipped then done, and the "
+                             "driver's CPU per result of each (where the driver's time goes)")
     args = parser.parse_args()
 
+    from results.report import analyze
+    from search.run import resume
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "
+          f"{args.trials} trials x up to {args.max_t} epochs, ASHA (grace 1, factor 3), TPE, 8 trials at a time")
+    if args.table_cost:
+        for table in (False, True):
+            run = _search(args, Path(args.out) / ("with-table" if table else "no-table"), table)
+            print(f"  {'with' if table else 'without'} the Parquet table's writes: driver CPU per result "
+                  f"{run['per_result']:.2f} ms over {run['results']} results")
+        return
+    run = _search(args, Path(args.out), table=True)
+    exp = run["exp"]
+    t0 = time.perf_counter()
+    resume(exp, verbose=0, trainable=synthetic_trial)
+    resume_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    analyze([exp], exp.parent / "analysis")
+    analyze_s = time.perf_counter() - t0
+
+    print(f"search: {run['trials']} trials, {run['results']} results in {run['wall']:.0f} s of wall time "
+          f"({run['span']:.0f} s from the first result to the last, {run['results'] / run['span']:.1f} results/s); "
+          f"driver CPU {run['cpu']:.0f} s in all")
+    per_result = run["per_result"]
+    lines = [("driver CPU per result (ms)", per_result, f"<= {GOALS['driver']:.0f}", per_result <= GOALS["driver"])]
+    suggest_times = run["suggest_times"]
+    for n in (100, 500, 1000):
+        window = suggest_times[max(0, n - 50):n]
+        if len(window) >= 10 and n <= len(suggest_times):
+            value = statistics.median(window)
+            goal = n == 1000
+            lines.append((f"TPE suggestion at ~{n} trials (s, median of {len(window)})", value,
+                          f"<= {GOALS['suggest']}" if goal else "", value <= GOALS["suggest"] if goal else None))
+    lines += [("driver peak memory (MB)", run["peak_mb"], "", None),
+              ("results files, most while running", run["most_files"], "", None),
+              ("results files at the end", run["files_end"], "", None),
+              ("resume of the finished search (s)", resume_s, "", None),
+              ("analyze (s)", analyze_s, f"<= {GOALS['analyze']:.0f}", analyze_s <= GOALS["analyze"])]
+    width = max(len(name) for name, *_ in lines)
+    for name, value, goal, met in lines:
+        verdict = "" if met is None else ("met" if met else "NOT met")
+        print(f"  {name:<{width}}  {value:>10.3f}  {goal:>8}  {verdict}")
+
+
+def _search(args, out: Path, table: bool) -> dict:
+    """One synthetic search through ``search.run.launch``, timed; ``table=False`` skips the Parquet callback's
+    per-result work (its trials table and compaction stay)."""
     import dataclasses
 
     from p2m.config import TrainConfig
     from p2m.names import RESULTS_DIR
-    from results.report import analyze
     from results.store import list_parts, read_results, read_trials
     from search import callbacks, ray_adapter
     from search.config import load_search_config
-    from search.run import launch, resume
+    from search.run import launch
 
-    out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_search_config(_config(args.trials, args.max_t, out), {})
     cfg = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, data=dataclasses.replace(
@@ -65,15 +116,14 @@ def main() -> None:
         finally:
             suggest_times.append(time.perf_counter() - t0)
 
-    ray_adapter.P2MOptunaSearch.suggest = timed_suggest
     arrivals: list[tuple[float, float]] = []  # (CPU seconds, wall seconds) of this process at each result
     real_result = callbacks.ParquetResults.on_trial_result
 
     def noted_result(self, *a, **k):
-        real_result(self, *a, **k)
+        if table:
+            real_result(self, *a, **k)
         arrivals.append((_cpu(), time.perf_counter()))
 
-    callbacks.ParquetResults.on_trial_result = noted_result
     most_files, stop = [0], threading.Event()
 
     def count_files():
@@ -81,47 +131,27 @@ def main() -> None:
             most_files[0] = max(most_files[0], len(list_parts(exp / RESULTS_DIR)))
 
     counter = threading.Thread(target=count_files, daemon=True)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "
-          f"{args.trials} trials x up to {args.max_t} epochs, ASHA (grace 1, factor 3), TPE, 8 trials at a time")
     counter.start()
+    ray_adapter.P2MOptunaSearch.suggest = timed_suggest
+    callbacks.ParquetResults.on_trial_result = noted_result
     cpu0, t0 = _cpu(), time.perf_counter()
-    launch(cfg, verbose=0, trainable=synthetic_trial)
-    cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
-    stop.set()
-    counter.join()
-    rows, trials = read_results(exp), read_trials(exp)
-    files_end = len(list_parts(exp / RESULTS_DIR))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    t0 = time.perf_counter()
-    resume(exp, verbose=0, trainable=synthetic_trial)
-    resume_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    analyze([exp], out / "analysis")
-    analyze_s = time.perf_counter() - t0
-
+    try:
+        launch(cfg, verbose=0, trainable=synthetic_trial)
+    finally:
+        cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
+        ray_adapter.P2MOptunaSearch.suggest = real_suggest
+        callbacks.ParquetResults.on_trial_result = real_result
+        stop.set()
+        counter.join()
     # steady state, from the first result to the last (Ray's start-up and shutdown are not per result)
-    per_result = 1000 * (arrivals[-1][0] - arrivals[0][0]) / (len(arrivals) - 1)
-    span = arrivals[-1][1] - arrivals[0][1]
-    print(f"search: {len(trials)} trials, {len(rows)} results in {wall:.0f} s of wall time ({span:.0f} s from the "
-          f"first result to the last, {len(arrivals) / span:.1f} results/s); driver CPU {cpu:.0f} s in all")
-    lines = [("driver CPU per result (ms)", per_result, f"<= {GOALS['driver']:.0f}", per_result <= GOALS["driver"])]
-    for n in (100, 500, 1000):
-        window = suggest_times[max(0, n - 50):n]
-        if len(window) >= 10 and n <= len(suggest_times):
-            s = statistics.median(window)
-            goal = n == 1000
-            lines.append((f"TPE suggestion at ~{n} trials (s, median of {len(window)})", s,
-                          f"<= {GOALS['suggest']}" if goal else "", s <= GOALS["suggest"] if goal else None))
-    lines += [("driver peak memory (MB)", peak_mb, "", None),
-              ("results files, most while running", most_files[0], "", None),
-              ("results files at the end", files_end, "", None),
-              ("resume of the finished search (s)", resume_s, "", None),
-              ("analyze (s)", analyze_s, f"<= {GOALS['analyze']:.0f}", analyze_s <= GOALS["analyze"])]
-    width = max(len(name) for name, *_ in lines)
-    for name, value, goal, met in lines:
-        verdict = "" if met is None else ("met" if met else "NOT met")
-        print(f"  {name:<{width}}  {value:>10.3f}  {goal:>8}  {verdict}")
+    run = {"exp": exp, "results": len(arrivals), "wall": wall, "cpu": cpu, "suggest_times": suggest_times,
+           "per_result": 1000 * (arrivals[-1][0] - arrivals[0][0]) / (len(arrivals) - 1),
+           "span": arrivals[-1][1] - arrivals[0][1], "most_files": most_files[0],
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if table:
+        run.update(trials=len(read_trials(exp)), files_end=len(list_parts(exp / RESULTS_DIR)))
+        assert len(read_results(exp)) == len(arrivals), "a result was lost or doubled"
+    return run
 
 
 def synthetic_trial(params: dict) -> None:

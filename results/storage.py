@@ -209,7 +209,8 @@ def download(loc: str, local: str | os.PathLike, names: tuple[str, ...]) -> Path
 def cache_dir(loc: str, what: str) -> Path:
     """A local directory for ``what`` of the remote ``loc`` on this machine: under ``$P2M_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/p2m-search``, else ``~/.cache/p2m-search``; named by the URI, readable and unique."""
-    root = os.environ.get("P2M_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "p2m-search"
+    root = os.environ.get("P2M_CACHE_DIR") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "p2m-search"
     digest = hashlib.sha1(str(loc).encode()).hexdigest()[:10]
     return Path(root).expanduser() / what / f"{name_of(loc)}-{digest}"
 

@@ -26,9 +26,10 @@ DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_
 class ParquetResults(Callback):
     """One row per reported result into ``<experiment_dir>/RESULTS_DIR``; ``TRIALS_FILE`` rewritten when a
     trial ends (at most every ``trials_every_s`` seconds: it reads every row, and a search of a thousand trials
-    would spend its driver on it) and when the experiment ends. Every ``FANOUT`` results the parts of ``RESULTS_DIR`` and of
-    ``VIEWS_DIR`` (which the trials write themselves) are merged by level, so their file counts stay bounded
-    (:func:`results.store.maintain`); when the experiment ends, each is compacted into one part.
+    would spend its driver on it) and when the experiment ends. Every ``FANOUT`` results the parts of
+    ``RESULTS_DIR`` and of ``VIEWS_DIR`` (which the trials write themselves) are merged by level, so their file
+    counts stay bounded (:func:`results.store.maintain`); when the experiment ends, each is compacted into one
+    part.
 
     The trials table's figures come from the stored result rows, never from this object's memory: Ray
     restores the callback from a snapshot after a driver crash, and rows written after that snapshot are

@@ -125,13 +125,14 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         parameter_columns={w.param: w.field for w in (weight(1, "chamfer"), weight(2, "edge"), weight(3, "laplacian"))},
         max_report_frequency=30, sort_by_metric=True, metric=OBJECTIVE, mode=MODE)
     return tune.RunConfig(
-        name=storage.name_of(exp), storage_path=str(storage.parent_of(exp)), verbose=verbose, progress_reporter=reporter,
+        name=storage.name_of(exp), storage_path=str(storage.parent_of(exp)), verbose=verbose,
+        progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # a population scheduler clones another trial's checkpoint a few epochs after it was written
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
-        # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (_init_ray): the Parquet
-        # tables hold every result, and the TensorBoard logger alone cost more driver time per result than they
+        # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (_init_ray): each costs the
+        # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
                    CSVLoggerCallback()])
 
