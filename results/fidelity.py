@@ -90,22 +90,24 @@ def _resampled_correlations(a: np.ndarray, b: np.ndarray, samples: np.ndarray) -
     """Spearman's rho and Kendall's tau-b (scipy's definitions, ties included) of ``(a[idx], b[idx])`` for each
     row ``idx`` of ``samples``, all at once: (len(samples), 2). A resample with no ranking (constant) gets NaN.
 
-    rho: Pearson's correlation of average ranks. tau-b: sum(sign(da) sign(db)) / sqrt(pairs untied in a x pairs
-    untied in b), over every ordered pair (the factor 2 cancels).
+    rho: Pearson's correlation of average ranks. tau-b over ordered pairs of a resample:
+    (concordant - discordant) / sqrt(pairs untied in a x pairs untied in b). A resample is its counts ``c`` of each
+    trial, so each of those pair counts is a quadratic form ``c' M c`` of a fixed n x n matrix (with ``Ga[i, j] =
+    a[i] > a[j]``: concordant ``Ga & Gb``, discordant ``Ga & Gb'``, untied ``Ga``): one matrix product for all.
     """
     ra, rb = stats.rankdata(a[samples], axis=1), stats.rankdata(b[samples], axis=1)
     ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+    n_boot, n = samples.shape
+    counts = np.bincount((samples + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n)
+    counts = counts.reshape(n_boot, n).astype(float)
+    ga, gb = a[:, None] > a[None, :], b[:, None] > b[None, :]
+
+    def pairs(m: np.ndarray) -> np.ndarray:
+        return ((counts @ m.astype(float)) * counts).sum(1)
+
     with np.errstate(all="ignore"):
         rho = (ra * rb).sum(1) / np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
-    n = samples.shape[1]
-    tau = np.empty(len(samples))
-    chunk = max(1, 8_000_000 // (n * n))  # sign matrices of ~8M entries at a time
-    for start in range(0, len(samples), chunk):
-        idx = samples[start:start + chunk]
-        da, db = np.sign(a[idx][:, :, None] - a[idx][:, None, :]), np.sign(b[idx][:, :, None] - b[idx][:, None, :])
-        with np.errstate(all="ignore"):
-            tau[start:start + chunk] = (da * db).sum((1, 2)) / np.sqrt(
-                np.count_nonzero(da, axis=(1, 2)) * np.count_nonzero(db, axis=(1, 2)).astype(float))
+        tau = (pairs(ga & gb) - pairs(ga & gb.T)) / np.sqrt(pairs(ga) * pairs(gb))
     out = np.stack([rho, tau], axis=1)
     constant = (np.ptp(a[samples], axis=1) == 0) | (np.ptp(b[samples], axis=1) == 0)
     out[constant] = np.nan
