@@ -47,9 +47,9 @@ def summarise_trials(results: pd.DataFrame, meta: pd.DataFrame, max_t: int) -> p
 
     Returns:
         the ``META`` columns, ``STOP_REASON``, ``ITERATIONS``, ``BEST_OBJECTIVE``, ``BEST_ITERATION``,
-        ``LAST_OBJECTIVE``, the config columns (the last row's: what the trial last trained with, a population
-        scheduler's changes included, not a change it decided after the trial's last epoch; else the search's,
-        for a trial that never reported) and ``last.<metric>``.
+        ``LAST_OBJECTIVE``, the config columns (the search's, else the last row's; and the last row's where
+        both are numbers that differ: what the trial last trained with, when a population scheduler changed its
+        config after its last epoch) and ``last.<metric>``.
     """
     meta = meta.drop_duplicates(TRIAL_ID, keep="last").set_index(TRIAL_ID)
     ids = sorted(set(meta.index) | set(results[TRIAL_ID] if len(results) else []))
@@ -75,9 +75,12 @@ def summarise_trials(results: pd.DataFrame, meta: pd.DataFrame, max_t: int) -> p
         out[LAST_OBJECTIVE] = last[OBJECTIVE].reindex(ids)
     config = [c for c in dict.fromkeys([*meta.columns, *last.columns]) if c.startswith(CONFIG_PREFIX)]
     for col in config:
-        values = last[col].reindex(ids) if col in last else pd.Series(np.nan, index=ids, dtype=object)
-        if col in meta:
-            values = values.where(values.notna(), meta[col].reindex(ids))
+        values = meta[col].reindex(ids) if col in meta else pd.Series(np.nan, index=ids, dtype=object)
+        if col in last:
+            row = last[col].reindex(ids)
+            values = values.where(values.notna(), row)
+            searched, trained = pd.to_numeric(values, errors="coerce"), pd.to_numeric(row, errors="coerce")
+            values = values.mask(searched.notna() & trained.notna() & (searched != trained), row)
         out[col] = values
     skip = {*KEY, WRITTEN_AT, *META}
     metrics = [c for c in last.columns if c not in skip and not c.startswith(CONFIG_PREFIX)

@@ -48,3 +48,19 @@ def test_the_trials_table_is_rewritten_at_most_every_interval_and_always_at_the_
     assert read_trials(tmp_path)["trial_id"].tolist() == ["a"]
     cb.on_experiment_end([a, b])
     assert read_trials(tmp_path)["trial_id"].tolist() == ["a", "b"]
+
+
+def test_the_trials_table_keeps_the_config_a_trial_last_trained_with():
+    """A population scheduler may change a trial's config after its last epoch: the table shows what the trial
+    trained with (its last row), and the search's own values, with their types, wherever the two agree."""
+    import pandas as pd
+
+    from results.trials import summarise_trials
+
+    rows = pd.DataFrame({"trial_id": ["a", "a"], "training_iteration": [1, 2], "val_s3_cd": [0.2, 0.1],
+                         "config.loss.w1_chamfer": [1.0, 10.0], "config.data.gt_samples": [2000.0, 2000.0]})
+    meta = pd.DataFrame({"trial_id": ["a", "b"], "status": ["TERMINATED", "ERROR"],
+                         "config.loss.w1_chamfer": [0.1, 0.5], "config.data.gt_samples": [2000, 4000]})
+    trials = summarise_trials(rows, meta, max_t=2).set_index("trial_id")
+    assert trials.loc["a", "config.loss.w1_chamfer"] == 10.0 and trials.loc["b", "config.loss.w1_chamfer"] == 0.5
+    assert [type(v) for v in trials["config.data.gt_samples"]] == [int, int]
