@@ -91,7 +91,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def smoke_config(cfg):
     """``cfg`` cut to a run of seconds: the tiny profile with its ResNet-18 cut after the second stage (checkpoints
-    of 9 MB, not 182 MB: every epoch writes one, and on object storage uploads it), 2 trials (a baseline and a
+    of about 12 MB, not 182 MB: every epoch writes one, and on object storage uploads it), 2 trials (a baseline and a
     searched point) of 2 epochs of 2 steps, 1 CPU each, validation on 4 views; the space and the scheduler's
     kind are kept."""
     import dataclasses
