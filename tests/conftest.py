@@ -154,8 +154,8 @@ def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int) -> None:
 def write_search_config(path: Path, data_root: Path, storage: Path, **sections) -> Path:
     cfg = {
         "name": "t",
-        # the tiny profile with a ResNet-18 cut after its second stage: checkpoints of about 12 MB instead of 182 MB (the
-        # searches here test orchestration, and every epoch of every trial writes and persists one)
+        # the tiny profile with a ResNet-18 cut after its second stage: checkpoints of about 12 MB instead of
+        # 182 MB (the searches here test orchestration, and every epoch of every trial writes and persists one)
         "base": {"profile": "tiny", "data": {"root": str(data_root), "val_limit": 4},
                  "model": {"feature_levels": [1, 2]}, "optim": {"steps_per_epoch": 2}},
         "search": {"num_samples": 6, "max_concurrent": 2, "seed": 0},
