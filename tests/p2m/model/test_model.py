@@ -92,6 +92,22 @@ def test_pooling_equals_grid_sample_with_gradients(combine):
 
 
 
+@pytest.mark.parametrize("wrt", ["table", "weight", "both"])
+def test_weighted_bags_backward_against_finite_differences(wrt):
+    """The sampler's own backward (the table's gradient as transposed bags), alone and with the weights',
+    against finite differences in float64; rows no tap reads get zeros, repeated taps of a row add up."""
+    from p2m.model.pooling import _WeightedBags
+
+    torch.manual_seed(6)
+    index = torch.randint(0, 9, (7, 4))
+    index[0] = 3  # one bag reading the same row four times
+    table = torch.randn(12, 5, dtype=torch.float64, requires_grad=wrt in ("table", "both"))  # rows 9-11 never read
+    weight = torch.rand(7, 4, dtype=torch.float64, requires_grad=wrt in ("weight", "both"))
+    assert torch.autograd.gradcheck(lambda t, w: _WeightedBags.apply(index, t, w), (table, weight))
+    if table.requires_grad:
+        grad, = torch.autograd.grad(_WeightedBags.apply(index, table, weight).sum(), table)
+        assert grad[9:].eq(0).all()
+
 def test_pooling_gives_zeros_for_non_finite_points_and_keeps_the_others():
     """A vertex at NaN or infinity samples zeros (as grid_sample's zero padding does off the image) and
     leaves the other vertices' features and the maps' gradient finite."""
