@@ -7,7 +7,9 @@ compared), not the best single epoch, which would favour lucky noise. Each seed 
 previews) and is evaluated on the test split; one row per seed goes to ``<experiment>/train_best/results.parquet``
 and one row per seed and test view to ``views.parquet`` beside it (what ``p2m results analyze`` pairs with
 the baselines' to give a change with its interval). ``--baseline NAME`` retrains a baseline trial the same
-way into ``train_best_NAME/``.
+way into ``train_best_NAME/``. The best trial of a population search (``pbt``, ``pb2``) is retrained with its
+schedule: the weights its model trained with, epoch by epoch, through the trials whose checkpoints it
+continued (:func:`results.trials.lineage`), the last ones kept past the schedule's end.
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, CURVES_FILE, METRICS, OBJE
                        TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, stage_key, test_column, train_best_dir,
                        val_column)
 from results.pareto import pick_on_front
-from results.schema import ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
-from results.store import read_trials, write_table_atomic
-from results.trials import pick_baseline, pick_best
+from results.schema import ITERATION, ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
+from results.store import read_results, read_trials, write_table_atomic
+from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
+from search.population import POPULATION_SCHEDULERS, changing_keys
+from search.space import apply_params
 
 TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objective in the search
 
@@ -85,11 +89,21 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f} after "
           f"{int(best[ITERATIONS])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
     rows, view_rows = [], []
+    segments = [(epochs, {})]
+    if baseline is None and pick is None and search_cfg.scheduler in POPULATION_SCHEDULERS:
+        segments = weight_segments(read_results(exp), str(best[TRIAL_ID]), changing_keys(search_cfg.space()), epochs)
+        print(f"  its schedule: {' | '.join(_describe(segment) for segment in segments)}")
+    changing = tuple(dict.fromkeys(key for _, values in segments for key in values))
     for k in range(seeds):
-        run_cfg = dataclasses.replace(cfg, seed=cfg.seed + k,
-                                      optim=dataclasses.replace(cfg.optim, max_epochs=epochs))
         out = out_dir / f"seed{k}"
-        result = fit(run_cfg, out, progress=progress, log=print if progress else None)
+        start = None
+        for end, values in segments:  # one segment, from scratch, unless a population search changed weights
+            run_cfg = dataclasses.replace(apply_params(cfg, values, f"trial {best[TRIAL_ID]}'s schedule"),
+                                          seed=cfg.seed + k)
+            run_cfg = dataclasses.replace(run_cfg, optim=dataclasses.replace(run_cfg.optim, max_epochs=end))
+            result = fit(run_cfg, out, resume_from=start, progress=progress, log=print if progress else None,
+                         changing=changing)
+            start = out / CHECKPOINT_DIR
         plot_curves(result.history, out / CURVES_FILE, title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
         device = resolve_device(run_cfg.device)
         model, _ = load_model(out / CHECKPOINT_DIR, device)  # the last epoch, as the search compared
@@ -118,6 +132,35 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
                        out_dir / TRAIN_BEST_VIEWS_FILE)
     _summary(df)
     return df
+
+
+def weight_segments(results: pd.DataFrame, trial_id: str, keys: tuple[str, ...],
+                    epochs: int) -> list[tuple[int, dict]]:
+    """The values of config ``keys`` that trial ``trial_id``'s model trained with, through its lineage, as
+    segments of epochs with the same values: ``[(last epoch, {key: value}), ...]`` covering epochs 1..``epochs``
+    (the lineage's last values continue past its end; a lineage longer than ``epochs`` is cut)."""
+    rows = lineage(results, trial_id).drop_duplicates(ITERATION, keep="last")
+    columns = [CONFIG_PREFIX + key for key in keys if CONFIG_PREFIX + key in rows]
+    if rows.empty or not columns:
+        return [(epochs, {})]
+    segments: list[tuple[int, dict]] = []
+    for _, row in rows[rows[ITERATION] <= epochs].iterrows():
+        values = {c[len(CONFIG_PREFIX):]: _plain(row[c]) for c in columns}
+        if segments and segments[-1][1] == values:
+            segments[-1] = (int(row[ITERATION]), values)
+        else:
+            segments.append((int(row[ITERATION]), values))
+    segments[-1] = (epochs, segments[-1][1])
+    return segments
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _describe(segment: tuple[int, dict]) -> str:
+    end, values = segment
+    return f"to epoch {end}: " + ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in values.items())
 
 
 def _summary(df: pd.DataFrame) -> None:

@@ -1,14 +1,17 @@
 """Weight schedules (PBT, PB2): what they change, how a PB2 trial's log10 weights become weights, and a real PB2
 search that is SIGKILLed and resumed, whose trials' weights change mid-trial while training continues."""
+import json
 import math
 
 import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from p2m.names import TERMS, weight
+from p2m.config import load_config
+from p2m.names import METRICS_FILE, RUN_CONFIG_FILE, TERMS, train_best_dir, weight
 from results.schema import STOP_COMPLETED
 from results.store import read_results, read_trials
+from results.trials import lineage, pick_best
 from search.population import (LOG10, BaselinePB2, BaselinePBT, build_population_scheduler, changing_keys,
                                param_space, trial_params)
 
@@ -127,3 +130,18 @@ def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, 
         assert (trials.set_index("trial_id")[column] - last[column]).abs().max() < 1e-9, column
     assert p2m_run("results", "analyze", exp, env=ray_env).returncode == 0
     assert (exp / "analysis" / "weight_schedule.png").stat().st_size > 10_000
+    # train-best retrains the best trial with the weights its model trained with, epoch by epoch
+    result = p2m_run("search", "train-best", exp, "--previews", "0", "--no-progress", env=ray_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    best = pick_best(trials)["trial_id"]
+    schedule = lineage(table, best).sort_values("training_iteration")
+    changes = int((schedule[columns].diff().abs() > 0).any(axis=1).sum())
+    assert result.stdout.count("to epoch") == changes + 1, result.stdout
+    run_dir = exp / train_best_dir() / "seed0"
+    run = load_config(run_dir / RUN_CONFIG_FILE)
+    for column in columns:
+        key = column[len("config."):]
+        section, field = key.split(".")
+        assert abs(getattr(getattr(run, section), field) - schedule[column].iloc[-1]) < 1e-9, column
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    assert epochs == [1, 2, 3]  # every epoch once, across the segments
