@@ -56,9 +56,13 @@ RULE = "min val_s3_cd where val_s3_normal_consistency >= published"
 BASELINES = {"published": {}, "seed": {}, "seed_all_stages": {}, "uniform": {"loss.w1_laplacian": 0.5},
              "learned": {}}
 # arm: (experiment, train-best flags, its search counts towards its cost)
-ARMS = {**{name: ("asha_tpe", ["--baseline", name], False) for name in BASELINES},
-        "asha_tpe": ("asha_tpe", [], True), "fifo_random": ("fifo_random", [], True), "pb2": ("pb2", [], True),
-        "mo_pick": ("mo_tpe", ["--pick", RULE], True)}
+# (in the order they are retrained: the goals' comparisons first, so that a run cut short has them)
+ARMS = {"published": ("asha_tpe", ["--baseline", "published"], False),
+        "seed": ("asha_tpe", ["--baseline", "seed"], False),
+        "asha_tpe": ("asha_tpe", [], True), "learned": ("asha_tpe", ["--baseline", "learned"], False),
+        "fifo_random": ("fifo_random", [], True), "mo_pick": ("mo_tpe", ["--pick", RULE], True),
+        "pb2": ("pb2", [], True), "seed_all_stages": ("asha_tpe", ["--baseline", "seed_all_stages"], False),
+        "uniform": ("asha_tpe", ["--baseline", "uniform"], False)}
 SEARCHED = ("asha_tpe", "fifo_random", "pb2", "mo_pick")
 DATASETS = ("test", "real")
 DONE = ".study-done"  # in an experiment: its search finished
@@ -75,6 +79,8 @@ def main() -> int:
                         help="reuse the fidelity study's FIFO + random search (benchmarks/fidelity) or run it")
     parser.add_argument("--sample", default=str(SAMPLE), help="the real ShapeNet-P2M views")
     parser.add_argument("--smoke-test", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only the report, from what --out holds (the arms retrained so far)")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     size = {"profile": "cpu", "models": 96, "test_models": 64, "max_t": 6, "fifo_trials": 30,
@@ -84,6 +90,9 @@ def main() -> int:
         size = {"profile": "tiny", "models": 3, "test_models": 2, "max_t": 2, "fifo_trials": 4, "optim": {}}
         args.fifo, args.seeds, args.asha_trials, args.other_trials = "run", 2, 7, 3
     out.mkdir(parents=True, exist_ok=True)
+    copies = {name: out / "searches" / name for name in ("fifo_random", "asha_tpe", "mo_tpe", "pb2")}
+    if args.report_only:
+        return report(copies, read_views(out), read_setting(out / "fidelity"), args.fifo, out)
     data = synth_data(work / "data", size["models"], 2, seed=11)
     test = synth_data(work / "test", size["test_models"], 1, seed=12)
     base = {"profile": size["profile"], "data": {"root": str(data)}, "optim": size["optim"]}
@@ -102,13 +111,16 @@ def main() -> int:
     for name, (search, baselines, scheduler) in searches.items():
         launch(work, name, base, {**search, "max_concurrent": 2, "seed": 0}, baselines,
                {**scheduler, "max_t": size["max_t"]})
-    experiments = {name: work / "experiments" / name for name in ("fifo_random", *searches)}
+    experiments = {name: work / "experiments" / name for name in copies}
     for name, exp in experiments.items():
-        copy_tables(exp, out / "searches" / name)
+        copy_tables(exp, copies[name])
 
-    retrain(experiments, args.seeds, out, work)
-    views = evaluate_arms(experiments, test, Path(args.sample), out)
-    return report(experiments, views, setting, args.fifo, out)
+    retrain(experiments, args.seeds, out, work, test, Path(args.sample))
+    return report(copies, read_views(out), setting, args.fifo, out)
+
+
+def read_views(out: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(path) for path in sorted((out / "views").glob("*.parquet"))], ignore_index=True)
 
 
 def fifo_experiment(work: Path, base: dict, size: dict, how: str) -> Path:
@@ -171,6 +183,10 @@ def fidelity(fifo: Path, out: Path) -> tuple[int, float] | None:
         run(["p2m", "results", "fidelity", str(fifo), "--out", str(out)])
         run(["p2m", "results", "replay", str(fifo), "--graces", "1", "2", "3", "--factors", "2", "3", "4",
              "--out", str(out)])
+    return read_setting(out)
+
+
+def read_setting(out: Path) -> tuple[int, float] | None:
     table = pd.read_csv(out / "replay.csv")
     keep = table[(table["algorithm"] == "asha") & (table["winner_kept"] >= 0.9)]
     if keep.empty:
@@ -188,12 +204,13 @@ def arm_dir(experiments: dict[str, Path], arm: str) -> Path:
     return experiments[exp] / train_best_dir(flags[1] if flags[:1] == ["--baseline"] else None)
 
 
-def retrain(experiments: dict[str, Path], seeds: int, out: Path, work: Path) -> None:
-    """Every arm by train-best, two at a time with one thread each; each one's wall time kept (its trial-hours)."""
+def retrain(experiments: dict[str, Path], seeds: int, out: Path, work: Path, test: Path, sample: Path) -> None:
+    """Every arm by train-best, two at a time with one thread each, then evaluated; kept in ``out``: the
+    retrained seeds' rows (``retrained/ARM.parquet``), their views' (``views/ARM.parquet``) and the wall time
+    (``retrain_seconds.json``, its trial-hours). An arm with all three is not run again."""
     costs_file = out / "retrain_seconds.json"
     costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
-    todo = [arm for arm in ARMS if not (arm_dir(experiments, arm) / TRAIN_BEST_RESULTS_FILE).is_file()
-            or arm not in costs]
+    todo = [arm for arm in ARMS if not (out / "views" / f"{arm}.parquet").is_file() or arm not in costs]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     exe = Path(sys.executable).parent / "p2m"
 
@@ -203,22 +220,25 @@ def retrain(experiments: dict[str, Path], seeds: int, out: Path, work: Path) -> 
                "--no-progress", *flags]
         print(f"$ {' '.join(cmd[1:])}   [{arm}]", flush=True)
         start = time.perf_counter()
-        log = work / f"train-best-{arm}.log"
-        with open(log, "w") as f:
-            subprocess.run(cmd, check=True, env=env, stdout=f, stderr=subprocess.STDOUT)
-        costs[arm] = time.perf_counter() - start
-        print(f"  {arm}: {costs[arm] / 60:.1f} min", flush=True)
+        with open(work / f"train-best-{arm}.log", "w") as log:
+            subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - start
+        (out / "retrained").mkdir(exist_ok=True)
+        shutil.copy2(arm_dir(experiments, arm) / TRAIN_BEST_RESULTS_FILE, out / "retrained" / f"{arm}.parquet")
+        evaluate_arm(experiments, arm, test, sample, out)
+        costs[arm] = seconds
+        print(f"  {arm}: retrained in {seconds / 60:.1f} min, evaluated", flush=True)
         costs_file.write_text(json.dumps(costs, indent=1) + "\n")
 
+    import torch
+
+    torch.set_num_threads(1)  # the evaluations share the machine with the other arm's training
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(one, todo))
 
 
-def evaluate_arms(experiments: dict[str, Path], test: Path, sample: Path, out: Path) -> pd.DataFrame:
-    """One row per arm, seed, dataset and view: every stage's metrics (``views.parquet`` in ``out``)."""
-    path = out / "views.parquet"
-    if path.is_file():
-        return pd.read_parquet(path)
+def evaluate_arm(experiments: dict[str, Path], arm: str, test: Path, sample: Path, out: Path) -> None:
+    """One row per seed, dataset and view of ``arm``: every stage's metrics (``views/ARM.parquet`` in ``out``)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -228,20 +248,16 @@ def evaluate_arms(experiments: dict[str, Path], test: Path, sample: Path, out: P
     from p2m.evaluate import evaluate
 
     rows = []
-    for arm in ARMS:
-        results = pd.read_parquet(arm_dir(experiments, arm) / TRAIN_BEST_RESULTS_FILE)
-        for k, seed in enumerate(results["seed"]):
-            model, cfg = load_model(arm_dir(experiments, arm) / f"seed{k}" / CHECKPOINT_DIR, torch.device("cpu"))
-            for dataset, root in (("test", test), ("real", sample)):
-                loader = DataLoader(P2MDataset(find_samples(root), cfg.data.gt_samples, cfg.data.image_size),
-                                    batch_size=8, collate_fn=collate_p2m)
-                ev = evaluate(model, loader, torch.device("cpu"))
-                rows += [{"arm": arm, "seed": int(seed), "seed_index": k, "dataset": dataset, **item}
-                         for item in ev.items]
-            print(f"  evaluated {arm} seed {seed}", flush=True)
-    table = pd.DataFrame(rows)
-    write_table_atomic(pa.Table.from_pandas(table, preserve_index=False), path)
-    return table
+    results = pd.read_parquet(arm_dir(experiments, arm) / TRAIN_BEST_RESULTS_FILE)
+    for k, seed in enumerate(results["seed"]):
+        model, cfg = load_model(arm_dir(experiments, arm) / f"seed{k}" / CHECKPOINT_DIR, torch.device("cpu"))
+        for dataset, root in (("test", test), ("real", sample)):
+            loader = DataLoader(P2MDataset(find_samples(root), cfg.data.gt_samples, cfg.data.image_size),
+                                batch_size=8, collate_fn=collate_p2m)
+            ev = evaluate(model, loader, torch.device("cpu"))
+            rows += [{"arm": arm, "seed": int(seed), "seed_index": k, "dataset": dataset, **item} for item in ev.items]
+    (out / "views").mkdir(exist_ok=True)
+    write_table_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), out / "views" / f"{arm}.parquet")
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -267,8 +283,12 @@ def change(views: pd.DataFrame, arm: str, base: str, dataset: str, metric: str, 
 
 
 def report(experiments: dict[str, Path], views: pd.DataFrame, setting, fifo_how: str, out: Path) -> int:
+    """The verdicts on the arms retrained so far (``experiments``: the searches' tables as copied into ``out``)."""
     arms = arm_table(experiments, views, out)
-    best = arms.loc[list(SEARCHED), "val_cd_x1000"].idxmin()
+    present = list(arms.index)
+    searched = [arm for arm in SEARCHED if arm in present]
+    missing = [arm for arm in ARMS if arm not in present]
+    best = arms.loc[searched, "val_cd_x1000"].idxmin() if searched else None
     lines = [f"machine: {cpu_name()}, {os.cpu_count()} cores; {len(views['seed_index'].unique())} seeds per arm; "
              f"test set {views[views['dataset'] == 'test'][['synset', 'model_id']].drop_duplicates().shape[0]} "
              f"models, real sample {views[views['dataset'] == 'real'][['synset', 'model_id']].drop_duplicates().shape[0]}"
@@ -277,10 +297,12 @@ def report(experiments: dict[str, Path], views: pd.DataFrame, setting, fifo_how:
              "trial-hours: the retraining and, for a searched arm, its search's trials):",
              arms.round(3).to_string(), "",
              f"best searched arm by retrained validation CD: {best}", ""]
+    if missing:
+        lines[-1:-1] = [f"NOT YET RETRAINED (a partial report; run the script again to go on): {', '.join(missing)}"]
     comparisons = []
-    for arm in [*SEARCHED, "learned", "seed", "seed_all_stages", "uniform"]:
+    for arm in present:
         for base in ("published", "seed", "learned"):
-            if arm == base:
+            if arm == base or base not in present:
                 continue
             for dataset in DATASETS:
                 for metric in ("cd_x1000", "f_tau"):
@@ -291,29 +313,36 @@ def report(experiments: dict[str, Path], views: pd.DataFrame, setting, fifo_how:
     write_csv(comp, out / "comparisons.csv")
 
     def get(arm, base, dataset, metric):
-        return comp[(comp["arm"] == arm) & (comp["against"] == base) & (comp["dataset"] == dataset)
-                    & (comp["metric"] == metric)].iloc[0]
+        rows = comp[(comp["arm"] == arm) & (comp["against"] == base) & (comp["dataset"] == dataset)
+                    & (comp["metric"] == metric)] if len(comp) else comp
+        return rows.iloc[0] if len(rows) else None
 
     def show(row, scale=100, unit="%"):
         return f"{scale * row['change']:+.1f}{unit} [{scale * row['low']:+.1f}, {scale * row['high']:+.1f}]"
 
     q1a = get(best, "seed", "test", "cd_x1000")
     lines.append(f"Q1a  {best} vs seed, test CD: {show(q1a)} (goal <= -30%) -> "
-                 f"{verdict(q1a['low'], q1a['high'], -0.30, True)}")
+                 f"{verdict(q1a['low'], q1a['high'], -0.30, True)}" if q1a is not None else "Q1a  not yet retrained")
     q1b = []
-    for arm in SEARCHED:
+    for arm in searched:
         cd, f = get(arm, "published", "test", "cd_x1000"), get(arm, "published", "test", "f_tau")
+        if cd is None:
+            continue
         v = (verdict(cd["low"], cd["high"], -0.10, True), verdict(f["low"], f["high"], 5.0, False))
         q1b.append(v)
         lines.append(f"Q1b  {arm} vs published, test: CD {show(cd)} (goal <= -10%) -> {v[0]}; F@tau "
                      f"{show(f, 1, ' pts')} (goal >= +5) -> {v[1]}")
     flat = [x for v in q1b for x in v]
     overall = "met" if "met" in flat else "NOT met" if all(x == "NOT met" for x in flat) else "inconclusive"
-    reached = [arm for arm, v in zip(SEARCHED, q1b) if "met" in v]
-    lines.append(f"Q1b  overall -> {overall}" + (f" ({', '.join(reached)})" if reached else " (no arm gets there)"))
+    reached = [arm for arm, v in zip(searched, q1b) if "met" in v]
+    if len(searched) < len(SEARCHED) and overall != "met":
+        overall += f" so far ({len(searched)} of {len(SEARCHED)} searched arms retrained)"
+    lines.append(f"Q1b  overall -> {overall if q1b else 'not yet retrained'}"
+                 + (f" ({', '.join(reached)})" if reached else " (no arm gets there)"))
     q1c = get(best, "learned", "test", "cd_x1000")
-    lines.append(f"Q1c  {best} vs learned, test CD: {show(q1c)} (goal < 0) -> {verdict(q1c['low'], q1c['high'], 0.0, True)}")
-    lines += stage_order(views, out)
+    lines.append(f"Q1c  {best} vs learned, test CD: {show(q1c)} (goal < 0) -> "
+                 f"{verdict(q1c['low'], q1c['high'], 0.0, True)}" if q1c is not None else "Q1c  not yet retrained")
+    lines += stage_order(views, present, out)
     lines += asha_replay(experiments["fifo_random"], setting, out)
     if fifo_how == "committed":
         lines.append("(fifo_random: the fidelity study's search, run at commit 27cd732 before the training-step "
@@ -330,7 +359,9 @@ def arm_table(experiments: dict[str, Path], views: pd.DataFrame, out: Path) -> p
     costs = json.loads((out / "retrain_seconds.json").read_text())
     rows = []
     for arm, (exp, _, searched) in ARMS.items():
-        retrained = pd.read_parquet(arm_dir(experiments, arm) / TRAIN_BEST_RESULTS_FILE)
+        if arm not in costs or arm not in set(views["arm"]) or not (out / "retrained" / f"{arm}.parquet").is_file():
+            continue
+        retrained = pd.read_parquet(out / "retrained" / f"{arm}.parquet")
         search_hours = search_cost(experiments[exp])[0] if searched else 0.0
         trials = read_trials(experiments[exp]).set_index(TRIAL_ID)
         trial = str(retrained[TRIAL_ID].iloc[0])
@@ -364,10 +395,10 @@ def searched_rows(exp: Path) -> pd.DataFrame:
     return rows[rows[BASELINE].isna()].sort_values(WRITTEN_AT, kind="stable")
 
 
-def stage_order(views: pd.DataFrame, out: Path) -> list[str]:
+def stage_order(views: pd.DataFrame, arms: list[str], out: Path) -> list[str]:
     """Q2: stage-3 CD < stage-2 < stage-1, as paired changes over seeds and models, for every arm but seed."""
     rows, lines = [], []
-    for arm in ARMS:
+    for arm in arms:
         for dataset in DATASETS:
             for upper, lower in ((3, 2), (2, 1)):
                 c, lo, hi = paired_change(matrix(views, arm, dataset, stage_key(upper, "cd_x1000")),
