@@ -502,6 +502,7 @@ def arms_picture(arms: pd.DataFrame, comp: pd.DataFrame, path: Path) -> None:
         ax.axvline(1, color="0.5", lw=1)
         ax.axvline(0.9, color="tab:red", ls="--", lw=1, label="Q1b goal (10% lower)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on a short span
         ax.set_yticks(y, [f"{a} ({arms.loc[a, 'trial_hours']:.1f} h)" for a in sub["arm"]])
         ax.set(xlabel="stage-3 CD / published's (log scale; 95% interval)", title=f"{dataset} views")
     axes[0].legend(fontsize=8)
