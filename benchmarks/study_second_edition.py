@@ -1,6 +1,6 @@
 """The study, second edition (issue 19): which of the alternatives should a user run, and what does it buy?
 
-    python benchmarks/study_second_edition.py               # about 80 min on 2 cores; resumable
+    python benchmarks/study_second_edition.py               # about 2 hours on 2 cores; resumable
     python benchmarks/study_second_edition.py --smoke-test  # minutes: the tiny profile, every step once
 
 Everything runs on one fixed synthetic dataset (the fidelity study's: 576 models of 6 categories, 2 views, seed
