@@ -10,6 +10,8 @@ templates, needs 2.52). What each piece relies on, to check when Ray moves:
   the only one in which every Ray server binds to 127.0.0.1.
 - :func:`quiet_logs` names two of Ray's loggers and one environment variable whose warnings do not apply
   to a search, and rewrites one of Ray's tracebacks as the one line it means (listed there).
+- :class:`LostCheckpoints` reads and replaces ``Trial.run_metadata.checkpoint_manager`` (Ray's
+  ``_CheckpointManager``) of a resumed trial whose latest checkpoint is gone.
 Ray's public API is used elsewhere: the report/checkpoint calls only in :mod:`search.trainable`, the
 Tuner in :mod:`search.run`, the callback in :mod:`search.callbacks`.
 """
@@ -21,7 +23,10 @@ import os
 import warnings
 
 import optuna
+import pyarrow.fs
 import ray
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -190,3 +195,38 @@ class GoneCheckpointFilter(logging.Filter):
             record.args = (record.args[0] if record.args else "?", error)
             record.exc_info, record.exc_text = None, None
         return True
+
+
+class LostCheckpoints(Callback):
+    """After a resume, a trial whose latest checkpoint is gone from storage restarts from its first epoch.
+
+    With ``CheckpointConfig(num_to_keep)`` Ray deletes a trial's oldest checkpoint as soon as it registers a
+    new one, and uploads the experiment snapshot that lists the new one afterwards, in the background. A
+    driver killed between the two leaves a snapshot whose latest checkpoint for that trial no longer exists:
+    Ray would ask the trial to restore it, fail, count a failure, and try again until the trial errors. The
+    trial's newer checkpoints exist, but the driver's view of it (its last result, the scheduler's rungs, the
+    searcher's intermediate values) ends at the snapshot, so restarting it is the consistent choice; its rows
+    are written again, and the tables keep one per epoch. Checked once, before the first trial starts.
+    """
+
+    def __init__(self):
+        self._checked = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._checked:
+            return
+        self._checked = True
+        for trial in trials:
+            result = None if trial.is_finished() else trial.latest_checkpoint_result
+            if result is None or _exists(result.checkpoint):
+                continue
+            logger.warning("Trial %s: its latest checkpoint %s is gone from storage (a driver killed before it saved "
+                           "the experiment state had deleted it); the trial restarts from its first epoch",
+                           trial, result.checkpoint.path)
+            manager = trial.run_metadata.checkpoint_manager
+            trial.run_metadata.checkpoint_manager = _CheckpointManager(checkpoint_config=manager.checkpoint_config)
+            trial.run_metadata.invalidate_cache()
+
+
+def _exists(checkpoint) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound

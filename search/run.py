@@ -26,7 +26,7 @@ from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
 from search.optuna_adapter import quiet as quiet_optuna
-from search.ray_adapter import asha_milestones, init_local_ray, quiet_logs
+from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
 from search.population import param_space as population_space
 from search.schedulers import build_scheduler, build_searcher
@@ -134,7 +134,7 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (_init_ray): each costs the
         # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
-                   CSVLoggerCallback()])
+                   CSVLoggerCallback(), LostCheckpoints()])
 
 
 def _init_ray(address: str | None) -> None:

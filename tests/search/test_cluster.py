@@ -2,6 +2,7 @@
 ``--address``, a worker node killed mid-search, and a killed driver resumed across the nodes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,11 +118,40 @@ def test_driver_killed_then_resumed_on_the_cluster(cluster, synth_dir, tmp_path,
     exp = tmp_path / "exp" / "t"
     driver = _launch(cfg, info["address"], env)
     try:
-        _wait_rows(exp, lambda r: len(r) >= 3, driver)
+        _wait_rows(exp, lambda r: len(r) >= 3 and _snapshot_checkpoints(exp), driver)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
         driver.wait(timeout=60)
+    # what a driver killed between deleting a trial's old checkpoint and uploading the snapshot that no longer
+    # lists it leaves (Ray deletes first): the snapshot's latest checkpoint of a running trial is gone
+    lost_trial, lost = sorted(_snapshot_checkpoints(exp).items())[0]
+    shutil.rmtree(lost)
     result = p2m_run("search", "resume", exp, "--address", info["address"], "--quiet", env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows, _ = _check_complete(exp, 4)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    rows, trials = _check_complete(exp, 4)
     assert {info["head"], info["worker"]} <= set(rows["node_id"])
+    assert f"{lost_trial}: its latest checkpoint" in output and "restarts from its first epoch" in output, output[-3000:]
+    assert trials.loc[trials["trial_id"] == lost_trial, "num_failures"].tolist() == [0]  # no failed restore
+
+
+def _snapshot_checkpoints(exp: Path) -> dict[str, str]:
+    """Ray's newest experiment snapshot in ``exp``: {trial id: the path of its latest checkpoint} for each
+    unfinished trial that has one (read as Ray's resume reads it; {} while the snapshot is being written)."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.experiment.trial import Trial
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    try:
+        path = _find_newest_experiment_checkpoint(str(exp))
+        state = _loads_with_cloudpickle(Path(path).read_text()) if path else {"trial_data": []}
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for json_state, run_metadata in state["trial_data"]:
+        trial = Trial.from_json_state(json_state, stub=True)
+        trial.restore_run_metadata(run_metadata)
+        result = trial.latest_checkpoint_result
+        if not trial.is_finished() and result is not None and Path(result.checkpoint.path).is_dir():
+            found[trial.trial_id] = result.checkpoint.path
+    return found

@@ -1,4 +1,5 @@
 """ASHA's rungs as the analysis records them: the scheduler's own milestones, met at the epoch Ray decides."""
+import logging
 from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
@@ -33,7 +34,6 @@ def test_a_checkpoint_already_deleted_is_one_line_not_a_traceback(tmp_path, capl
     """Ray's checkpoint manager raises FileNotFoundError when it deletes a checkpoint that is already gone (what a
     driver killed between deleting it and snapshotting leaves for the resume); the controller logs that with a
     traceback, which the filter turns into one line. Any other error keeps its traceback."""
-    import logging
 
     from ray.train import Checkpoint, CheckpointConfig
     from ray.train._internal.checkpoint_manager import _CheckpointManager
@@ -64,6 +64,44 @@ def test_a_checkpoint_already_deleted_is_one_line_not_a_traceback(tmp_path, capl
     gone, other = caplog.records
     assert gone.exc_info is None and "already deleted" in gone.getMessage() and "train_trial_1" in gone.getMessage()
     assert other.exc_info is not None and "Error handling checkpoint" in other.getMessage()
+
+
+def test_a_resumed_trial_whose_latest_checkpoint_is_gone_restarts_from_its_first_epoch(tmp_path, caplog):
+    """The snapshot lists checkpoint_000001 for a running trial, but the killed driver had deleted it: the trial
+    loses its checkpoints (it restarts); one whose checkpoint exists and a finished one are left alone."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment.trial import Trial
+
+    from search.ray_adapter import LostCheckpoints
+
+    def trial(name, status, *indices):
+        t = Trial("train_trial", config={}, trial_id=name, stub=True, checkpoint_config=CheckpointConfig(num_to_keep=2))
+        t.status = status
+        for i in indices:
+            path = tmp_path / name / f"checkpoint_{i:06d}"
+            path.mkdir(parents=True)
+            t.run_metadata.checkpoint_manager.register_checkpoint(
+                _TrainingResult(Checkpoint.from_directory(str(path)), {"training_iteration": i + 1}))
+        return t
+
+    lost, kept, done = trial("lost", Trial.PENDING, 0, 1), trial("kept", Trial.PAUSED, 0, 1), \
+        trial("done", Trial.TERMINATED, 0)
+    (tmp_path / "lost" / "checkpoint_000001").rmdir()
+    (tmp_path / "done" / "checkpoint_000000").rmdir()
+    callback = LostCheckpoints()
+    with caplog.at_level(logging.WARNING, logger="search.ray_adapter"):
+        callback.on_step_begin(0, [lost, kept, done])
+    assert lost.latest_checkpoint_result is None
+    assert lost.run_metadata.checkpoint_manager.checkpoint_config.num_to_keep == 2
+    assert kept.latest_checkpoint_result.checkpoint.path == str(tmp_path / "kept" / "checkpoint_000001")
+    assert done.latest_checkpoint_result is not None  # finished: never restored, nothing to change
+    [record] = caplog.records
+    assert "lost" in record.getMessage() and "restarts from its first epoch" in record.getMessage()
+    # checked once, at the first step: a checkpoint deleted later (Ray's own num_to_keep) is no concern of it
+    (tmp_path / "kept" / "checkpoint_000001").rmdir()
+    callback.on_step_begin(1, [lost, kept, done])
+    assert kept.latest_checkpoint_result is not None
 
 
 def test_asha_never_stops_a_baseline_and_keeps_it_out_of_the_rungs():
