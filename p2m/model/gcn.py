@@ -1,11 +1,71 @@
 """Graph convolutions and Pixel2Mesh's deformation block (Wang et al. 2018, Sec. 3.3)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p2m.geometry.laplacian import neighbor_mean_rows
+
+
+class NeighbourBags(NamedTuple):
+    """A mean adjacency (:func:`p2m.geometry.mesh.mean_adjacency`) as ``F.embedding_bag`` bags over
+    vertex-major features of a batch of N; bag ``i * N + n`` is vertex i's neighbours j in item n."""
+
+    halves: Tensor  # rows (j * N + n) * 2 + 1 of a (V * N * 2, C) view of (V, N, 2C): the second halves
+    rows: Tensor  # rows j * N + n of a (V * N, C) view of (V, N, C)
+    offsets: Tensor  # (V * N,) where each bag starts in ``halves`` and ``rows``
+    inv_degree: Tensor  # (V, 1, 1) the value of row i (1 / deg(i); 1 for a vertex without neighbours)
+
+
+def neighbour_bags(adjacency: Tensor, batch: int) -> NeighbourBags:
+    """The bags of a sparse CSR mean adjacency (V, V) for a batch of ``batch`` items: index arithmetic on
+    its N * nnz taps, once per block and step."""
+    crow, col = adjacency.crow_indices(), adjacency.col_indices()
+    device = col.device
+    degree = crow.diff()
+    start = crow[:-1]
+    n = torch.arange(batch, device=device)
+    # tap t of bag (i, n), in order i, n, then i's neighbours: t = N * start[i] + n * deg(i) + k
+    vertex = torch.repeat_interleave(torch.arange(len(degree), device=device), degree * batch,
+                                     output_size=batch * len(col))
+    within = torch.arange(batch * len(col), device=device) - batch * start[vertex]
+    item = torch.div(within, degree[vertex], rounding_mode="floor")
+    rows = col[start[vertex] + within - item * degree[vertex]] * batch + item
+    values = adjacency.values()
+    first = values[start.clamp(max=len(values) - 1)] if len(values) else values.new_ones(len(degree))
+    inv_degree = torch.where(degree > 0, first, 1.0)  # each row's one value (no boolean indexing: no GPU sync)
+    offsets = (batch * start[:, None] + n * degree[:, None]).flatten()
+    return NeighbourBags(rows * 2 + 1, rows, offsets, inv_degree[:, None, None])
+
+
+class _SelfPlusNeighbourMean(torch.autograd.Function):
+    """``both[..., :C] + A @ both[..., C:]`` per item, for vertex-major ``both`` (V, N, 2C) and the mean
+    adjacency A of :class:`NeighbourBags`, with no copy of either half.
+
+    A has a symmetric pattern and one value per row, ``A = diag(a) S``, so ``A.T g = S (a g)``: the backward
+    pass is the same bags, summed, over ``a g``. Computed in the adjacency's dtype (float32 under autocast,
+    as the sparse path)."""
+
+    @staticmethod
+    def forward(ctx, both: Tensor, bags: NeighbourBags) -> Tensor:
+        V, N, C = both.shape[0], both.shape[1], both.shape[2] // 2
+        ctx.bags, ctx.dtype = bags, both.dtype
+        with torch.autocast(both.device.type, enabled=False):
+            both = both.to(bags.inv_degree.dtype).contiguous()
+            theirs = F.embedding_bag(bags.halves, both.view(-1, C), bags.offsets, mode="sum")
+            return torch.addcmul(both[..., :C], theirs.view(V, N, C), bags.inv_degree).to(ctx.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        bags = ctx.bags
+        V, N, C = grad.shape
+        with torch.autocast(grad.device.type, enabled=False):
+            grad = grad.to(bags.inv_degree.dtype).contiguous()
+            spread = F.embedding_bag(bags.rows, (grad * bags.inv_degree).view(-1, C), bags.offsets, mode="sum")
+            return torch.cat([grad, spread.view(V, N, C)], dim=-1).to(ctx.dtype), None
 
 
 class GraphConv(nn.Module):
@@ -16,12 +76,14 @@ class GraphConv(nn.Module):
         self.w_self = nn.Linear(in_dim, out_dim)
         self.w_nbr = nn.Linear(in_dim, out_dim, bias=False)
 
-    def forward(self, x: Tensor, adjacency: Tensor, applied: Tensor | None = None) -> Tensor:
-        """x: (V, N, C_in) vertex-major; adjacency: sparse (V, V) row-normalised -> (V, N, C_out).
+    def forward(self, x: Tensor, adjacency: Tensor | NeighbourBags, applied: Tensor | None = None) -> Tensor:
+        """x: (V, N, C_in) vertex-major; adjacency: sparse (V, V) row-normalised, or its
+        :func:`neighbour_bags` for this N -> (V, N, C_out).
 
-        Vertex-major, so that the neighbour mean is one sparse matmul on a (V, N * C) view: no transposed
-        copy out of it, and in only the copy of the neighbour half of the one stacked matmul (two separate
-        matmuls, each half contiguous, cost more in the backward pass than the copy saves).
+        One matmul stacks the self and neighbour weights (two separate matmuls cost more in the backward
+        pass). With bags, the neighbour mean reads the neighbour half of that product where it lies and adds
+        the self half in the same pass (:class:`_SelfPlusNeighbourMean`); with the sparse adjacency, it is
+        one sparse matmul on a (V, N * C) view of a copy of the neighbour half.
 
         ``applied``: (V, N, 2 C_out), the contributions of the input's first ``C_in - x.shape[-1]``
         channels, already multiplied by this layer's self and neighbour weights (``[self | nbr]``, see
@@ -35,7 +97,9 @@ class GraphConv(nn.Module):
         both = F.linear(x, weight, bias)  # (V, N, 2 C_out)
         if applied is not None:
             both = both + applied
-        mine, theirs = both.split(out, dim=-1)  # (split's backward is one concatenation, not two zero-fills)
+        if isinstance(adjacency, NeighbourBags):
+            return _SelfPlusNeighbourMean.apply(both, adjacency)
+        mine, theirs = both.split(out, dim=-1)
         return mine + neighbor_mean_rows(theirs, adjacency)
 
     def leading_weights(self, channels: int) -> Tensor:
@@ -68,6 +132,7 @@ class DeformationBlock(nn.Module):
 
         ``applied``: the input layer's leading channels already weighted (:meth:`GraphConv.forward`).
         """
+        adjacency = neighbour_bags(adjacency, verts.shape[1])  # shared by the block's layers
         h = torch.relu(self.inp(features, adjacency, applied))
         for conv1, conv2 in self.res:
             h = 0.5 * (h + torch.relu(conv2(torch.relu(conv1(h, adjacency)), adjacency)))

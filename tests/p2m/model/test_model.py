@@ -8,7 +8,7 @@ from p2m.data.camera import project
 from p2m.geometry import chamfer_distance
 from p2m.geometry.mesh import mean_adjacency
 from p2m.model import Pixel2Mesh
-from p2m.model.gcn import GraphConv
+from p2m.model.gcn import GraphConv, neighbour_bags
 from p2m.model.pooling import pool_features
 
 
@@ -135,9 +135,26 @@ def test_graph_conv_by_loops():
     ref = torch.stack([conv.w_self(x[0]) + conv.w_nbr((x[1] + x[2]) / 2),
                        conv.w_self(x[1]) + conv.w_nbr(x[0]),
                        conv.w_self(x[2]) + conv.w_nbr(x[0])])
-    torch.testing.assert_close(conv(x, adjacency), ref)
     applied = x[..., :1] @ conv.leading_weights(1).T  # the first channel's part, weighted beforehand
-    torch.testing.assert_close(conv(x[..., 1:], adjacency, applied), ref)
+    for graph in (adjacency, neighbour_bags(adjacency, 2)):
+        torch.testing.assert_close(conv(x, graph), ref)
+        torch.testing.assert_close(conv(x[..., 1:], graph, applied), ref)
+
+
+def test_neighbour_bags_forward_and_backward():
+    """The bags' self-plus-neighbour-mean against the dense adjacency on a graph with a vertex of no
+    neighbours (its mean is 0), and its backward against finite differences (float64)."""
+    from p2m.model.gcn import _SelfPlusNeighbourMean
+
+    torch.manual_seed(3)
+    edges = torch.tensor([[0, 1], [0, 2], [1, 2], [2, 3], [0, 4]])  # vertex 5 has no neighbours
+    adjacency = mean_adjacency(edges, 6).to(torch.float64)
+    bags = neighbour_bags(adjacency, 3)
+    both = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
+    dense = adjacency.to_dense()
+    ref = both[..., :2] + torch.einsum("ij,jnc->inc", dense, both[..., 2:])
+    torch.testing.assert_close(_SelfPlusNeighbourMean.apply(both, bags), ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda b: _SelfPlusNeighbourMean.apply(b, bags), (both,))
 
 
 def test_backbone_warns_without_weights_and_refuses_wrong_weights(tmp_path):
