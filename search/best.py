@@ -42,10 +42,7 @@ def trial_config(row: pd.Series) -> TrainConfig:
         if not key.startswith(CONFIG_PREFIX):
             continue
         parts = key[len(CONFIG_PREFIX):].split(".")
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, np.generic):
-            value = value.item()
+        value = _plain(value)
         node = nested
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -155,6 +152,9 @@ def weight_segments(results: pd.DataFrame, trial_id: str, keys: tuple[str, ...],
 
 
 def _plain(value):
+    """A table cell as plain Python: a NumPy array as a list, a NumPy scalar as its Python number."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     return value.item() if isinstance(value, np.generic) else value
 
 
