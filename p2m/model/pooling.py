@@ -56,10 +56,12 @@ def sample_rows(table: Tensor, sizes: list[tuple[int, int]], uv: Tensor, image_s
         (N, V, C), or (V, N, C) with ``batch_dim`` 1.
     """
     N, T = table.shape[:2]
-    index, weight = _taps(uv.to(table.dtype), sizes, image_size)  # (N, V, 4L) or (V, N, 4L)
-    offset = torch.arange(N, device=uv.device) * T  # each item's first row of the (N * T, C) table
-    index = index + (offset[:, None, None] if batch_dim == 0 else offset[None, :, None])
-    out = _WeightedBags.apply(index.flatten(0, 1), table.reshape(N * T, -1), weight.flatten(0, 1))
+    index, weight = _taps(uv.to(table.dtype), sizes, image_size)  # (4L, M) for the M points in uv's order
+    item = torch.arange(N, device=uv.device) * T  # each item's first row of the (N * T, C) table
+    first = (item[:, None] if batch_dim == 0 else item[None, :]).expand(uv.shape[:2]).reshape(-1)  # (M,)
+    # one bag of 4L taps per point: (M, 4L), copied once from the layout the taps were computed in
+    index, weight = (index + first).T.contiguous(), weight.T.contiguous()
+    out = _WeightedBags.apply(index, table.reshape(N * T, -1), weight)
     return out.view(*uv.shape[:2], -1)
 
 
@@ -96,26 +98,28 @@ class _WeightedBags(torch.autograd.Function):
 
 def _taps(uv: Tensor, sizes: list[tuple[int, int]], image_size: int) -> tuple[Tensor, Tensor]:
     """Bilinear taps of L maps of ``sizes`` (H, W), laid out one after the other as in :func:`sample_rows`, each
-    covering the ``image_size`` image: for each point the four neighbouring pixels of each map (row-major
-    indices into the L maps' rows, LongTensor (N, V, 4L)) and their weights (N, V, 4L), zero for a pixel
-    outside its map (zero padding), differentiable in ``uv``. All maps and corners at once: a few operations
-    on (N, V, L, 2) tensors rather than a few dozen per map and corner."""
+    covering the ``image_size`` image: for each of the M points of ``uv`` (..., 2), flattened, the four
+    neighbouring pixels of each map (row-major indices into the L maps' rows, LongTensor (4L, M)) and their
+    weights (4L, M), zero for a pixel outside its map (zero padding), differentiable in ``uv``. All maps and
+    corners at once, with the points along the last, contiguous dimension: the few operations on
+    (2, 2, L, M) tensors run over long rows (with the points first, their innermost dimensions would be of
+    size 2, which elementwise kernels cannot vectorise)."""
     hw = torch.tensor(sizes, dtype=uv.dtype, device=uv.device)  # (L, 2): H, W
     offsets = torch.tensor([0] + [h * w for h, w in sizes][:-1], device=uv.device).cumsum(0)  # (L,)
-    # grid_sample's unnormalised coordinates, (N, V, L, 2) as (x, y)
-    xy = (uv[..., None, :] + 0.5) * (hw.flip(-1) / image_size) - 0.5
+    extent = hw.flip(-1).T[:, :, None]  # (2 axes, L, 1): W, then H
+    # grid_sample's unnormalised coordinates, (2 axes, L, M): x, then y
+    xy = (uv.reshape(-1, 2).T[:, None, :] + 0.5) * (extent / image_size) - 0.5
     lo = xy.detach().floor()
     frac = xy - lo
-    corner = torch.tensor([0.0, 1.0], dtype=uv.dtype, device=uv.device)
-    pos = lo[..., None] + corner  # (N, V, L, 2 axes, 2 corners): the pixel's x (then y) at each corner
-    last = (hw.flip(-1) - 1)[..., None]  # (L, 2, 1): W - 1, H - 1
+    pos = torch.stack([lo, lo + 1], dim=1)  # (2 axes, 2 corners, L, M): the pixel's x (then y) at each corner
+    last = (extent - 1)[:, None]  # (2, 1, L, 1): W - 1, H - 1
     inside = (pos >= 0) & (pos <= last)
-    along = torch.where(inside, torch.stack([1 - frac, frac], dim=-1), 0.0)  # (N, V, L, 2, 2): 1-D weights
+    along = torch.where(inside, torch.stack([1 - frac, frac], dim=1), 0.0)  # (2, 2, L, M): 1-D weights
     # a tap off the map (or of a non-finite point) reads the map's pixel 0 at weight 0
     pos = torch.minimum(torch.nan_to_num(pos, nan=0.0).clamp(min=0), last).long()
-    x, y = pos.unbind(-2)  # (N, V, L, 2) each
-    wx, wy = along.unbind(-2)
-    width = torch.tensor([w for _, w in sizes], device=uv.device)[:, None, None]  # (L, 1, 1)
-    index = y[..., :, None] * width + x[..., None, :] + offsets[:, None, None]  # (N, V, L, 2 (y), 2 (x))
-    weight = wy[..., :, None] * wx[..., None, :]
-    return index.flatten(2), weight.flatten(2)
+    x, y = pos.unbind(0)  # (2 corners, L, M) each
+    wx, wy = along.unbind(0)
+    width = torch.tensor([w for _, w in sizes], device=uv.device)[:, None]  # (L, 1)
+    index = y[:, None] * width + x[None, :] + offsets[:, None]  # (2 (y), 2 (x), L, M)
+    weight = wy[:, None] * wx[None, :]
+    return index.flatten(0, 2), weight.flatten(0, 2)
