@@ -46,11 +46,17 @@ class _NeighborMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         adjacency = ctx.adjacency
-        crow = adjacency.crow_indices()
-        has = crow.diff() > 0
-        a = torch.ones(len(has), 1, dtype=grad.dtype, device=grad.device)  # 1 for a row without neighbours
-        a[has, 0] = adjacency.values()[crow[:-1][has]].to(grad.dtype)  # each row's one value
+        a = row_values(adjacency).to(grad.dtype)[:, None]
         return torch.sparse.mm(adjacency, grad * a) / a, None
+
+
+def row_values(adjacency: Tensor) -> Tensor:
+    """(V,): the one value of each row of a mean adjacency (:func:`p2m.geometry.mesh.mean_adjacency`),
+    1 / deg(i), and 1 for a row without neighbours; no boolean indexing (no GPU sync)."""
+    crow, values = adjacency.crow_indices(), adjacency.values()
+    start = crow[:-1]
+    first = values[start.clamp(max=len(values) - 1)] if len(values) else values.new_ones(len(start))
+    return torch.where(crow.diff() > 0, first, 1.0)
 
 
 def laplacian_coords(verts: Tensor, adjacency: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p2m.geometry.laplacian import neighbor_mean_rows
+from p2m.geometry.laplacian import row_values
 
 
 class NeighbourBags(NamedTuple):
@@ -34,11 +34,8 @@ def neighbour_bags(adjacency: Tensor, batch: int) -> NeighbourBags:
     within = torch.arange(batch * len(col), device=device) - batch * start[vertex]
     item = torch.div(within, degree[vertex], rounding_mode="floor")
     rows = col[start[vertex] + within - item * degree[vertex]] * batch + item
-    values = adjacency.values()
-    first = values[start.clamp(max=len(values) - 1)] if len(values) else values.new_ones(len(degree))
-    inv_degree = torch.where(degree > 0, first, 1.0)  # each row's one value (no boolean indexing: no GPU sync)
     offsets = (batch * start[:, None] + n * degree[:, None]).flatten()
-    return NeighbourBags(rows * 2 + 1, rows, offsets, inv_degree[:, None, None])
+    return NeighbourBags(rows * 2 + 1, rows, offsets, row_values(adjacency)[:, None, None])
 
 
 class _SelfPlusNeighbourMean(torch.autograd.Function):
@@ -81,9 +78,9 @@ class GraphConv(nn.Module):
         :func:`neighbour_bags` for this N -> (V, N, C_out).
 
         One matmul stacks the self and neighbour weights (two separate matmuls cost more in the backward
-        pass). With bags, the neighbour mean reads the neighbour half of that product where it lies and adds
-        the self half in the same pass (:class:`_SelfPlusNeighbourMean`); with the sparse adjacency, it is
-        one sparse matmul on a (V, N * C) view of a copy of the neighbour half.
+        pass); the neighbour mean reads the neighbour half of that product where it lies and adds the self
+        half in the same pass (:class:`_SelfPlusNeighbourMean`). Given the sparse adjacency, the bags are
+        built here; a block builds them once for its layers.
 
         ``applied``: (V, N, 2 C_out), the contributions of the input's first ``C_in - x.shape[-1]``
         channels, already multiplied by this layer's self and neighbour weights (``[self | nbr]``, see
@@ -97,10 +94,9 @@ class GraphConv(nn.Module):
         both = F.linear(x, weight, bias)  # (V, N, 2 C_out)
         if applied is not None:
             both = both + applied
-        if isinstance(adjacency, NeighbourBags):
-            return _SelfPlusNeighbourMean.apply(both, adjacency)
-        mine, theirs = both.split(out, dim=-1)
-        return mine + neighbor_mean_rows(theirs, adjacency)
+        if not isinstance(adjacency, NeighbourBags):
+            adjacency = neighbour_bags(adjacency, x.shape[1])
+        return _SelfPlusNeighbourMean.apply(both, adjacency)
 
     def leading_weights(self, channels: int) -> Tensor:
         """(2 C_out, channels): the self weights over the neighbour weights of the input's first ``channels``
