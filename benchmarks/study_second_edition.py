@@ -44,6 +44,7 @@ import pyarrow as pa
 import yaml
 from _study import cpu_name, run, synth_data
 
+from p2m.atomic import atomic_write_bytes
 from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, STAGES,
                        TRAIN_BEST_RESULTS_FILE, TRIALS_FILE, stage_key, train_best_dir, val_column)
 from results.paired import model_matrix, paired_change
@@ -511,9 +512,7 @@ def arms_picture(arms: pd.DataFrame, comp: pd.DataFrame, path: Path) -> None:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_bytes(path, table.to_csv(index=False).encode())
 
 
 if __name__ == "__main__":
