@@ -68,10 +68,11 @@ def trial_params(params: dict) -> dict:
 
 
 def build_population_scheduler(kind: str, space: dict[str, BaseDistribution], interval: int,
-                               baselines: dict[str, dict]):
-    """PBT or PB2 over ``space``'s continuous keys every ``interval`` epochs, leaving the ``baselines`` alone."""
+                               baselines: dict[str, dict], max_t: int):
+    """PBT or PB2 over ``space``'s continuous keys every ``interval`` epochs of trials of ``max_t`` epochs, leaving
+    the ``baselines`` alone."""
     common = dict(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, perturbation_interval=interval,
-                  quantile_fraction=0.25)
+                  quantile_fraction=0.25, max_t=max_t)
     if kind == "pbt":
         mutations = {key: param_space({key: space[key]}, "pbt")[key] for key in changing_keys(space)}
         return BaselinePBT(baselines=baselines, hyperparam_mutations=mutations, resample_probability=0.25, **common)
@@ -87,14 +88,24 @@ def build_population_scheduler(kind: str, space: dict[str, BaseDistribution], in
 
 class _KeepBaselines:
     """Baseline trials train to the end untouched: their results never enter the population's quantiles (their
-    state keeps no score), so they are neither exploited nor cloned."""
+    state keeps no score), so they are neither exploited nor cloned.
 
-    def __init__(self, *args, baselines: dict[str, dict] | None = None, **kwargs):
+    Nor does a trial's last epoch (``max_t``): Ray learns that the trial has finished only after that result, so
+    the result would enter the quantiles while the trial still counts as live. As a donor, its checkpoint would
+    give the trial that clones it no epoch left to train (it would end at once, without a row for the epoch it
+    was given); in the bottom quarter, the finished trial would be sent back to train another's checkpoint. The
+    trial stays in the population with the score and checkpoint of its last interval before ``max_t``.
+    """
+
+    max_t: float = math.inf  # what a scheduler pickled (launched) before it knew max_t resumes with
+
+    def __init__(self, *args, baselines: dict[str, dict] | None = None, max_t: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.baselines = dict(baselines or {})
+        self.max_t = max_t
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if baseline_name(trial.config, self.baselines) is not None:
+        if baseline_name(trial.config, self.baselines) is not None or result.get(ITERATION, 0) >= self.max_t:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 

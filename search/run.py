@@ -52,7 +52,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trai
     space = cfg.space()
     population = cfg.scheduler in POPULATION_SCHEDULERS
     if population:
-        scheduler = build_population_scheduler(cfg.scheduler, space, cfg.perturbation_interval, baselines)
+        scheduler = build_population_scheduler(cfg.scheduler, space, cfg.perturbation_interval, baselines, cfg.max_t)
     else:
         scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
     if cfg.scheduler == "asha":  # recorded as the scheduler computed them: the analysis reads them back

@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from p2m.config import load_config
-from p2m.names import METRICS_FILE, RUN_CONFIG_FILE, TERMS, train_best_dir, weight
-from results.schema import STOP_COMPLETED
+from p2m.names import METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, TERMS, train_best_dir, weight
+from results.schema import ITERATION, STOP_COMPLETED
 from results.store import read_results, read_trials
 from results.trials import lineage, pick_best
 from search.population import (LOG10, BaselinePB2, BaselinePBT, build_population_scheduler, changing_keys,
@@ -26,10 +26,10 @@ def test_population_schedulers_change_the_continuous_keys_pb2_in_log10():
     assert set(pb2_space) == {LOG10 + "loss.w1_edge", "optim.lr", "data.gt_samples"}
     assert (pb2_space[LOG10 + "loss.w1_edge"].lower, pb2_space[LOG10 + "loss.w1_edge"].upper) == \
         pytest.approx((math.log10(3e-3), math.log10(3.0)))
-    pb2 = build_population_scheduler("pb2", SPACE, 2, {"published": {"loss.w1_edge": 0.1}})
+    pb2 = build_population_scheduler("pb2", SPACE, 2, {"published": {"loss.w1_edge": 0.1}}, max_t=6)
     assert isinstance(pb2, BaselinePB2)
     assert pb2._hyperparam_bounds[LOG10 + "loss.w1_edge"] == pytest.approx([math.log10(3e-3), math.log10(3.0)])
-    pbt = build_population_scheduler("pbt", SPACE, 2, {})
+    pbt = build_population_scheduler("pbt", SPACE, 2, {}, max_t=6)
     assert isinstance(pbt, BaselinePBT) and set(pbt._hyperparam_mutations) == {"loss.w1_edge", "optim.lr"}
     # a trial's log10 weight becomes the weight; a baseline's own value wins over a drawn log10
     assert trial_params({LOG10 + "loss.w1_edge": -1.0, "data.gt_samples": 500}) == \
@@ -40,6 +40,51 @@ def test_population_schedulers_change_the_continuous_keys_pb2_in_log10():
         search_config_from_dict({"scheduler": {"type": "pb2"}, "search": {"objectives": ["val_s3_cd", "val_s3_f_tau"]}})
 
 
+
+class _Controller:
+    """The part of Ray's TuneController a population scheduler calls: its trials, a save, a pause."""
+
+    search_alg = None
+
+    def __init__(self, trials):
+        self.trials, self.saves, self.paused = trials, [], []
+
+    def get_trials(self):
+        return self.trials
+
+    def _schedule_trial_save(self, trial, result=None):
+        self.saves.append((trial.trial_id, result[ITERATION]))
+        return f"{trial.trial_id}@{result[ITERATION]}"  # the checkpoint, as the scheduler holds it
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        self.paused.append(trial.trial_id)
+
+
+def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back():
+    # Ray marks a trial finished only after its last result, so that result reached the quantiles of a trial
+    # still counted as live: a cloned trial was given a checkpoint at max_t, with no epoch left to train
+    from ray.tune.experiment import Trial
+
+    trials = [Trial("__fake", config={"loss.w1_edge": 0.1, "optim.lr": 1e-4, "data.gt_samples": 500},
+                    trial_id=name, stub=True) for name in "abc"]
+    a, b, c = trials
+    scheduler = build_population_scheduler("pbt", SPACE, 1, {}, max_t=3)
+    scheduler._log_config = False  # no experiment directory here
+    controller = _Controller(trials)
+    for trial in trials:
+        trial.set_status(Trial.RUNNING)
+        scheduler.on_trial_add(controller, trial)
+    for trial, score in zip(trials, (1.0, 2.0, 3.0)):
+        scheduler.on_trial_result(controller, trial, {ITERATION: 1, OBJECTIVE: score})
+    scheduler.on_trial_result(controller, a, {ITERATION: 2, OBJECTIVE: 1.0})
+    scheduler.on_trial_result(controller, b, {ITERATION: 2, OBJECTIVE: 2.0})
+    scheduler.on_trial_result(controller, a, {ITERATION: 3, OBJECTIVE: 0.5})  # the best, at its last epoch
+    scheduler.on_trial_result(controller, b, {ITERATION: 3, OBJECTIVE: 99.0})  # the worst, at its last epoch
+    assert controller.paused == [] and ("a", 3) not in controller.saves
+    scheduler.on_trial_result(controller, c, {ITERATION: 2, OBJECTIVE: 9.0})  # bottom quarter: clones a
+    assert controller.paused == ["c"]
+    given = c.run_metadata.checkpoint_manager._latest_checkpoint_result
+    assert (given.checkpoint, given.metrics[ITERATION]) == ("a@2", 2)  # one epoch left to train from it
 
 class _FakeTune:
     """The part of ``ray.tune`` a trial uses, without Ray: the checkpoint it is given, and what it reports."""
