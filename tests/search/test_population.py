@@ -160,8 +160,15 @@ def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, 
     columns = [weight(s, t).column for s in (1, 2, 3) for t in TERMS]
     for trial_id, rows in table.groupby("trial_id"):
         rows = rows.sort_values("training_iteration")
-        assert rows["training_iteration"].tolist() == [1, 2, 3]  # every epoch once, in order
-        assert rows["epoch"].tolist() == [1, 2, 3]  # training went on from checkpoints, never restarted
+        iteration = rows["training_iteration"]
+        assert iteration.is_unique and (rows["epoch"] == iteration).all() and iteration.iloc[-1] == 3, trial_id
+        # Ray's asynchronous PBT may give a trial another's checkpoint of a later (or earlier) epoch: the trial's own
+        # rows then skip (or retrain) epochs, and the row after the jump names its parent ...
+        jumped = iteration.diff().fillna(iteration.iloc[0]) != 1
+        assert rows.loc[jumped.values, "parent_trial"].notna().all(), trial_id
+        # ... and along the model's lineage every epoch came once, in order: never restarted, never repeated
+        model = lineage(table, trial_id)
+        assert model["training_iteration"].tolist() == model["epoch"].tolist() == [1, 2, 3], trial_id
         moved = (rows[columns].diff().abs() > 0).any(axis=1)
         # whether a trial exploits another depends on the order results arrive (the test above shows the step
         # deterministically); a change comes at an interval, after epoch 1, never to a baseline, and with a
