@@ -206,3 +206,24 @@ def test_projecting_maps_before_pooling_equals_projecting_pooled_features():
     weight = torch.cat([c.weight[:, :, 0, 0] for c in convs], dim=1)  # (5, 10)
     after = pool_features(maps, verts, S) @ weight.T
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+def test_graph_conv_under_autocast_follows_float32():
+    """Under bfloat16 autocast the products run in bfloat16 in both passes and the neighbour mean in float32: the
+    output and every gradient (in its parameter's dtype) stay within bfloat16's rounding of float32's."""
+    torch.manual_seed(4)
+    conv = GraphConv(6, 5)
+    adjacency = mean_adjacency(torch.tensor([[0, 1], [0, 2], [1, 2], [2, 3]]), 4)
+    x, applied = torch.randn(4, 3, 4, requires_grad=True), torch.randn(4, 3, 10, requires_grad=True)
+    results = []
+    for enabled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = conv(x, adjacency, applied)
+        grads = torch.autograd.grad(out.float().square().sum(), (x, applied, *conv.parameters()))
+        results.append((out, grads))
+    (ref, ref_grads), (out, grads) = results
+    assert not torch.equal(out.float(), ref)  # the products did run in bfloat16
+    assert [g.dtype for g in grads] == [torch.float32] * 5
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2 * float(want.abs().max()))
