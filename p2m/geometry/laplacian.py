@@ -15,18 +15,11 @@ def neighbor_mean(x: Tensor, adjacency: Tensor) -> Tensor:
         Tensor (N, V, C) of x's dtype (computed in the adjacency's dtype, float32 unless the model was
         made float64, outside autocast).
     """
-    return neighbor_mean_rows(x.transpose(0, 1), adjacency).transpose(0, 1)
-
-
-def neighbor_mean_rows(x: Tensor, adjacency: Tensor) -> Tensor:
-    """:func:`neighbor_mean` of vertex-major ``x`` (V, ...): one sparse matmul on its (V, rest) view, no copy
-    when ``x`` is contiguous (the model's graph convolutions keep their features so). Returns x's shape and
-    dtype."""
-    V = x.shape[0]
+    V = x.shape[1]
     with torch.autocast(x.device.type, enabled=False):
-        flat = x.to(adjacency.dtype).reshape(V, -1)  # (V, N*C)
-        out = _NeighborMean.apply(flat, adjacency)  # (V, N*C)
-    return out.view(x.shape).to(x.dtype)
+        rows = x.transpose(0, 1).to(adjacency.dtype)  # (V, N, C): vertex-major
+        out = _NeighborMean.apply(rows.reshape(V, -1), adjacency)  # (V, N*C)
+    return out.view(rows.shape).transpose(0, 1).to(x.dtype)
 
 
 class _NeighborMean(torch.autograd.Function):
