@@ -40,7 +40,6 @@ def test_population_schedulers_change_the_continuous_keys_pb2_in_log10():
         search_config_from_dict({"scheduler": {"type": "pb2"}, "search": {"objectives": ["val_s3_cd", "val_s3_f_tau"]}})
 
 
-
 class _Controller:
     """The part of Ray's TuneController a population scheduler calls: its trials, a save, a pause."""
 
@@ -85,6 +84,7 @@ def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back():
     assert controller.paused == ["c"]
     given = c.run_metadata.checkpoint_manager._latest_checkpoint_result
     assert (given.checkpoint, given.metrics[ITERATION]) == ("a@2", 2)  # one epoch left to train from it
+
 
 class _FakeTune:
     """The part of ``ray.tune`` a trial uses, without Ray: the checkpoint it is given, and what it reports."""
