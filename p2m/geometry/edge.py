@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from p2m.geometry.mesh import edge_vectors
+
 
 def p2m_edge_loss(verts: Tensor, edges: Tensor) -> Tensor:
     """Pixel2Mesh's edge loss exactly as its reference implementation computes it.
@@ -34,4 +36,4 @@ def edge_target_loss(verts: Tensor, edges: Tensor, target_length: float) -> Tens
 def _edge_vectors(verts: Tensor, edges: Tensor) -> Tensor:
     if edges.numel() == 0:
         return verts.new_zeros(verts.shape[0], 1, 3) * verts[:, :1]  # zero loss that keeps the graph
-    return verts[:, edges[:, 0]] - verts[:, edges[:, 1]]  # (N, E, 3)
+    return edge_vectors(verts, edges)  # (N, E, 3)

