@@ -13,6 +13,8 @@ when missing), and ``p2m.evaluate.evaluate`` over ``--val-views`` views (data lo
 
 Phases of a step: forward (the model), loss (``p2m.loss.p2m_loss``), backward, optimizer (its step).
 Start-up: from the worker's first import to the end of its first training step, and that first step alone.
+The machine line names the CPU and its float32 matmul rate (a 2048-square product on the worker's threads, the
+median over rounds), so that runs on different machines are told apart.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def main() -> None:
     steps: dict[str, list[dict]] = {"old": [], "new": []}  # per timed step, index-aligned pairs
     vals: dict[str, list[float]] = {"old": [], "new": []}  # ms per view, per timed pass, index-aligned
     starts: dict[str, list[dict]] = {"old": [], "new": []}
+    matmul: list[float] = []  # the machine's float32 matmul rate, once per round (a worker's threads)
     try:
         for r in range(args.rounds):
             workers = {}
@@ -78,6 +81,7 @@ def main() -> None:
                 for i in range(args.val_passes):
                     for name in TREES if i % 2 == 0 else TREES[::-1]:
                         vals[name].append(workers[name].ask("val")["val_ms_per_view"])
+                matmul.append(workers["new"].ask("matmul")["gflops"])
                 print(f"round {r + 1}/{args.rounds}: step {_median_ms(steps, 'old', r, args.steps):.0f} ms old, "
                       f"{_median_ms(steps, 'new', r, args.steps):.0f} ms new", file=sys.stderr, flush=True)
             finally:
@@ -85,11 +89,11 @@ def main() -> None:
                     w.close()
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
-    report(steps, vals, starts, args)
+    report(steps, vals, starts, matmul, args)
 
 
 class _Worker:
-    """One tree's worker process, answering one JSON line per command line ("step", "val")."""
+    """One tree's worker process, answering one JSON line per command line ("step", "val", "matmul")."""
 
     def __init__(self, tree: Path, args, data: Path):
         self.proc = subprocess.Popen(
@@ -166,8 +170,14 @@ def serve(profile: str, batch: int, val_views: int, data: str) -> None:
         ev = evaluate(model, loader, torch.device("cpu"))
         return {"val_ms_per_view": 1000 * (time.perf_counter() - t0) / len(ev.items)}
 
+    def matmul() -> dict:  # 2048 x 2048 by 2048 x 2048, the best of 5 after one warm-up
+        x, y = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        x @ y
+        best = min(_timed(lambda: x @ y) for _ in range(5))
+        return {"gflops": 2 * 2048 ** 3 / best / 1e9}
+
     first = step()
-    replies = {"step": step, "val": validate}
+    replies = {"step": step, "val": validate, "matmul": matmul}
     channel.write(json.dumps({"startup_s": time.perf_counter() - START, "first_step_s": first["step_ms"] / 1000,
                               "threads": torch.get_num_threads()}) + "\n")
     channel.flush()
@@ -176,9 +186,11 @@ def serve(profile: str, batch: int, val_views: int, data: str) -> None:
         channel.flush()
 
 
-def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: dict[str, list[dict]], args) -> None:
+def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: dict[str, list[dict]],
+           matmul: list[float], args) -> None:
     med = statistics.median
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, no GPU, torch threads {starts['new'][0]['threads']}, "
+          f"float32 matmul {med(matmul):.0f} GFLOP/s; "
           f"profile {args.profile}, batch {args.batch}; baseline {args.baseline}; {args.rounds} rounds of fresh "
           f"workers, each {args.steps} step pairs and {args.val_passes} validation pairs of {args.val_views} views, "
           f"old and new alternating; medians")
@@ -205,6 +217,12 @@ def report(steps: dict[str, list[dict]], vals: dict[str, list[float]], starts: d
             verdict = "met" if hi <= goal else "NOT met" if lo > goal else "inconclusive"
         print(f"{label}: {mid:.2f} [{lo:.2f}, {hi:.2f}] over {len(ratios)} neighbouring pairs ({100 * coverage:.0f}% "
               f"interval of the median; goal {'>=' if better == 'higher' else '<='} {goal:.2f}) -> {verdict}")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _median_interval(values: list[float]) -> tuple[float, float, float, float]:
