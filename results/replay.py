@@ -6,7 +6,9 @@ random order, ``concurrency`` at a time, one epoch per time unit; at each epoch 
 Ray Tune's would, from the values reported so far. Over many orderings this gives, for a grid of grace
 periods and reduction factors: the trial-epochs spent against FIFO's, the share of orderings in which FIFO's
 winner survives to ``max_t``, and the regret of the trial the scheduler would pick (its final objective
-against the winner's). The schedulers, re-implemented here without Ray:
+against the winner's). :func:`joint_goal` judges a goal of several conditions on such a table resampled
+(one row per resample and setting), all conditions together in each resample. The schedulers, re-implemented
+here without Ray:
 
 - ``asha``: Ray's ``AsyncHyperBandScheduler`` with one bracket: milestones ``grace * rf**k`` (as many as
   ``int(log(max_t / grace) / log(rf)) + 1``); a trial meeting a milestone it has not recorded is stopped when
@@ -20,11 +22,24 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 ALGORITHMS = ("asha", "hyperband", "sha")
+
+# joint_goal's rule, fixed before it was first run (issue 27): a setting meets a goal when all its conditions
+# hold together in at least MET_SHARE of the resamples, and misses it when they do in at most NOT_MET_SHARE
+MET_SHARE = 0.95
+NOT_MET_SHARE = 0.05
+MET, NOT_MET, INCONCLUSIVE = "met", "NOT met", "inconclusive"
+JOINT_SHARE = "joint_share"
+RESAMPLES = "resamples"
+POINT_MET = "point_met"
+RESAMPLE = "resample"
+COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
 
 def milestones(max_t: int, grace: int, rf: float, bracket: int = 0) -> list[float]:
@@ -143,3 +158,105 @@ def replay(curves: pd.DataFrame, graces: list[int], factors: list[float], concur
                              "winner_kept": float(np.mean(kept)), "regret_mean": float(np.mean(regrets)),
                              "regret_p90": float(np.percentile(regrets, 90)), "trials": n, "max_t": max_t})
     return pd.DataFrame(rows)
+
+
+def joint_goal(draws: pd.DataFrame, conditions: Sequence[tuple[str, str, float]], by: Sequence[str],
+               point: pd.DataFrame | None = None, resample: str = RESAMPLE) -> pd.DataFrame:
+    """Judge a goal of several conditions per setting, on all its conditions together in each resample.
+
+    The rule, decided before it was first run (issue 27): per setting (a group of ``by``), the joint share is
+    the share of resamples in which every condition holds at once. The setting is ``"met"`` when the joint
+    share is >= ``MET_SHARE`` (0.95), ``"NOT met"`` when it is <= ``NOT_MET_SHARE`` (0.05), and
+    ``"inconclusive"`` otherwise. Over settings (:func:`overall_verdict`), the goal is met when any setting
+    is met, NOT met when every setting is NOT met, and inconclusive otherwise. A condition on a NaN does not
+    hold. Two conditions that each hold in 60% of the resamples, never in the same one, have joint share 0:
+    NOT met, which their separate intervals could not say.
+
+    Args:
+        draws: one row per resample and setting: the ``by`` columns, ``resample`` (the resample's id) and
+            every column a condition names.
+        conditions: (column, comparison, threshold), comparison one of ``<=``, ``<``, ``>=``, ``>``; e.g.
+            ``[("winner_kept", ">=", 0.9), ("epochs_share", "<=", 0.4)]``.
+        by: the columns that name a setting.
+        point: the un-resampled table (one row per setting, the same columns but ``resample``), or None.
+
+    Returns:
+        One row per setting, in the order they first appear in ``draws``: the ``by`` columns, ``resamples``,
+        one column per condition (named ``"<column> <comparison> <threshold>"``: the share of resamples in
+        which it holds on its own), ``joint_share``, ``verdict`` and, with ``point``, ``point_met`` (whether
+        all conditions hold on the un-resampled table).
+    """
+    by = list(by)
+    labels = _validate_conditions(conditions, draws, "draws")
+    missing = [c for c in by + [resample] if c not in draws.columns]
+    if missing:
+        raise ValueError(f"draws must have the columns {by + [resample]}, missing {missing}")
+    if draws.empty:
+        raise ValueError("draws must hold at least one resample, got an empty table")
+    twice = draws.duplicated(by + [resample])
+    if twice.any():
+        raise ValueError(f"draws must have one row per resample and setting, got {int(twice.sum())} repeated "
+                         f"({by + [resample]})")
+    held = _holds(draws, conditions)  # (rows, conditions)
+    frame = draws[by].copy()
+    frame[labels] = held
+    frame[JOINT_SHARE] = held.all(axis=1)
+    groups = frame.groupby(by, sort=False)
+    # held / n is rounded once, so a share of exactly 95/100 equals MET_SHARE and the bounds are inclusive
+    table = groups[labels + [JOINT_SHARE]].sum().astype(int)
+    counts = groups.size()
+    table = table.div(counts, axis=0)
+    table.insert(0, RESAMPLES, counts)
+    table["verdict"] = [_verdict(share) for share in table[JOINT_SHARE]]
+    if point is not None:
+        _validate_conditions(conditions, point, "point")
+        if point.duplicated(by).any() or not set(table.index).issubset(set(point.set_index(by).index)):
+            raise ValueError(f"point must have one row per setting of draws ({by}), got {len(point)} rows")
+        met = pd.Series(_holds(point, conditions).all(axis=1), index=point.set_index(by).index)
+        table[POINT_MET] = met.reindex(table.index).to_numpy()
+    return table.reset_index()
+
+
+def overall_verdict(verdicts: Iterable[str]) -> str:
+    """A goal over settings: met when any setting is met, NOT met when every one is NOT met, else
+    inconclusive (each setting's verdict from :func:`joint_goal`)."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("verdicts must hold at least one setting's verdict, got none")
+    unknown = sorted(set(verdicts) - {MET, NOT_MET, INCONCLUSIVE})
+    if unknown:
+        raise ValueError(f"verdicts must be {MET!r}, {NOT_MET!r} or {INCONCLUSIVE!r}, got {unknown}")
+    if MET in verdicts:
+        return MET
+    return NOT_MET if all(v == NOT_MET for v in verdicts) else INCONCLUSIVE
+
+
+def _verdict(share: float) -> str:
+    if share >= MET_SHARE:
+        return MET
+    return NOT_MET if share <= NOT_MET_SHARE else INCONCLUSIVE
+
+
+def _holds(table: pd.DataFrame, conditions: Sequence[tuple[str, str, float]]) -> np.ndarray:
+    """bool (rows, conditions): whether each condition holds on each row (False on NaN)."""
+    return np.column_stack([COMPARISONS[op](table[column].to_numpy(dtype=float), threshold)
+                            for column, op, threshold in conditions])
+
+
+def _validate_conditions(conditions: Sequence[tuple[str, str, float]], table: pd.DataFrame, name: str) -> list[str]:
+    """The conditions' labels, after checking each is (column of ``table``, known comparison, threshold)."""
+    if not conditions:
+        raise ValueError("conditions must hold at least one (column, comparison, threshold), got none")
+    labels = []
+    for condition in conditions:
+        if len(condition) != 3:
+            raise ValueError(f"each condition must be (column, comparison, threshold), got {condition!r}")
+        column, op, threshold = condition
+        if op not in COMPARISONS:
+            raise ValueError(f"comparison must be one of {list(COMPARISONS)}, got {op!r}")
+        if column not in table.columns:
+            raise ValueError(f"{name} must have the column {column!r} a condition names")
+        labels.append(f"{column} {op} {threshold:g}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"conditions must differ, got {labels}")
+    return labels
