@@ -81,7 +81,8 @@ def main() -> int:
     best = table.loc[table[JOINT_SHARE].idxmax()]
     print(f"P3 (joint rule) -> {overall} (the highest joint share: grace {best['grace_period']}, factor "
           f"{best['reduction_factor']:g}, {best[JOINT_SHARE]:.3f} of {best[RESAMPLES]} resamples)")
-    print(f"table: {out / 'p3_joint.csv'}")
+    table_path = (out / "p3_joint.csv").resolve()
+    print(f"table: {table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path}")
     return 0
 
 
