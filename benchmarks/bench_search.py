@@ -48,7 +48,7 @@ def cheap_search(trials: int, results: int) -> None:
     from p2m.names import OBJECTIVE
     from results.store import read_results
     from search.callbacks import ParquetResults
-    from search.run import _init_ray
+    from search.run import init_ray
 
     def trainable(config):
         for i in range(results):
@@ -77,7 +77,7 @@ def cheap_search(trials: int, results: int) -> None:
     for with_parquet in (False, True):
         root = Path(tempfile.mkdtemp(prefix="p2m-bench-search-"))
         timed = Timed(ParquetResults(root / "cheap", "cheap", max_t=results) if with_parquet else None)
-        _init_ray(None)
+        init_ray(None)
         try:
             tune.Tuner(tune.with_resources(trainable, {"cpu": 0.5}), tune_config=tune.TuneConfig(num_samples=trials),
                        param_space={"x": tune.uniform(0, 1)},

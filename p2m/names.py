@@ -132,6 +132,11 @@ TRAIN_BEST_RESULTS_FILE = "results.parquet"  # one row per seed
 TRAIN_BEST_VIEWS_FILE = "views.parquet"  # one row per seed and test view
 
 
+RUNS_DIR = "runs"  # retraining runs (a race's, train-best's) as Ray trials: runs/<phase>/ (a Ray experiment each),
+RUNS_FINISHED_DIR = "finished"  # runs/finished/<trial_id>-seed<k>.parquet: a finished run's test rows (its ledger entry)
+RACE_FILE = "race.yaml"  # runs/race.yaml: the race's candidates, seeds, rounds, dropped and winner
+
+
 def train_best_dir(baseline: str | None = None) -> str:
     """Where ``train-best`` retrains the best trial (``train_best``) or a baseline (``train_best_<name>``)."""
     return TRAIN_BEST_DIR if baseline is None else f"{TRAIN_BEST_DIR}_{baseline}"

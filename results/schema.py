@@ -36,6 +36,18 @@ PARENT_TRIAL = "parent_trial"
 PARENT_EPOCH = "parent_epoch"
 VIEW_KEY = ("synset", "model_id", "view")  # what identifies a view in the per-view tables
 
+# a retraining run's columns (search.runs: the race's and train-best's runs, their ledger and the train_best tables)
+PHASE = "phase"  # PHASE_RACE or PHASE_VERDICT
+PHASE_RACE = "race"  # a race's run: chosen on its validation figure
+PHASE_VERDICT = "verdict"  # train-best's run: tested on seeds that chose nothing
+ARM = "arm"  # what the run stands for: BEST_ARM, a baseline's name, or a race candidate's label
+BEST_ARM = "best"  # the configuration train-best retrains as the search's answer (the race's winner, else its best)
+SEED = "seed"
+ROUND = "round"  # a race's round (1-based); 0 for train-best's runs
+SPLIT = "split"  # the split a run was tested on
+EPOCHS = "epochs"  # the epochs a run trained
+TEST_VIEWS = "test_views"  # the views it was tested on
+
 # trials table
 STATUS = "status"
 STOP_REASON = "stop_reason"

@@ -19,6 +19,8 @@ from results import storage
 
 ALGORITHMS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo", "pbt", "pb2")  # pbt / pb2: weight schedules (search/population.py)
+# fields an experiment written before them lacks: read as their defaults (every other field must be there)
+ADDED_LATER = ("race_top", "race_seeds", "race_min_rounds")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class SearchSettings:
     storage_path: str = "./experiments"
     optuna_url: str = ""  # "" = a journal file in the experiment directory
     space_overrides: dict = field(default_factory=dict)
+    # the race at the end of launch (search.race): the race_top best trials and published, on up to race_seeds fresh
+    # seeds, none dropped before race_min_rounds; race_top 0: no race
+    race_top: int = 0
+    race_seeds: int = 5
+    race_min_rounds: int = 3
 
     def __post_init__(self):
         for key in ("num_samples", "max_concurrent", "max_t", "grace_period", "perturbation_interval"):
@@ -58,6 +65,9 @@ class SearchSettings:
             raise ValueError(f"scheduler.grace_period ({self.grace_period}) exceeds scheduler.max_t ({self.max_t})")
         if self.cpu <= 0 or self.gpu < 0:
             raise ValueError(f"resources: cpu must be > 0 and gpu >= 0, got cpu={self.cpu}, gpu={self.gpu}")
+        if self.race_top < 0 or self.race_min_rounds < 2 or self.race_seeds < self.race_min_rounds:
+            raise ValueError(f"race: top must be >= 0 and seeds >= min_rounds >= 2, got top={self.race_top}, "
+                             f"seeds={self.race_seeds}, min_rounds={self.race_min_rounds}")
         if self.max_failures < 0:
             raise ValueError(f"failure.max_failures must be >= 0, got {self.max_failures}")
         if self.algorithm not in ALGORITHMS:
@@ -102,12 +112,12 @@ class SearchSettings:
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ValueError(f"{source}: unknown field {unknown[0]!r}")
-        missing = [name for name in fields if name not in data]
+        missing = [name for name in fields if name not in data and name not in ADDED_LATER]
         if missing:
             raise ValueError(f"{source}: missing field {missing[0]!r}")
         hints = typing.get_type_hints(SearchSettings)
         try:
-            return SearchSettings(**{name: _typed(data[name], hints[name], name) for name in fields})
+            return SearchSettings(**{name: _typed(data[name], hints[name], name) for name in fields if name in data})
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
 

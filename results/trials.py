@@ -85,9 +85,8 @@ def summarise_trials(results: pd.DataFrame, meta: pd.DataFrame, max_t: int) -> p
     skip = {*KEY, WRITTEN_AT, *META}
     metrics = [c for c in last.columns if c not in skip and not c.startswith(CONFIG_PREFIX)
                and pd.api.types.is_numeric_dtype(last[c]) and not pd.api.types.is_bool_dtype(last[c])]
-    for col in metrics:
-        out[LAST_PREFIX + col] = last[col].reindex(ids)
-    return out.reset_index(drop=True)
+    lasts = pd.DataFrame({LAST_PREFIX + col: last[col].reindex(ids) for col in metrics}, index=ids)
+    return pd.concat([out, lasts], axis=1).reset_index(drop=True)  # one join: a column at a time fragments the frame
 
 
 def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:

@@ -1,15 +1,16 @@
-"""``p2m search train-best``: retrain the best trial's config without Ray, with K seeds, and test it.
+"""``p2m search train-best``: the verdict's runs. The configuration the search answers with (the race's winner,
+else the search's best trial) and the baselines, each retrained with K seeds that neither the search nor the race
+used (checked; overlapping seeds are refused), as Ray trials (:mod:`search.runs`), and tested on the test split.
 
-The best trial is the top of the one ranking rule (:mod:`results.trials`, which the console leaderboard and
-the report use too): among trials that reached ``max_t``, the lowest last-epoch objective (the figure ASHA
-compared), not the best single epoch, which would favour lucky noise. Each seed trains in
-``<experiment>/train_best/seed<k>`` (the usual ``p2m train`` run directory: checkpoints, metrics, meshes,
-previews) and is evaluated on the test split; one row per seed goes to ``<experiment>/train_best/results.parquet``
-and one row per seed and test view to ``views.parquet`` beside it (what ``p2m results analyze`` pairs with
-the baselines' to give a change with its interval). ``--baseline NAME`` retrains a baseline trial the same
-way into ``train_best_NAME/``. The best trial of a population search (``pbt``, ``pb2``) is retrained with its
-schedule: the weights its model trained with, epoch by epoch, through the trials whose checkpoints it
-continued (:func:`results.trials.lineage`), the last ones kept past the schedule's end.
+The best trial, without a race, is the top of the one ranking rule (:mod:`results.trials`, which the console
+leaderboard and the report use too): among trials that reached ``max_t``, the lowest last-epoch objective. Every
+run's per-view test rows are in the ledger (:mod:`results.runs`); when the runs have finished, each arm's tables
+are written in the layout the analysis pairs (``train_best/`` for the best, ``train_best_<baseline>/``): one row
+per seed in ``TRAIN_BEST_RESULTS_FILE``, one per seed and test view in ``TRAIN_BEST_VIEWS_FILE``; previews and
+curves in ``seed<k>/`` beside them. A killed ``train-best`` run again resumes its unfinished runs and never
+retrains a finished one. The best trial of a population search (``pbt``, ``pb2``) is retrained with its schedule:
+the weights its model trained with, epoch by epoch, through the trials whose checkpoints it continued
+(:func:`results.trials.lineage`), the last ones kept past the schedule's end.
 """
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from p2m.config import TrainConfig, from_dict
-from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, CURVES_FILE, METRICS, OBJECTIVE, SETTINGS_FILE, STAGES,
-                       TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, stage_key, test_column, train_best_dir,
-                       val_column)
+import pyarrow as pa
+
+from p2m.config import TrainConfig, from_dict, to_plain
+from p2m.names import (CONFIG_PREFIX, OBJECTIVE, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE,
+                       test_column, train_best_dir)
+from results import storage
 from results.pareto import pick_on_front
-from results.schema import ITERATION, ITERATIONS, LAST_OBJECTIVE, TRIAL_ID
+from results.runs import check_epochs, read_race, read_runs, summarise_runs
+from results.schema import (BASELINE, BEST_ARM, ERROR, ITERATION, LAST_OBJECTIVE, PHASE_RACE, PHASE_VERDICT, SEED,
+                            STOP_ERRORED, STOP_REASON, TRIAL_ID)
 from results.store import read_results, read_trials, write_table_atomic
 from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
 from search.population import POPULATION_SCHEDULERS, changing_keys
-from search.space import apply_params
+from search.runs import Run, run_phase
 
 TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objective in the search
 
@@ -50,85 +55,116 @@ def trial_config(row: pd.Series) -> TrainConfig:
     return from_dict(nested, base=TrainConfig(), source=f"trial {row[TRIAL_ID]}")
 
 
-def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int = 1, split: str = "test",
-               previews: int = 4, progress: bool = True, baseline: str | None = None,
-               pick: str | None = None) -> pd.DataFrame:
-    """Retrain and test the best trial, the trial of the Pareto front that the rule ``pick`` names
-    (:func:`results.pareto.pick_on_front`), or the baseline trial named ``baseline`` (into
-    ``train_best_<name>/``, to compare the two at the same budget); returns (and writes) one row per seed."""
-    from torch.utils.data import DataLoader
+VERDICT_SEED_OFFSET = 2000  # train-best's seeds by default: base seed + 2000, + 2001, ... (the race's start at + 1000)
 
-    from p2m.checkpoint import load_model
-    from p2m.data.dataset import P2MDataset, collate_p2m
-    from p2m.data.layout import find_samples
-    from p2m.evaluate import evaluate
-    from p2m.predict import plot_curves, write_previews
-    from p2m.train import fit, resolve_device
 
-    exp = Path(experiment_dir)
-    search_cfg = load_experiment_config(exp / SETTINGS_FILE)
+def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int = 5, split: str = "test",
+               previews: int = 2, baselines: tuple[str, ...] = (), pick: str | None = None,
+               first_seed: int | None = None, verbose: int = 1) -> dict[str | None, pd.DataFrame]:
+    """Retrain and test the configuration the search answers with and the baselines named ``baselines`` with
+    ``seeds`` fresh seeds from ``first_seed`` on; returns (and writes) each arm's per-seed table, keyed as
+    :func:`p2m.names.train_best_dir` is (None: the best). Ray must be initialised.
+
+    The best is the race's winner when the experiment raced, else the trial of the Pareto front that ``pick``
+    names (:func:`results.pareto.pick_on_front`), else the best trial. A baseline that errored in the search is not
+    retrained (it would fail the same way); one that is the best itself is retrained once, as the best.
+
+    Raises:
+        ValueError: for bad arguments or seeds that the search or the race used.
+    """
+    exp = storage.location(experiment_dir)
+    cfg = load_experiment_config(storage.join(exp, SETTINGS_FILE))
     trials = read_trials(exp)
-    if baseline is not None:
-        best = pick_baseline(trials, baseline)
-    elif pick is not None:
-        best = pick_on_front(trials, pick, search_cfg.objective_modes())
-    else:
-        best = pick_best(trials)
-    out_dir = exp / train_best_dir(baseline)
-    cfg = trial_config(best)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    epochs = epochs or search_cfg.max_t
-    test_samples = find_samples(cfg.data.root, split)
-    if not test_samples:
-        raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
-    label = f"baseline {baseline}, trial" if baseline else f"picked ({pick}) trial" if pick else "best trial"
-    print(f"{label} {best[TRIAL_ID]}: last val CDx1000 {1000 * best[LAST_OBJECTIVE]:.3f} after "
-          f"{int(best[ITERATIONS])} epochs; retraining {seeds} seed(s) for {epochs} epochs")
-    rows, view_rows = [], []
-    segments = [(epochs, {})]
-    if baseline is None and pick is None and search_cfg.scheduler in POPULATION_SCHEDULERS:
-        segments = weight_segments(read_results(exp), str(best[TRIAL_ID]), changing_keys(search_cfg.space()), epochs)
-        print(f"  its schedule: {' | '.join(_describe(segment) for segment in segments)}")
-    changing = tuple(dict.fromkeys(key for _, values in segments for key in values))
-    for k in range(seeds):
-        out = out_dir / f"seed{k}"
-        start = None
-        for end, values in segments:  # one segment, from scratch, unless a population search changed weights
-            run_cfg = dataclasses.replace(apply_params(cfg, values, f"trial {best[TRIAL_ID]}'s schedule"),
-                                          seed=cfg.seed + k)
-            run_cfg = dataclasses.replace(run_cfg, optim=dataclasses.replace(run_cfg.optim, max_epochs=end))
-            result = fit(run_cfg, out, resume_from=start, progress=progress, log=print if progress else None,
-                         changing=changing)
-            start = out / CHECKPOINT_DIR
-        plot_curves(result.history, out / CURVES_FILE, title=f"best trial {best[TRIAL_ID]}, seed {run_cfg.seed}")
-        device = resolve_device(run_cfg.device)
-        model, _ = load_model(out / CHECKPOINT_DIR, device)  # the last epoch, as the search compared
-        loader = DataLoader(P2MDataset(test_samples, run_cfg.data.gt_samples, run_cfg.data.image_size),
-                            batch_size=run_cfg.optim.batch_size, collate_fn=collate_p2m)
-        test = evaluate(model, loader, device)
-        view_rows += [{TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "split": split, **item} for item in test.items]
-        if previews:
-            step = max(1, len(test_samples) // previews)
-            write_previews(model, run_cfg, test_samples[::step][:previews], out)
-        last = result.history[-1]
-        print(f"  seed {run_cfg.seed}: val CDx1000 {last[val_column(3, 'cd_x1000')]:.3f}, "
-              f"test CDx1000 {test.means[stage_key(3, 'cd_x1000')]:.3f} over {len(test.items)} views")
-        rows.append({TRIAL_ID: best[TRIAL_ID], "seed": run_cfg.seed, "epochs": epochs, "split": split,
-                     TRIAL_LAST: float(best[LAST_OBJECTIVE]),
-                     **{val_column(s, m): last[val_column(s, m)] for s in STAGES for m in METRICS},
-                     **{test_column(s, m): test.means[stage_key(s, m)] for s in STAGES for m in METRICS},
-                     "test_views": len(test.items),
-                     **{f"{CONFIG_PREFIX}{k2}": (list(v) if isinstance(v, tuple) else v)
-                        for k2, v in run_cfg.flat().items()}})
-    df = pd.DataFrame(rows)
-    import pyarrow as pa
+    epochs = epochs or cfg.max_t
+    record = read_race(exp)
+    if record is not None and pick is None:
+        best = trials[trials[TRIAL_ID] == record["winner"]].iloc[0]
+        how = f"the race's winner ({record['rounds']} rounds of fresh seeds)"
+    elif pick is not None:
+        best, how = pick_on_front(trials, pick, cfg.objective_modes()), f"picked by {pick!r}"
+    else:
+        best, how = pick_best(trials), "the search's best trial (no race: chosen on one seed)"
+    arms = {BEST_ARM: str(best[TRIAL_ID])}
+    for name in baselines:
+        row = pick_baseline(trials, name)
+        if row[STOP_REASON] == STOP_ERRORED:
+            print(f"baseline {name}: not retrained, it errored in the search ({row[ERROR]})")
+        elif row[TRIAL_ID] == best[TRIAL_ID]:
+            print(f"baseline {name}: the best itself, retrained as the best")
+        else:
+            arms[name] = str(row[TRIAL_ID])
+    first = cfg.base.seed + VERDICT_SEED_OFFSET if first_seed is None else first_seed
+    verdict_seeds = list(range(first, first + seeds))
+    raced = read_runs(exp, PHASE_RACE)
+    check_fresh(verdict_seeds, {"the search": search_seeds(trials), "the race": set(raced[SEED].astype(int))},
+                "train-best's")
+    configs, changing = arms_for(exp, cfg, trials, list(arms.values()), epochs)
+    print(f"best: trial {best[TRIAL_ID]}, {how}; last val CDx1000 in the search {1000 * best[LAST_OBJECTIVE]:.3f}")
+    print(f"train-best: {len(arms)} arm(s) ({', '.join(arms)}) x {seeds} seeds {verdict_seeds[0]}..{verdict_seeds[-1]}"
+          f", {epochs} epochs each, tested on {split}", flush=True)
+    for arm, trial_id in arms.items():
+        if configs[trial_id]["segments"]:
+            print(f"  {arm}'s schedule: " + " | ".join(_describe(seg) for seg in configs[trial_id]["segments"]))
+    runs = [Run(trial_id, seed, arm, PHASE_VERDICT) for arm, trial_id in arms.items() for seed in verdict_seeds]
+    run_phase(cfg, exp, "train-best", runs, configs, epochs, split=split, previews=previews, changing=changing,
+              verbose=verbose)
+    views = read_runs(exp, PHASE_VERDICT)
+    views = views[views[SEED].isin(verdict_seeds)]
+    check_epochs(views, epochs)
+    tables = {}
+    for arm, trial_id in arms.items():
+        mine = views[views[TRIAL_ID] == trial_id]
+        table = summarise_runs(mine).assign(**{TRIAL_LAST: float(trials.set_index(TRIAL_ID).loc[trial_id, LAST_OBJECTIVE])})
+        out = storage.join(exp, train_best_dir(None if arm == BEST_ARM else arm))
+        write_table_atomic(pa.Table.from_pandas(table, preserve_index=False), storage.join(out, TRAIN_BEST_RESULTS_FILE))
+        write_table_atomic(pa.Table.from_pandas(mine.reset_index(drop=True), preserve_index=False),
+                           storage.join(out, TRAIN_BEST_VIEWS_FILE))
+        tables[None if arm == BEST_ARM else arm] = table
+        _summary(arm, table)
+    return tables
 
-    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), out_dir / TRAIN_BEST_RESULTS_FILE)
-    write_table_atomic(pa.Table.from_pandas(pd.DataFrame(view_rows), preserve_index=False),
-                       out_dir / TRAIN_BEST_VIEWS_FILE)
-    _summary(df)
-    return df
+
+def search_seeds(trials: pd.DataFrame) -> set[int]:
+    """The seeds the search's trials trained with."""
+    column = CONFIG_PREFIX + "seed"
+    return set(pd.to_numeric(trials[column], errors="coerce").dropna().astype(int)) if column in trials else set()
+
+
+def check_fresh(seeds: list[int], used: dict[str, set[int]], what: str) -> None:
+    """Refuse ``seeds`` that any of ``used`` (who -> seeds) trained with: a verdict on a seed that chose the
+    configuration would reuse its luck.
+
+    Raises:
+        ValueError: naming the seeds and who used them.
+    """
+    for who, taken in used.items():
+        both = sorted(set(seeds) & set(taken))
+        if both:
+            raise ValueError(f"{what} seeds {both[:5]} were used by {who}: they must be fresh "
+                             "(choose others with --first-seed)")
+
+
+def arms_for(exp, cfg, trials: pd.DataFrame, trial_ids: list[str], epochs: int) -> tuple[dict, tuple[str, ...]]:
+    """What :func:`search.trainable.train_run` trains for each of ``trial_ids``: ``{trial_id: {"config": its
+    TrainConfig as a dict, for ``epochs`` epochs, "segments": its weight schedule or []}}``, and the config keys the
+    schedules change."""
+    population = cfg.scheduler in POPULATION_SCHEDULERS
+    results = read_results(exp) if population else None
+    keys = changing_keys(cfg.space()) if population else ()
+    rows = trials.set_index(TRIAL_ID)
+    arms = {}
+    for trial_id in trial_ids:
+        row = rows.loc[trial_id].copy()
+        row[TRIAL_ID] = trial_id
+        config = trial_config(row)
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, max_epochs=epochs))
+        segments = []
+        if population and pd.isna(row[BASELINE]):
+            segments = [[end, values] for end, values in weight_segments(results, trial_id, keys, epochs)]
+        arms[trial_id] = {"config": to_plain(config.to_dict()), "segments": segments}
+    return arms, tuple(keys)
 
 
 def weight_segments(results: pd.DataFrame, trial_id: str, keys: tuple[str, ...],
@@ -163,10 +199,11 @@ def _describe(segment: tuple[int, dict]) -> str:
     return f"to epoch {end}: " + ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in values.items())
 
 
-def _summary(df: pd.DataFrame) -> None:
+def _summary(arm: str, df: pd.DataFrame) -> None:
     val = df[OBJECTIVE] * 1000
     spread = f" ± {val.std(ddof=1):.3f}" if len(df) > 1 else ""
-    print(f"retrained val CDx1000 {val.mean():.3f}{spread} (the trial: {1000 * df[TRIAL_LAST].iloc[0]:.3f})")
-    for s in STAGES:
-        cd, f = df[test_column(s, "cd_x1000")].mean(), df[test_column(s, "f_tau")].mean()
-        print(f"  test stage {s}: CDx1000 {cd:.3f}  F@tau {f:.2f}" + ("" if math.isfinite(cd) else " (not finite)"))
+    test = df[test_column(3, "cd_x1000")]
+    test_spread = f" ± {test.std(ddof=1):.3f}" if len(df) > 1 else ""
+    print(f"  {arm}: {len(df)} seeds, val CDx1000 {val.mean():.3f}{spread} (in the search "
+          f"{1000 * df[TRIAL_LAST].iloc[0]:.3f}); test stage-3 CDx1000 {test.mean():.3f}{test_spread}, F@tau "
+          f"{df[test_column(3, 'f_tau')].mean():.2f}" + ("" if math.isfinite(test.mean()) else " (not finite)"))

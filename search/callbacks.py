@@ -94,7 +94,8 @@ class ParquetResults(Callback):
         return {TRIAL_ID: trial.trial_id, EXPERIMENT: self.experiment, STATUS: status, ERROR: error,
                 NUM_FAILURES: int(getattr(trial, "num_failures", 0)),
                 BASELINE: baseline_name(trial.config, self.baselines),
-                **{f"{CONFIG_PREFIX}{k}": list(v) if isinstance(v, tuple) else v for k, v in config.items()}}
+                **{f"{CONFIG_PREFIX}{k}": list(v) if isinstance(v, tuple) else v for k, v in config.items()
+                   if not isinstance(v, dict)}}  # (a retraining run's params: which run, not its config)
 
 
 def result_row(experiment: str, trial_id: str, result: dict) -> dict:

@@ -32,23 +32,38 @@ def register(verbs) -> None:
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_resume)
 
-    best = sub.add_parser("train-best", help="retrain the best trial's config with K seeds and test it")
+    race = sub.add_parser("race", help="retrain the K best trials and published on fresh seeds, in rounds, dropping "
+                                       "those a paired test finds worse, until one is left or the seeds are spent")
+    race.add_argument("experiment_dir")
+    race.add_argument("--top", type=int, default=3, help="the K best trials of the search (published is added)")
+    race.add_argument("--seeds", type=int, default=5, help="at most this many rounds, one fresh seed each")
+    race.add_argument("--min-rounds", type=int, default=3, help="no candidate is dropped before this round")
+    race.add_argument("--address", default=None, help="Ray cluster: 'auto' or HOST:PORT (default: a new local Ray)")
+    race.add_argument("--quiet", action="store_true", help="no per-trial progress table")
+    race.set_defaults(func=_race)
+
+    best = sub.add_parser("train-best", help="retrain the race's winner (else the best trial) and baselines on fresh "
+                                             "seeds, as Ray trials, and test them")
     best.add_argument("experiment_dir")
     best.add_argument("--epochs", type=int, default=None, help="default: the search's max_t (the same budget)")
-    best.add_argument("--seeds", type=int, default=1)
+    best.add_argument("--seeds", type=int, default=5)
+    best.add_argument("--first-seed", type=int, default=None,
+                      help="the first of the seeds (default: the base seed + 2000); seeds the search or the race used "
+                           "are refused")
     best.add_argument("--split", default="test")
-    best.add_argument("--previews", type=int, default=4)
-    best.add_argument("--no-progress", action="store_true")
+    best.add_argument("--previews", type=int, default=2, help="meshes and previews of this many test views per run")
+    best.add_argument("--address", default=None, help="Ray cluster: 'auto' or HOST:PORT (default: a new local Ray)")
+    best.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no per-trial progress table")
     best.add_argument("--pick", default=None, metavar="RULE",
                       help="retrain the trial of the Pareto front of the search's objectives that RULE names instead of "
                            "the best by val_s3_cd, e.g. 'min val_s3_cd where val_s3_normal_consistency >= published' "
                            "(results/pareto.py)")
     arms = best.add_mutually_exclusive_group()
-    arms.add_argument("--baseline", default=None, metavar="NAME",
-                      help="retrain this baseline trial instead (e.g. published), into train_best_NAME/")
+    arms.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                      help="retrain this baseline trial too, with the same seeds (repeatable; e.g. published)")
     arms.add_argument("--with-baselines", action="store_true",
-                      help="retrain the best trial and then every baseline trial, each with the same seeds, so "
-                           "that the analysis can compare them with intervals")
+                      help="retrain every baseline trial too, with the same seeds, so that the analysis can compare "
+                           "them with intervals")
     best.set_defaults(func=_train_best)
 
 
@@ -86,7 +101,10 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"search {cfg.name}: {cfg.num_samples} trials, {cfg.scheduler} to {cfg.max_t} epochs, "
           f"{cfg.max_concurrent} at a time; experiment in {exp}")
     launch(cfg, args.address, verbose=0 if args.quiet else 1)
-    return _leaderboard(exp)
+    status = _leaderboard(exp)
+    if cfg.race_top:
+        _with_ray(args.address, lambda: _run_race(exp, cfg.race_top, cfg.race_seeds, cfg.race_min_rounds, args.quiet))
+    return status
 
 
 def smoke_config(cfg):
@@ -116,50 +134,58 @@ def _smoke_data(path: Path) -> Path:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from search.config import load_experiment_config
     from search.run import resume
 
+    from p2m.names import SETTINGS_FILE
+    from results import storage
+
     resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
-    return _leaderboard(args.experiment_dir)
+    status = _leaderboard(args.experiment_dir)
+    cfg = load_experiment_config(storage.join(storage.location(args.experiment_dir), SETTINGS_FILE))
+    if cfg.race_top:
+        _with_ray(args.address, lambda: _run_race(args.experiment_dir, cfg.race_top, cfg.race_seeds,
+                                                  cfg.race_min_rounds, args.quiet))
+    return status
+
+
+def _race(args: argparse.Namespace) -> int:
+    _with_ray(args.address, lambda: _run_race(args.experiment_dir, args.top, args.seeds, args.min_rounds, args.quiet))
+    return 0
+
+
+def _run_race(experiment_dir, top: int, seeds: int, min_rounds: int, quiet: bool) -> None:
+    from search.race import race
+
+    race(experiment_dir, top, seeds, min_rounds, verbose=0 if quiet else 1)
 
 
 def _train_best(args: argparse.Namespace) -> int:
-    import sys
-
-    from search.best import train_best
-
-    from p2m.names import train_best_dir
-    from results import storage
-    from results.experiment import local_copy
-    from results.schema import BASELINE, ERROR, STOP_ERRORED, STOP_REASON, TRIAL_ID
+    from results.schema import BASELINE
     from results.store import read_trials
-    from results.pareto import pick_on_front
-    from results.settings import read_settings
-    from results.trials import pick_best
+    from search.best import train_best
 
     if args.pick and args.baseline:
         raise ValueError("--pick chooses the trial to retrain instead of the best; --baseline names one: give one")
-    exp = local_copy(args.experiment_dir)  # on object storage: retrained here, uploaded beside the search
-    names = [args.baseline] if args.baseline else [None]
+    baselines = tuple(args.baseline)
     if args.with_baselines:
-        trials = read_trials(exp)
-        best = (pick_on_front(trials, args.pick, read_settings(exp).objective_modes()) if args.pick
-                else pick_best(trials))[TRIAL_ID]
-        for _, row in trials[trials[BASELINE].notna()].drop_duplicates(BASELINE).iterrows():
-            if row[STOP_REASON] == STOP_ERRORED:  # it would fail the same way again
-                print(f"baseline {row[BASELINE]}: not retrained, it errored in the search ({row[ERROR]})")
-            elif row[TRIAL_ID] == best:  # retrained once, as the best
-                print(f"baseline {row[BASELINE]}: the best trial itself, retrained as the best")
-            else:
-                names.append(row[BASELINE])
-    for name in names:
-        train_best(exp, args.epochs, args.seeds, args.split, args.previews,
-                   progress=not args.no_progress and sys.stderr.isatty(), baseline=name,
-                   pick=args.pick if name is None else None)
-        if storage.is_remote(args.experiment_dir):
-            target = storage.join(storage.location(args.experiment_dir), train_best_dir(name))
-            storage.upload_dir(exp / train_best_dir(name), target)
-            print(f"uploaded to {target}")
+        baselines = tuple(read_trials(args.experiment_dir)[BASELINE].dropna().drop_duplicates())
+    _with_ray(args.address, lambda: train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
+                                               baselines, args.pick, args.first_seed, verbose=0 if args.quiet else 1))
     return 0
+
+
+def _with_ray(address: str | None, work) -> None:
+    """Run ``work`` with Ray up (the cluster at ``address``, else a new local instance), and shut it down after."""
+    import ray
+
+    from search.run import init_ray
+
+    init_ray(address)
+    try:
+        work()
+    finally:
+        ray.shutdown()
 
 
 def _check_data(root: str) -> None:

@@ -18,6 +18,8 @@ resources: {cpu: 1, gpu: 0}      # per trial; gpu may be a fraction (0.25 = four
 failure: {max_failures: 1}
 storage: {path: ./experiments, optuna_url: ""}   # optuna_url "" = a journal file in the experiment dir
 space: {loss.w2_edge: {log_uniform: [0.01, 1.0]}, loss.w1_normal: null}   # overrides of the default space
+race: {top: 3, seeds: 5, min_rounds: 3}   # at the end of launch: the 3 best trials and published retrained on up
+                                 # to 5 fresh seeds, losers dropped by a paired test (search.race); top 0: no race
 ```
 Unknown keys and bad values are refused with the key named. ``scheduler.max_t`` is the number of
 epochs a trial trains (``base.optim.max_epochs`` is set to it).
@@ -34,7 +36,7 @@ from p2m.config import TrainConfig, from_dict, read_yaml
 from results.settings import SearchSettings, read_settings_file
 from search.space import NAMED_BASELINES, BaselinePoint, baseline_points, space_from_dict
 
-SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space")
+SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space", "race")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
     _take(kwargs, data, "resources", {"cpu": float, "gpu": float}, source)
     _take(kwargs, data, "failure", {"max_failures": int}, source)
     _take(kwargs, data, "storage", {"path": str, "optuna_url": str}, source, rename={"path": "storage_path"})
+    _take(kwargs, data, "race", {"top": int, "seeds": int, "min_rounds": int}, source,
+          rename={"top": "race_top", "seeds": "race_seeds", "min_rounds": "race_min_rounds"})
     if "baselines" in data:
         baselines = data["baselines"] or {}
         if not isinstance(baselines, dict) or not all(isinstance(v, (dict, type(None))) for v in baselines.values()):

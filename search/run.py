@@ -60,7 +60,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trai
     write_space(exp, space)
     storage.write_bytes(storage.join(exp, SETTINGS_FILE),
                         yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
-    _init_ray(address)
+    init_ray(address)
     try:
         param_space = None
         if population:  # Ray's own generator draws the population (it refuses a searcher with PBT and PB2)
@@ -96,7 +96,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
     for table, key in ((RESULTS_DIR, KEY), (VIEWS_DIR, VIEWS_KEY)):
         remove_temporaries(exp, table)
         compact(exp, table, key)
-    _init_ray(address)
+    init_ray(address)
     try:
         trainable = _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable)
         if not tune.Tuner.can_restore(str(exp)):
@@ -131,13 +131,13 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         # a population scheduler clones another trial's checkpoint a few epochs after it was written
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
-        # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (_init_ray): each costs the
+        # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (init_ray): each costs the
         # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
                    CSVLoggerCallback(), LostCheckpoints()])
 
 
-def _init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> None:
     """Ray for this search: a new local instance bound to loopback when no address is given, else the cluster
     at ``address`` ("auto" or HOST:PORT)."""
     if ray.is_initialized():
@@ -155,4 +155,4 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
 
 
-__all__ = ["launch", "resume", "experiment_dir"]
+__all__ = ["launch", "resume", "experiment_dir", "init_ray"]

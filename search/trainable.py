@@ -18,7 +18,9 @@ the directories of processes that are gone (:func:`remove_stale_workdirs`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -31,10 +33,13 @@ import ray
 from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
-from p2m.names import CONFIG_PREFIX, PREVIEWS_DIR, VIEWS_DIR
+from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, METRICS, METRICS_FILE, PREVIEWS_DIR,
+                       STAGES, VIEWS_DIR, stage_key, test_column, train_best_dir, val_column)
 from p2m.train import fit, resolve_device
 from results import storage
-from results.schema import ITERATION, PARENT_EPOCH, PARENT_TRIAL, TRIAL_ID
+from results.runs import is_finished, write_run
+from results.schema import (ARM, BEST_ARM, EPOCHS, ITERATION, PARENT_EPOCH, PARENT_TRIAL, PHASE, ROUND, SEED, SPLIT,
+                            TRIAL_ID)
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.space import apply_params
@@ -59,13 +64,9 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
-    remove_stale_workdirs()
-    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
-    try:
-        resume_from, parent = None, {}
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
+    with _scratch() as workdir:
+        resume_from, parent = _restored(workdir), {}
+        if resume_from is not None:
             parent = _parent(resume_from, tune.get_context().get_trial_id())
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
@@ -76,17 +77,136 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
             if experiment_dir and val_per_view:
                 writer = ResultsWriter(experiment_dir, flush_every=len(views), table=VIEWS_DIR, key=VIEWS_KEY)
                 writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics["epoch"], **row} for row in views])
-            try:
-                tune.report({**metrics, **extra, **parent}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-                parent.clear()  # said once, with the first epoch trained from it
-            except SystemExit:  # Ray stops the trial: see the module docstring
-                shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint was persisted by report
-                threading.Event().wait()
+            _report({**metrics, **extra, **parent}, checkpoint_dir, workdir)
+            parent.clear()  # said once, with the first epoch trained from it
 
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
             progress=False, save_best=False, log=None, changing=changing)
+
+
+def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", previews: int = 0,
+              changing: tuple[str, ...] = ()) -> None:
+    """Ray Tune function trainable of a retraining run (:mod:`search.runs`): a race's or ``train-best``'s.
+
+    The run is ``params``' ``TRIAL_ID`` (a trial of the search, whose config ``arms`` holds) trained with seed
+    ``params[SEED]`` to its last epoch, reporting every epoch as a search's trial does (and resuming from
+    ``tune.get_checkpoint()`` the same way). At its last epoch it is tested on ``split`` (none: its last validation
+    stands) and its per-view rows are recorded in the ledger (:mod:`results.runs`) before that epoch is reported; a run already recorded there
+    returns at once, so a finished run is never trained again.
+
+    Args:
+        params: ``{TRIAL_ID, SEED, ROUND, PHASE, ARM}``: which run, and what it is part of (under ``RUN_PARAM``,
+            as :mod:`search.runs` grids them).
+        arms: source trial id -> ``{"config": TrainConfig.to_dict(), "segments": [[last epoch, {key: value}], ...]}``
+            (segments: a population search's weight schedule; ``[]`` trains the config as it is).
+        previews: meshes and previews of this many test views, with the run's curves, go to
+            ``RUNS_DIR/<arm>/seed<k>/`` of the experiment.
+        changing: config keys a schedule changes between segments.
+    """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    params = params.get(RUN_PARAM, params)
+    trial_id, seed = str(params[TRIAL_ID]), int(params[SEED])
+    if is_finished(experiment_dir, trial_id, seed):
+        return
+    arm = arms[trial_id]
+    cfg = dataclasses.replace(from_dict(arm["config"], base=TrainConfig(), source=f"trial {trial_id}"), seed=seed)
+    segments = [(int(end), dict(values)) for end, values in arm["segments"]] or [(cfg.optim.max_epochs, {})]
+    epochs = segments[-1][0]
+    device = str(resolve_device(cfg.device))
+    run = {PHASE: params[PHASE], ARM: params[ARM], TRIAL_ID: trial_id, SEED: seed, ROUND: int(params[ROUND]),
+           SPLIT: split or cfg.data.val_split, EPOCHS: epochs}
+    extra = {**run, "device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
+             **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
+    with _scratch() as workdir:
+        resume_from = _restored(workdir)
+        run_dir = workdir / "run"
+
+        def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
+            test = {}
+            if metrics["epoch"] == epochs:
+                test = _test_run(cfg, checkpoint_dir, run_dir, experiment_dir, run, metrics, extra, split, previews,
+                                 views)
+            _report({**metrics, **extra, **test}, checkpoint_dir, workdir)
+
+        for end, values in segments:  # one segment, unless a population search changed weights during training
+            segment = apply_params(cfg, values, f"trial {trial_id}'s schedule")
+            segment = dataclasses.replace(segment, device=device,
+                                          optim=dataclasses.replace(segment.optim, max_epochs=end))
+            fit(segment, run_dir, on_epoch=on_epoch, resume_from=resume_from, progress=False, save_best=False,
+                log=None, changing=changing)
+            if (run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+                resume_from = run_dir / CHECKPOINT_DIR
+
+
+RUN_PARAM = "run"  # the one key of a retraining trial's params: the run it trains
+
+
+def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_dir: str, run: dict, metrics: dict,
+              extra: dict, split: str, previews: int, views: list[dict]) -> dict:
+    """Test a run's last checkpoint on ``split``, write its previews and curves, record it in the ledger; returns
+    its mean test figures (``test_column(stage, metric)``) for the last epoch's row. Without a ``split`` (a race's
+    run, judged on validation) the last validation's per-view rows ``views`` are recorded, and nothing is tested."""
+    last = {val_column(s, m): metrics[val_column(s, m)] for s in STAGES for m in METRICS}
+    config = {k: v for k, v in extra.items() if k.startswith(CONFIG_PREFIX)}
+    if not split:
+        write_run(experiment_dir, run[TRIAL_ID], run[SEED], [{**run, **last, **config, **item} for item in views])
+        return {}
+    from torch.utils.data import DataLoader
+
+    from p2m.checkpoint import load_model
+    from p2m.data.dataset import P2MDataset, collate_p2m
+    from p2m.data.layout import find_samples
+    from p2m.evaluate import evaluate
+    from p2m.predict import plot_curves, write_previews
+
+    samples = find_samples(cfg.data.root, split)
+    if not samples:
+        raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
+    device = resolve_device(extra["device"])
+    model, _ = load_model(checkpoint_dir, device)  # the last epoch, as the search compared
+    loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size),
+                        batch_size=cfg.optim.batch_size, collate_fn=collate_p2m)
+    test = evaluate(model, loader, device)
+    if previews:
+        history = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+        out = run_dir / "outputs"
+        write_previews(model.cpu(), cfg, samples[::max(1, len(samples) // previews)][:previews], out)
+        plot_curves(history, out / CURVES_FILE, title=f"{run[ARM]} (trial {run[TRIAL_ID]}), seed {run[SEED]}")
+        _publish_dir(out, storage.join(experiment_dir, run_output_dir(run[ARM], run[SEED])))
+    write_run(experiment_dir, run[TRIAL_ID], run[SEED], [{**run, **last, **config, **item} for item in test.items])
+    return {test_column(s, m): test.means[stage_key(s, m)] for s in STAGES for m in METRICS}
+
+
+def run_output_dir(arm: str, seed: int) -> str:
+    """A run's previews and curves, under the experiment: ``train_best/seed<k>`` for the best configuration,
+    ``train_best_<baseline>/seed<k>`` for a baseline's."""
+    return f"{train_best_dir(None if arm == BEST_ARM else arm)}/seed{int(seed)}"
+
+
+def _report(metrics: dict, checkpoint_dir: Path, workdir: Path) -> None:
+    """Report one epoch with its checkpoint; when Ray stops the trial here, park (see the module docstring)."""
+    try:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    except SystemExit:  # Ray stops the trial: see the module docstring
+        shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint was persisted by report
+        threading.Event().wait()
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A trial's scratch directory (named after its process: :func:`remove_stale_workdirs`), removed after."""
+    remove_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+    try:
+        yield workdir
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _restored(workdir: Path) -> Path | None:
+    """The trial's latest checkpoint (after a restart), copied into ``workdir``; None for a new trial."""
+    checkpoint = tune.get_checkpoint()
+    return None if checkpoint is None else Path(checkpoint.to_directory(str(workdir / "restored")))
 
 
 OWNER_FILE = "owner.txt"  # in each checkpoint: the trial that wrote it, and the epoch, one per line
@@ -115,17 +235,27 @@ def _write_previews(cfg: TrainConfig, checkpoint_dir: Path, out: storage.Locatio
     if not samples:
         return
     model, _ = load_model(checkpoint_dir, "cpu")
-    remote = storage.is_remote(out)
-    if not remote:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{storage.name_of(out)}.", dir=None if remote else out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{storage.name_of(out)}."))
     try:
         write_previews(model, cfg, samples[::max(1, len(samples) // count)][:count], tmp)
-        if remote:
-            storage.upload_dir(tmp, out)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
+        _publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_dir(local: Path, out: storage.Location) -> None:
+    """Put the directory ``local`` at ``out``: on a local disk whole or not at all (a copy beside it, renamed into
+    place); on object storage, uploaded file by file."""
+    if storage.is_remote(out):
+        storage.upload_dir(local, out)
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(local, tmp, dirs_exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
