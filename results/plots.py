@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from p2m.atomic import atomic_path  # noqa: E402
-from p2m.names import STAGES, TERMS, val_column, weight  # noqa: E402
+from p2m.names import OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
 from results.pareto import front  # noqa: E402
-from results.schema import (BASELINE, ITERATION, LAST_PREFIX, SAMPLE_COLUMNS, STOP_COMPLETED, STOP_REASON,  # noqa: E402
-                            TRIAL_ID, WEIGHT_COLUMNS)
+from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
+from results.schema import (BASELINE, ITERATION, LAST_PREFIX, PHASE_RACE, ROUND, SAMPLE_COLUMNS, SEED,  # noqa: E402
+                            STOP_COMPLETED, STOP_REASON, TRIAL_ID, WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
 from results.tables import CD, anytime, ranked, short  # noqa: E402
 from results.trials import lineage, pick_best  # noqa: E402
@@ -262,6 +263,44 @@ def replay_picture(table: pd.DataFrame, exp: Experiment, path: str | os.PathLike
            xlim=(0, 1.02), ylim=(-0.02, 1.02),
            title=f"{exp.name}: early stopping replayed (marker size: reduction factor)")
     ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def race_picture(exp: Experiment, path: str | os.PathLike) -> Path:
+    """The race (:mod:`search.race`): each candidate's validation CD x 1000 per round (its seed's run, dots) and its
+    mean so far (line); a dropped candidate's line ends with a cross at the round it was dropped; the winner thick.
+    Left: the values; right: each run's difference from the winner's run on the same seed (the paired view the
+    race's test reads)."""
+    record = read_race(exp.dir)
+    runs = summarise_runs(read_runs(exp.dir, PHASE_RACE))
+    fig, (ax, paired) = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    winner = runs[runs[TRIAL_ID] == record["winner"]].set_index(SEED)[OBJECTIVE]
+    for k, candidate in enumerate(record["candidates"]):
+        rows = runs[runs[TRIAL_ID] == candidate].sort_values(ROUND)
+        if rows.empty:
+            continue
+        color, label = f"C{k}", record["labels"].get(candidate, candidate)
+        won = candidate == record["winner"]
+        values = 1000 * rows[OBJECTIVE].to_numpy()
+        mean = np.cumsum(values) / np.arange(1, len(values) + 1)
+        ax.scatter(rows[ROUND], values, color=color, s=18, alpha=0.6)
+        ax.plot(rows[ROUND], mean, color=color, lw=2.6 if won else 1.4, label=label + (" (winner)" if won else ""))
+        diff = 1000 * (rows.set_index(SEED)[OBJECTIVE] - winner.reindex(rows[SEED]).to_numpy())
+        paired.plot(rows[ROUND], diff.to_numpy(), color=color, marker="o", ms=3.5, lw=1.2, label=label)
+        if candidate in record["dropped"]:
+            at = record["dropped"][candidate]["round"]
+            ax.scatter([at], [mean[list(rows[ROUND]).index(at)]], marker="x", s=80, color=color, zorder=3)
+            paired.scatter([at], [diff.to_numpy()[list(rows[ROUND]).index(at)]], marker="x", s=80, color=color,
+                           zorder=3)
+    for axis in (ax, paired):
+        axis.set_xlabel("round (one fresh seed per round)")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("val CD x 1000 at max_t (dots: runs; lines: mean so far)")
+    paired.axhline(0, color="0.3", lw=0.8)
+    paired.set_ylabel("difference from the winner on the same seed")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{_title(exp)}: race, {len(record['candidates'])} candidates, {record['rounds']} rounds")
+    paired.set_title("paired by seed (a cross: dropped by the paired test)")
     return _save(fig, path)
 
 

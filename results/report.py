@@ -25,6 +25,7 @@ from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
 from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 from results.trials import pick_best
+from results.runs import read_race
 from results.verdict import Verdict, decide
 
 FORMATS = ("text", "markdown", "csv", "json")
@@ -128,6 +129,8 @@ def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Pa
         pictures[f"tradeoff{tag}"] = plots.tradeoff(e, out / f"tradeoff{tag}.png")
         if e.settings.scheduler in ("pbt", "pb2"):
             pictures[f"weight_schedule{tag}"] = plots.weight_schedule(e, out / f"weight_schedule{tag}.png")
+        if read_race(e.dir) is not None:
+            pictures[f"race{tag}"] = plots.race_picture(e, out / f"race{tag}.png")
     pictures["anytime"] = plots.anytime_curves(experiments, out / "anytime.png")
     return pictures
 
@@ -230,16 +233,19 @@ def _verdict_lines(analysis: Analysis) -> list[str]:
 def _verdict_markdown(analysis: Analysis) -> list[str]:
     md = ["## Verdict", ""]
     for v in analysis.verdicts:
-        md += [f"- {line.strip()}" for line in v.lines if not line.startswith("    ")]
-        if len(v.weights):
-            flat = v.weights.copy()
-            flat.columns = [f"{arm}: {term}" for arm, term in flat.columns]
-            md += ["", f"Weights of {v.experiment} (the best trial beside each baseline; rows: stage):", "",
-                   markdown_table(flat.reset_index())]
+        decision, *rest = v.lines
+        md += [f"**{decision}**", ""]
+        md += [f"- {line.strip()}" for line in rest if line.startswith("  ") and not line.startswith("    ")
+               and not line.strip().startswith("weights (rows")]
         if len(v.changes):
-            md += ["", "Stage-3 changes, best against each baseline (CD relative; F@tau and normal consistency "
-                   "in points; 95% intervals; `verdict` says whether the whole interval is on one side):", "",
-                   markdown_table(v.changes)]
+            md += ["", "Stage-3 changes, the best against each baseline (CD relative; F@tau and normal consistency "
+                   "in points). The comparisons with intervals are one family: intervals at the Bonferroni level "
+                   "(`source` gives it), verdicts by Holm's step-down (`p_holm`); `equivalent`: the whole interval "
+                   "inside the equivalence margin:", "", markdown_table(v.changes)]
+        if len(v.weights):
+            md += ["", f"Weights of {v.experiment}, one table per configuration (rows: stage):", ""]
+            for arm in v.weights.columns.get_level_values(0).unique():
+                md += [f"*{arm}*", "", markdown_table(v.weights[arm].reset_index()), ""]
         md += [""]
     return md
 

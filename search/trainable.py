@@ -34,7 +34,7 @@ from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, METRICS, METRICS_FILE, PREVIEWS_DIR,
-                       STAGES, VIEWS_DIR, stage_key, test_column, train_best_dir, val_column)
+                       RUN_CONFIG_FILE, STAGES, VIEWS_DIR, stage_key, test_column, train_best_dir, val_column)
 from p2m.train import fit, resolve_device
 from results import storage
 from results.runs import is_finished, write_run
@@ -167,12 +167,15 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
     loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size),
                         batch_size=cfg.optim.batch_size, collate_fn=collate_p2m)
     test = evaluate(model, loader, device)
+    out = run_dir / "outputs"  # the run's config, metrics, curves and previews, published beside the tables
+    out.mkdir()
+    for name in (RUN_CONFIG_FILE, METRICS_FILE):
+        shutil.copy2(run_dir / name, out / name)
+    history = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+    plot_curves(history, out / CURVES_FILE, title=f"{run[ARM]} (trial {run[TRIAL_ID]}), seed {run[SEED]}")
     if previews:
-        history = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
-        out = run_dir / "outputs"
         write_previews(model.cpu(), cfg, samples[::max(1, len(samples) // previews)][:previews], out)
-        plot_curves(history, out / CURVES_FILE, title=f"{run[ARM]} (trial {run[TRIAL_ID]}), seed {run[SEED]}")
-        _publish_dir(out, storage.join(experiment_dir, run_output_dir(run[ARM], run[SEED])))
+    _publish_dir(out, storage.join(experiment_dir, run_output_dir(run[ARM], run[SEED])))
     write_run(experiment_dir, run[TRIAL_ID], run[SEED], [{**run, **last, **config, **item} for item in test.items])
     return {test_column(s, m): test.means[stage_key(s, m)] for s in STAGES for m in METRICS}
 
