@@ -25,6 +25,9 @@ exec ray job submit --address "$RAY_ADDRESS" --submission-id "$NAME" -- \
 
 # After a lost driver (the job failed or was stopped), continue the same experiment:
 #   ray job submit --address "$RAY_ADDRESS" -- p2m search resume --address auto "$STORAGE/$NAME"
-# Then, on any machine that sees the storage:
-#   p2m search train-best "$STORAGE/$NAME" --seeds 3
+# Then race the best trials on fresh seeds (unless the config's race: section did at the end of the search) and
+# retrain the winner and the baselines on other fresh seeds, as trials on the cluster (run again to resume):
+#   ray job submit --address "$RAY_ADDRESS" -- p2m search race --address auto "$STORAGE/$NAME" --top 3 --seeds 8
+#   ray job submit --address "$RAY_ADDRESS" -- p2m search train-best --address auto "$STORAGE/$NAME" --seeds 8 --with-baselines
+# and, on any machine that sees the storage:
 #   p2m results analyze "$STORAGE/$NAME"
