@@ -63,10 +63,12 @@ def race(experiment_dir: str | Path, top: int, seeds: int, min_rounds: int = MIN
             print(_round_line(state, labels), flush=True)
         if state.done:
             break
-        todo = next_runs(state, candidates, race_seeds)
-        runs = [Run(c, seed, labels[c], PHASE_RACE, r) for c, seed, r in todo]
-        run_phase(cfg, exp, f"race-r{todo[0][2]:02d}", runs, arms, cfg.max_t, split="",
-                  changing=changing, verbose=verbose)
+        next_runs(state, candidates, race_seeds)  # checks the rounds so far ran the race's seeds
+        r = state.round + 1
+        # every survivor's run of the round, those finished too (run_phase skips them): the phase's name is the
+        # same after a killed driver, so the round's experiment is restored and its unfinished runs continue
+        runs = [Run(c, race_seeds[r - 1], labels[c], PHASE_RACE, r) for c in state.survivors]
+        run_phase(cfg, exp, f"race-r{r:02d}", runs, arms, cfg.max_t, split="", changing=changing, verbose=verbose)
     record = {"candidates": list(candidates), "labels": {c: labels[c] for c in candidates}, "seeds": race_seeds,
               "min_rounds": min_rounds, "rounds": int(state.round), "winner": state.winner,
               "survivors": list(state.survivors),
