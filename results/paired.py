@@ -99,7 +99,13 @@ def bootstrap_p(boot: np.ndarray) -> float:
 
     Args:
         boot: float (B,) the change in each resample.
+
+    Returns:
+        the p-value; NaN when a resample's change is not finite (e.g. an arm without rows), which no verdict reads
+        as evidence.
     """
+    if len(boot) == 0 or not np.isfinite(boot).all():
+        return float("nan")
     return float(min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))))
 
 

@@ -124,3 +124,12 @@ def test_decide_family_keeps_nan_inconclusive_and_rejects_bad_tables():
         decide_family(_family([("psnr", 0.0, -0.1, 0.1, 1.0)]))
     with pytest.raises(ValueError, match="alpha must lie in"):
         decide_family(_family([("cd_x1000", 0.0, -0.1, 0.1, 1.0)]), alpha=5)
+
+
+def test_bootstrap_p_of_a_change_that_is_not_finite_is_nan():
+    """An arm without rows gives NaN changes: no p-value, so Holm leaves it out and no verdict is drawn from it."""
+    from results.paired import bootstrap_p
+
+    assert np.isnan(bootstrap_p(np.array([0.1, np.nan, -0.2])))
+    assert np.isnan(bootstrap_p(np.array([])))
+    assert bootstrap_p(np.array([0.1, 0.2, -0.1, 0.3])) == 0.5
