@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from p2m.names import RACE_FILE, RUNS_DIR, RUNS_FINISHED_DIR, STAGES, stage_key, test_column, val_column, METRICS
+from p2m.names import METRICS, RACE_FILE, RUNS_DIR, RUNS_FINISHED_DIR, STAGES, stage_key, test_column
 from results import storage
-from results.schema import ARM, EPOCHS, PHASE, ROUND, SEED, SPLIT, TEST_VIEWS, TRIAL_ID, VIEW_KEY
+from results.schema import ARM, EPOCHS, PHASE, ROUND, SEED, TEST_VIEWS, TRIAL_ID, VIEW_KEY
 from results.store import ResultsError, read_table, write_table_atomic
 
 RUN_KEY = (TRIAL_ID, SEED)  # what identifies a run: the configuration (its source trial) and the seed
@@ -102,13 +102,6 @@ def read_race(experiment_dir: str | os.PathLike) -> dict | None:
     if not isinstance(record, dict) or "candidates" not in record:
         raise ResultsError(f"{path}: not a race record (no candidates)")
     return record
-
-
-def split_and_epochs(views: pd.DataFrame) -> tuple[str | None, int | None]:
-    """The split and epochs the runs of ``views`` share (None where they have none)."""
-    split = str(views[SPLIT].iloc[0]) if len(views) and SPLIT in views else None
-    epochs = int(views[EPOCHS].iloc[0]) if len(views) and EPOCHS in views else None
-    return split, epochs
 
 
 __all__ = ["RUN_KEY", "check_epochs", "is_finished", "read_race", "read_runs", "run_file", "summarise_runs",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from p2m.names import (OBJECTIVE, STAGES, TERMS, TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, learned_column,
+from p2m.names import (OBJECTIVE, STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_column,
                        test_column, train_best_dir, val_column, weight)
 from results.experiment import Experiment
 from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
