@@ -91,16 +91,16 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
     The run is ``params``' ``TRIAL_ID`` (a trial of the search, whose config ``arms`` holds) trained with seed
     ``params[SEED]`` to its last epoch, reporting every epoch as a search's trial does (and resuming from
     ``tune.get_checkpoint()`` the same way). At its last epoch it is tested on ``split`` (none: its last validation
-    stands) and its per-view rows are recorded in the ledger (:mod:`results.runs`) before that epoch is reported; a run already recorded there
-    returns at once, so a finished run is never trained again.
+    stands) and its per-view rows are recorded in the ledger (:mod:`results.runs`) before that epoch is reported; a
+    run already recorded there returns at once, so a finished run is never trained again.
 
     Args:
         params: ``{TRIAL_ID, SEED, ROUND, PHASE, ARM}``: which run, and what it is part of (under ``RUN_PARAM``,
             as :mod:`search.runs` grids them).
         arms: source trial id -> ``{"config": TrainConfig.to_dict(), "segments": [[last epoch, {key: value}], ...]}``
             (segments: a population search's weight schedule; ``[]`` trains the config as it is).
-        previews: meshes and previews of this many test views, with the run's curves, go to
-            ``RUNS_DIR/<arm>/seed<k>/`` of the experiment.
+        previews: meshes and previews of this many test views go with the run's config, metrics and curves to
+            :func:`run_output_dir` of the experiment (a tested run's only).
         changing: config keys a schedule changes between segments.
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)
