@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from p2m.names import SETTINGS_FILE, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE
+from p2m.names import METRICS_FILE, SETTINGS_FILE, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE
 from results import storage
 from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY
 from results.store import list_parts, read_results, read_trials
@@ -98,7 +98,9 @@ def test_search_on_s3_is_killed_resumed_elsewhere_analysed_and_retrained(s3, syn
     assert f"uploaded to {exp}/analysis" in out.stdout
     assert storage.is_file(storage.join(exp, "analysis", "report.md"))
 
-    best = p2m_run("search", "train-best", exp, "--epochs", "1", "--previews", "0", "--no-progress",
+    best = p2m_run("search", "train-best", exp, "--seeds", "1", "--epochs", "1", "--previews", "0", "--no-progress",
                    env=resumed_env)
     assert best.returncode == 0, best.stdout[-2000:] + best.stderr[-2000:]
     assert storage.is_file(storage.join(exp, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE))
+    seed = int(trials["config.seed"].iloc[0]) + 2000  # train-best's first seed: the search's + 2000
+    assert storage.is_file(storage.join(exp, TRAIN_BEST_DIR, f"seed{seed}", METRICS_FILE))  # its run's outputs too

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from p2m.config import load_config
-from p2m.names import METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, TERMS, train_best_dir, weight
+from p2m.names import METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, TERMS, TRAIN_BEST_RESULTS_FILE, train_best_dir, weight
 from results.schema import ITERATION, STOP_COMPLETED
 from results.store import read_results, read_trials
 from results.trials import lineage, pick_best
@@ -183,13 +183,16 @@ def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, 
     assert p2m_run("results", "analyze", exp, env=ray_env).returncode == 0
     assert (exp / "analysis" / "weight_schedule.png").stat().st_size > 10_000
     # train-best retrains the best trial with the weights its model trained with, epoch by epoch
-    result = p2m_run("search", "train-best", exp, "--previews", "0", "--no-progress", env=ray_env)
+    result = p2m_run("search", "train-best", exp, "--seeds", "1", "--previews", "0", "--no-progress", env=ray_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     best = pick_best(trials)["trial_id"]
     schedule = lineage(table, best).sort_values("training_iteration")
     changes = int((schedule[columns].diff().abs() > 0).any(axis=1).sum())
     assert result.stdout.count("to epoch") == changes + 1, result.stdout
-    run_dir = exp / train_best_dir() / "seed0"
+    retrained = pd.read_parquet(exp / train_best_dir() / TRAIN_BEST_RESULTS_FILE)
+    seed = int(trials["config.seed"].iloc[0]) + 2000  # the first of train-best's seeds: the search's + 2000
+    assert retrained["trial_id"].tolist() == [best] and retrained["seed"].tolist() == [seed]
+    run_dir = exp / train_best_dir() / f"seed{seed}"
     run = load_config(run_dir / RUN_CONFIG_FILE)
     for column in columns:
         key = column[len("config."):]
