@@ -273,26 +273,38 @@ def _noise(views: pd.DataFrame, arms: list[str], m: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _arms_picture(family: pd.DataFrame, path: Path) -> None:
+def _arms_picture(family: pd.DataFrame, path: Path, limit: float = 25.0) -> None:
+    """Each arm's stage-3 CD change against published with its interval, one panel per test set, each arm's
+    verdict beside it; an arm whose interval passes ``limit`` percent is drawn at the edge with its value written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cd = family[family["metric"] == "cd_x1000"]
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(11, 3.6), sharey=True)
+    margin = 100 * EQUIVALENCE_MARGINS["cd_x1000"]
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(11.5, 3.8))
     for ax, dataset in zip(axes, DATASETS):
         rows = cd[cd["dataset"] == dataset].reset_index(drop=True)
-        y = np.arange(len(rows))
-        ax.errorbar(100 * rows["change"], y, xerr=[100 * (rows["change"] - rows["low"]), 100 * (rows["high"] - rows["change"])],
-                    fmt="o", color="C0", capsize=3)
+        ax.axvspan(-margin, margin, color="C2", alpha=0.15, label=f"equivalence margin ±{margin:g}%")
         ax.axvline(0, color="0.3", lw=0.8)
-        margin = 100 * EQUIVALENCE_MARGINS["cd_x1000"]
-        ax.axvspan(-margin, margin, color="C2", alpha=0.12, label=f"equivalence margin ±{margin:g}%")
-        ax.set_yticks(y, [f"{a}\n({v})" for a, v in zip(rows["arm"], rows["verdict"])])
+        for y, r in rows.iterrows():
+            change, low, high = 100 * r["change"], 100 * r["low"], 100 * r["high"]
+            if low > limit or high < -limit:  # off the scale: an arrow at the edge, its figures written
+                edge = limit if low > limit else -limit
+                ax.annotate(f"{change:+.0f}% [{low:+.0f}, {high:+.0f}]  {r['verdict']}", (edge, y),
+                            xytext=(-8 if edge > 0 else 8, 0), textcoords="offset points", va="center",
+                            ha="right" if edge > 0 else "left", arrowprops={"arrowstyle": "->"}, fontsize=8)
+                continue
+            ax.errorbar([change], [y], xerr=[[change - max(low, -limit)], [min(high, limit) - change]], fmt="o",
+                        color="C0", capsize=3)
+            ax.text(min(high, limit) + 0.8, y, r["verdict"], va="center", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows["arm"])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlim(-limit, limit)
         ax.set_xlabel(f"stage-3 test CD change against {REFERENCE} (%)")
-        ax.set_title(f"{dataset} test views (Bonferroni-level intervals)")
-    axes[0].legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{dataset} test views ({100 * (1 - ALPHA / len(family)):.2f}% intervals)")
+    axes[0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
