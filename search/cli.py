@@ -102,8 +102,7 @@ def _launch(args: argparse.Namespace) -> int:
           f"{cfg.max_concurrent} at a time; experiment in {exp}")
     launch(cfg, args.address, verbose=0 if args.quiet else 1)
     status = _leaderboard(exp)
-    if cfg.race_top:
-        _with_ray(args.address, lambda: _run_race(exp, cfg.race_top, cfg.race_seeds, cfg.race_min_rounds, args.quiet))
+    _race_after(exp, cfg, args.address, args.quiet)
     return status
 
 
@@ -143,10 +142,14 @@ def _resume(args: argparse.Namespace) -> int:
     resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
     status = _leaderboard(args.experiment_dir)
     cfg = load_experiment_config(storage.join(storage.location(args.experiment_dir), SETTINGS_FILE))
-    if cfg.race_top:
-        _with_ray(args.address, lambda: _run_race(args.experiment_dir, cfg.race_top, cfg.race_seeds,
-                                                  cfg.race_min_rounds, args.quiet))
+    _race_after(args.experiment_dir, cfg, args.address, args.quiet)
     return status
+
+
+def _race_after(experiment_dir, cfg, address: str | None, quiet: bool) -> None:
+    """The race a search's config asks for (``race:``), at the end of its launch or resume."""
+    if cfg.race_top:
+        _with_ray(address, lambda: _run_race(experiment_dir, cfg.race_top, cfg.race_seeds, cfg.race_min_rounds, quiet))
 
 
 def _race(args: argparse.Namespace) -> int:

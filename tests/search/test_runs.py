@@ -261,3 +261,26 @@ def _check_record(exp: Path, record: dict) -> None:
     assert record["survivors"] == list(state.survivors) and set(record["dropped"]) == set(state.dropped)
     assert record["seeds"][:state.round] == list(state.seeds)
     assert record["means"] == pytest.approx(state.means)
+
+
+def test_a_race_in_the_config_runs_at_the_end_of_launch_and_resume_does_not_train_it_again(
+        synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+    """``race: {top, seeds, min_rounds}`` in a search's config: the race runs when the search ends, its settings are
+    recorded, and a resume of the finished experiment replays the race from its ledger without training a run."""
+    cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 3},
+                      baselines={"published": {}}, scheduler={"type": "fifo", "max_t": 1},
+                      race={"top": 1, "seeds": 2, "min_rounds": 2})
+    result = p2m_run("search", "launch", "--config", cfg, "--quiet", env=ray_env, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    exp = tmp_path / "exp" / "t"
+    record = read_race(exp)
+    assert record is not None and record["rounds"] == 2 and record["seeds"] == [1000, 1001]
+    assert "race winner:" in result.stdout.split("leaderboard:")[-1]  # after the search's leaderboard
+    ledger = sorted((exp / RUNS_DIR / RUNS_FINISHED_DIR).iterdir())
+    assert len(ledger) == 2 * len(record["candidates"])
+    stamps = {p.name: p.stat().st_mtime_ns for p in ledger}
+
+    result = p2m_run("search", "resume", exp, "--quiet", env=ray_env, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "runs to train" not in result.stdout and read_race(exp)["winner"] == record["winner"]
+    assert {p.name: p.stat().st_mtime_ns for p in (exp / RUNS_DIR / RUNS_FINISHED_DIR).iterdir()} == stamps
