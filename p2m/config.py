@@ -10,6 +10,7 @@ fixed by default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from p2m import yamlio
 from p2m.atomic import atomic_write_bytes
 from p2m.names import FIXED_WEIGHTS, WEIGHTS, pred_samples_field, weight
 PROFILES = ("tiny", "cpu", "paper")
@@ -42,6 +44,7 @@ class DataConfig:
     val_limit: int = 0  # validate on the first this-many views of the val split (0 = all)
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "gt_samples", "image_size")
         _non_negative(self, "num_workers", "val_limit")
 
@@ -57,6 +60,7 @@ class ModelConfig:
     backbone_norm: str = "auto"  # auto (frozen BN with weights, GroupNorm without), batch, frozen, group
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "hidden_dim", "layers_per_block")
         if len(self.mesh_pos) != 3:
             raise ValueError(f"mesh_pos must have 3 values, got {self.mesh_pos!r}")
@@ -124,8 +128,11 @@ class LossConfig:
     weighting_lr: float = 1e-2  # Adam's learning rate for the learned log-variances (the model's is optim.lr)
 
     def __post_init__(self):
+        _finite(self)
         _non_negative(self, *WEIGHT_KEYS, *FIXED_WEIGHT_KEYS, "chamfer_opposite", "pred_samples1", "pred_samples2",
                       "pred_samples3", "edge_target_length")
+        if not any(getattr(self, key) for key in WEIGHT_KEYS):
+            raise ValueError(f"{WEIGHT_KEYS[0]}..{WEIGHT_KEYS[-1]}: all loss weights are 0: nothing to train on")
         _choice(self, "edge_form", ("p2m", "target"))
         _choice(self, "laplacian_form", ("p2m", "smooth", "smooth_sq"))
         _choice(self, "normal_form", ("p2m", "consistency", "vertex"))
@@ -162,6 +169,7 @@ class OptimConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "lr", "batch_size", "max_epochs", "lr_decay_fraction")
         _non_negative(self, "weight_decay", "steps_per_epoch", "grad_clip_norm", "warmup_steps", "ema_epochs")
         _choice(self, "lr_schedule", ("constant", "cosine", "wsd"))
@@ -257,28 +265,41 @@ def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> Tra
 
 
 def read_yaml(path: str | os.PathLike, what: str = "file") -> dict:
-    """A YAML file's top-level value ({} when empty), or a one-line ValueError naming the file."""
-    path = Path(path)
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: {what} not found") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    """A YAML file's top-level value ({} when empty), or a one-line ValueError naming the file; read with the
+    limits of :func:`p2m.yamlio.read_yaml` (at most 1 MiB, 32 levels deep, 100 aliases)."""
+    return yamlio.read_yaml(path, what)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``section.field=value`` strings (values parsed as YAML scalars, then converted)."""
+    """Apply ``section.field=value`` strings, then convert each to its field's type.
+
+    A string field (a path, a name, a choice) takes the text after ``=`` literally, so ``data.root=/d #1`` is
+    the directory ``/d #1``, not ``/d`` and a YAML comment; any other value is parsed as YAML.
+
+    Raises:
+        ValueError: naming the key, for a malformed item, an unknown key, a value that is not valid YAML or
+            not of the field's type, or a key below a field that is not a section.
+    """
     nested: dict = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like section.field=value")
-        parts = key.strip().lstrip("-").split(".")
-        node = nested
-        for part in parts[:-1]:
+        key = key.strip().lstrip("-")
+        parts = key.split(".")
+        node, target = nested, cfg
+        for depth, part in enumerate(parts[:-1]):
+            child = getattr(target, part, None) if target is not None else None
+            if target is not None and hasattr(target, part) and not dataclasses.is_dataclass(child):
+                raise ValueError(f"override {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key}: {'.'.join(parts[:depth + 1])} was set to a value above")
+            target = child
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"override {key}: a section takes section.field=value, not a value")
+        hint = _field_hint(target, parts[-1])
+        node[parts[-1]] = raw if hint is str else yamlio.parse_yaml(raw, f"override {key}")
     return from_dict(nested, base=cfg, source="override")
 
 
@@ -341,6 +362,22 @@ def to_plain(value):
     if isinstance(value, tuple):
         return [to_plain(v) for v in value]
     return value
+
+
+def _field_hint(section, name: str):
+    """The type of ``section``'s field ``name`` (None when it is not a dataclass field)."""
+    if not dataclasses.is_dataclass(section) or name not in {f.name for f in dataclasses.fields(section)}:
+        return None
+    return typing.get_type_hints(type(section))[name]
+
+
+def _finite(obj) -> None:
+    """Every float field (and float in a tuple field) of a config section is finite."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be finite, got {v!r}")
 
 
 def _positive(obj, *names: str) -> None:

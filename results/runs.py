@@ -16,6 +16,7 @@ import pyarrow as pa
 import yaml
 
 from p2m.names import METRICS, RACE_FILE, RUNS_DIR, RUNS_FINISHED_DIR, STAGES, stage_key, test_column
+from p2m.yamlio import parse_yaml
 from results import storage
 from results.schema import ARM, EPOCHS, PHASE, ROUND, SEED, TEST_VIEWS, TRIAL_ID, VIEW_KEY
 from results.store import ResultsError, read_table, write_table_atomic
@@ -96,9 +97,9 @@ def read_race(experiment_dir: str | os.PathLike) -> dict | None:
     if not storage.is_file(path):
         return None
     try:
-        record = yaml.safe_load(storage.read_bytes(path).decode())
-    except yaml.YAMLError as exc:
-        raise ResultsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        record = parse_yaml(storage.read_bytes(path), str(path))  # with p2m.yamlio's size, depth and alias limits
+    except ValueError as exc:
+        raise ResultsError(str(exc)) from None
     if not isinstance(record, dict) or "candidates" not in record:
         raise ResultsError(f"{path}: not a race record (no candidates)")
     return record

@@ -12,9 +12,8 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-import yaml
-
 from p2m.names import OBJECTIVE, SETTINGS_FILE, val_metric_mode
+from p2m.yamlio import parse_yaml
 from results import storage
 
 ALGORITHMS = ("tpe", "random")
@@ -134,13 +133,12 @@ def read_settings(experiment_dir: str | os.PathLike) -> SearchSettings:
 
 
 def read_settings_file(path: str | os.PathLike) -> dict:
-    """The settings file's mapping, or a one-line ValueError naming it."""
+    """The settings file's mapping, or a one-line ValueError naming it (read with the limits of
+    :func:`p2m.yamlio.parse_yaml`: at most 1 MiB, 32 levels deep, 100 aliases)."""
     try:
-        data = yaml.safe_load(storage.read_bytes(path).decode())
+        data = parse_yaml(storage.read_bytes(path), str(path))
     except FileNotFoundError:
         raise ValueError(f"{path}: not a p2m search experiment (no {SETTINGS_FILE})") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of search settings")
     return data
