@@ -41,6 +41,7 @@ PHASE = "phase"  # PHASE_RACE or PHASE_VERDICT
 PHASE_RACE = "race"  # a race's run: chosen on its validation figure
 PHASE_VERDICT = "verdict"  # train-best's run: tested on seeds that chose nothing
 ARM = "arm"  # what the run stands for: BEST_ARM, a baseline's name, or a race candidate's label
+REFERENCE = "published"  # the baseline every race includes and every decision is taken against
 BEST_ARM = "best"  # the configuration train-best retrains as the search's answer (the race's winner, else its best)
 SEED = "seed"
 ROUND = "round"  # a race's round (1-based); 0 for train-best's runs

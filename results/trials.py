@@ -100,6 +100,14 @@ def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def completed(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that reached max_t with a finite objective, in rank order (what a race and ``train-best`` choose
+    from)."""
+    ranked = rank_trials(trials)
+    return ranked[(ranked[STOP_REASON] == STOP_COMPLETED)
+                  & np.isfinite(pd.to_numeric(ranked[LAST_OBJECTIVE], errors="coerce"))]
+
+
 def pick_best(trials: pd.DataFrame) -> pd.Series:
     """The top-ranked trial, which must have reached max_t with a finite objective (what ``train-best``
     retrains).
@@ -107,9 +115,7 @@ def pick_best(trials: pd.DataFrame) -> pd.Series:
     Raises:
         ResultsError: when no trial did.
     """
-    ranked = rank_trials(trials)
-    done = ranked[(ranked[STOP_REASON] == STOP_COMPLETED)
-                  & np.isfinite(pd.to_numeric(ranked[LAST_OBJECTIVE], errors="coerce"))]
+    done = completed(trials)
     if done.empty:
         raise ResultsError(f"no trial reached max_t with a finite {OBJECTIVE}")
     return done.iloc[0]

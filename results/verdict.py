@@ -29,16 +29,15 @@ from p2m.names import (OBJECTIVE, STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_
                        test_column, train_best_dir, val_column, weight)
 from results.experiment import Experiment
 from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
-from results.noise import resolvable_change, seed_sd, seeds_needed
+from results.noise import POWER, resolvable_change, seed_sd, seeds_needed
 from results.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs, summarise_runs
-from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, SEED, TRIAL_ID
+from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, REFERENCE, SEED, TRIAL_ID
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
 
 BEST = BEST_ARM
 HEADLINE = ("cd_x1000", "f_tau", "normal_consistency")  # the stage-3 metrics the verdict reports
-REFERENCE = "published"  # the baseline the decision is taken against
 DECISION_METRIC = "cd_x1000"
 
 
@@ -50,12 +49,14 @@ class Verdict:
     changes: pd.DataFrame  # baseline, source, metric, best, baseline_value, change, low, high, p, p_holm, verdict
     fidelity: pd.DataFrame  # results.fidelity.rank_fidelity's table
     noise: dict = field(default_factory=dict)  # the noise floor (see _noise)
+    race: dict | None = None  # the race's record (results.runs.read_race), when the experiment raced
     lines: list[str] = field(default_factory=list)  # what the console and the report's head say; the first decides
 
 
 def decide(exp: Experiment, importance: pd.DataFrame | None = None) -> Verdict:
     """The verdict of one experiment (``importance``: its importance table, when computed)."""
-    best = _best(exp)
+    race = read_race(exp.dir)
+    best = _best(exp, race)
     baselines = exp.trials[exp.trials[BASELINE].notna()].drop_duplicates(BASELINE)
     arms = {BEST: best} if best is not None else {}
     arms.update({row[BASELINE]: row for _, row in baselines.iterrows()})
@@ -64,17 +65,16 @@ def decide(exp: Experiment, importance: pd.DataFrame | None = None) -> Verdict:
     changes = _family(exp, best, rivals) if best is not None and len(rivals) else pd.DataFrame()
     curves = full_curves(exp.results, exp.settings.max_t)
     fidelity = rank_fidelity(curves, n_boot=1000)
-    v = Verdict(exp.name, None if best is None else str(best[TRIAL_ID]), weights, changes, fidelity)
+    v = Verdict(exp.name, None if best is None else str(best[TRIAL_ID]), weights, changes, fidelity, race=race)
     v.noise = _noise(exp, v.changes)
     v.lines = _lines(exp, v, importance, len(curves))
     return v
 
 
-def _best(exp: Experiment) -> pd.Series | None:
+def _best(exp: Experiment, record: dict | None) -> pd.Series | None:
     """What the verdict compares: the trial train-best retrained as the best, else the race's winner, else the
     search's best trial (None when no trial reached max_t)."""
     retrained = _retrained(exp, None)
-    record = read_race(exp.dir)
     chosen = (str(retrained[TRIAL_ID].iloc[0]) if retrained is not None and len(retrained)
               else record["winner"] if record and record.get("winner") else None)
     if chosen is not None and (exp.trials[TRIAL_ID] == chosen).any():
@@ -221,7 +221,7 @@ def decision(exp: Experiment, v: Verdict) -> str:
     with its interval, and what would decide it where nothing is decided yet."""
     if v.best_trial is None:
         return "No decision: no trial reached max_t with a finite objective."
-    label = _label(exp, v.best_trial)
+    label = _label(exp, v.best_trial, v.race)
     head = _head(v.changes)
     if head is None:
         return f"Use {label}: there is no baseline to compare it with."
@@ -246,10 +246,9 @@ def decision(exp: Experiment, v: Verdict) -> str:
     return f"Undecided between {label} and {ref}: {what}{more}{later}."
 
 
-def _label(exp: Experiment, trial_id: str) -> str:
+def _label(exp: Experiment, trial_id: str, record: dict | None) -> str:
     rows = exp.trials[exp.trials[TRIAL_ID] == trial_id]
     name = rows[BASELINE].iloc[0] if len(rows) else None
-    record = read_race(exp.dir)
     how = " (the race's winner)" if record and record.get("winner") == trial_id else ""
     return (f"the baseline {name}" if isinstance(name, str) else f"trial {trial_id}") + how
 
@@ -269,7 +268,7 @@ def _noise_line(noise: dict) -> str:
     if "paired" in noise:
         p = noise["paired"]
         line += (f"; the paired per-seed spread {100 * p['sd_diff']:.1f}% resolves changes of about "
-                 f"±{100 * p['resolvable']:.1f}% with {p['seeds']} seeds (80% power, alpha {ALPHA:g}/{p['family']})")
+                 f"±{100 * p['resolvable']:.1f}% with {p['seeds']} seeds ({100 * POWER:g}% power, alpha {ALPHA:g}/{p['family']})")
     return line
 
 
@@ -280,7 +279,7 @@ def _lines(exp: Experiment, v: Verdict, importance: pd.DataFrame | None, full: i
     itself = exp.trials.loc[exp.trials[TRIAL_ID] == v.best_trial, BASELINE].dropna()
     if len(itself):
         lines.append(f"  the best is the baseline {itself.iloc[0]}: the search found nothing better")
-    record = read_race(exp.dir)
+    record = v.race
     if record:
         dropped = ", ".join(f"{record['labels'].get(c, c)} at round {d['round']}" for c, d in record["dropped"].items())
         lines.append(f"  race: {len(record['candidates'])} candidates over {record['rounds']} rounds of fresh seeds; "

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from p2m.names import OBJECTIVE
+from p2m.names import OBJECTIVE, SETTINGS_FILE
 from results import storage
 from results.race import race_state, next_runs
 from results.runs import read_runs, summarise_runs, write_race, check_epochs
-from results.schema import BASELINE, PHASE_RACE, ROUND, SEED, TRIAL_ID
+from results.schema import BASELINE, PHASE_RACE, REFERENCE, ROUND, SEED, TRIAL_ID
 from results.store import read_trials
-from results.trials import rank_trials
+from results.trials import completed
 from search.best import arms_for, check_fresh, search_seeds
 from search.config import load_experiment_config
 from search.runs import Run, run_phase
 
 RACE_SEED_OFFSET = 1000  # the race's seeds: base seed + 1000, + 1001, ...
 MIN_ROUNDS = 3
-REFERENCE = "published"  # the baseline every race includes
 
 
 def race(experiment_dir: str | Path, top: int, seeds: int, min_rounds: int = MIN_ROUNDS, verbose: int = 1) -> dict:
@@ -39,8 +37,6 @@ def race(experiment_dir: str | Path, top: int, seeds: int, min_rounds: int = MIN
     Raises:
         ValueError: for bad arguments, or a search with fewer than two candidates.
     """
-    from p2m.names import SETTINGS_FILE
-
     if top < 1:
         raise ValueError(f"--top must be >= 1, got {top}")
     if seeds < min_rounds or min_rounds < 2:
@@ -83,9 +79,7 @@ def race(experiment_dir: str | Path, top: int, seeds: int, min_rounds: int = MIN
 def _candidates(trials: pd.DataFrame, top: int) -> tuple[list[str], dict[str, str]]:
     """The ``top`` best trials that reached max_t with a finite objective, and ``published`` when it did too;
     each with its label (a baseline's name, else ``trial <id>``)."""
-    ranked = rank_trials(trials)
-    done = ranked[(ranked["stop_reason"] == "completed") & np.isfinite(pd.to_numeric(ranked["last_" + OBJECTIVE],
-                                                                                      errors="coerce"))]
+    done = completed(trials)
     chosen = list(done[TRIAL_ID].head(top))
     reference = done[done[BASELINE] == REFERENCE][TRIAL_ID]
     if len(reference) and reference.iloc[0] not in chosen:
