@@ -6,16 +6,20 @@ command reads it, a callable that does); the row's fragment must appear in the o
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from p2m.cli import main
 
 TINY = ["--profile", "tiny"]
+SYNSET = "02691156"
 
 
 def _alias_bomb(tmp: Path) -> list:
@@ -53,6 +57,76 @@ def _data_with_hash(tmp: Path) -> list:
     return ["train", *TINY, "--data", tmp / "data #1", "--out", tmp / "run"]
 
 
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` RGBA pixels (its data is a stub: 80 bytes on disk)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
+
+
+def _flat_dataset(tmp: Path) -> Path:
+    """One valid view in the flat layout: ``tmp/ds/<synset>/m1/00.{dat,png}``; returns the model directory."""
+    from p2m.data.datfile import write_dat
+
+    model = tmp / "ds" / SYNSET / "m1"
+    model.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(50, 3))
+    write_dat(model / "00.dat", np.concatenate([rng.normal(size=(50, 3)), normals / np.linalg.norm(normals, axis=1,
+                                                                                                   keepdims=True)], 1))
+    Image.new("RGBA", (32, 32)).save(model / "00.png")
+    return model
+
+
+def _big_png(side: int):
+    def build(tmp: Path) -> list:
+        _png_header(_flat_dataset(tmp) / "00.png", side, side)
+        return ["data", "check", tmp / "ds"]
+    return build
+
+
+def _fifo_dat(tmp: Path) -> list:
+    dat = _flat_dataset(tmp) / "00.dat"
+    dat.unlink()
+    os.mkfifo(dat)
+    return ["data", "check", tmp / "ds"]
+
+
+def _dev_zero_dat(tmp: Path) -> list:
+    dat = _flat_dataset(tmp) / "00.dat"
+    dat.unlink()
+    dat.symlink_to("/dev/zero")
+    return ["data", "check", tmp / "ds"]
+
+
+def _synth(tmp: Path) -> Path:
+    out = tmp / "synth"
+    assert main(["data", "synth", "--out", str(out), "--models-per-category", "2", "--views", "2", "--categories",
+                 "lamp", "--workers", "1"]) == 0
+    return out
+
+
+def _synth_without_lists(tmp: Path) -> list:
+    out = _synth(tmp)
+    for listing in out.glob("*_list.txt"):
+        listing.unlink()
+    return ["data", "check", out]
+
+
+def _synth_model_lacking_a_view(tmp: Path) -> list:
+    """A model with view 00 only (its poses file lists 2), its lists naming only what is there."""
+    out = _synth(tmp)
+    folder = sorted(out.glob("*/*/rendering"))[0]
+    for path in folder.glob("01.*"):
+        path.unlink()
+    for listing in out.glob("*_list.txt"):
+        gone = f"{folder.relative_to(out).as_posix()}/01.dat"
+        listing.write_text("".join(f"{line}\n" for line in listing.read_text().splitlines() if line != gone))
+    return ["data", "check", out]
+
+
 ZERO_WEIGHTS = "".join(f"  w{s}_{t}: 0\n" for s in (1, 2, 3) for t in ("chamfer", "edge", "laplacian", "normal"))
 
 CASES = {
@@ -69,12 +143,19 @@ CASES = {
     "all-zero weights in a config": (_config(f"profile: tiny\nloss:\n{ZERO_WEIGHTS}"),
                                      "all loss weights are 0: nothing to train on"),
     "--data with ' #1'": (_data_with_hash, "data #1: dataset directory does not exist"),
+    "20000x20000 PNG": (_big_png(20000), "00.png: image too large to decode"),
+    "5000x5000 PNG": (_big_png(5000), "00.png: image is 5000x5000 pixels, larger than the 4096x4096"),
+    "FIFO .dat": (_fifo_dat, "00.dat: not a regular file (a FIFO)"),
+    ".dat linked to /dev/zero": (_dev_zero_dat, "00.dat: not a regular file (a character device)"),
+    "original layout without file lists": (_synth_without_lists, "synth: no file lists (train_list.txt"),
+    "model lacking a view": (_synth_model_lacking_a_view, "rendering: 1 views, rendering_metadata.txt lists 2"),
 }
 
 
 @pytest.mark.parametrize("build, fragment", list(CASES.values()), ids=list(CASES))
 def test_bad_input_is_one_line_naming_it(build, fragment, tmp_path, capsys):
     argv = [str(a) for a in build(tmp_path)]
+    capsys.readouterr()  # what building the input printed
     code = main(argv)
     err = capsys.readouterr().err
     assert code != 0, err
@@ -82,3 +163,35 @@ def test_bad_input_is_one_line_naming_it(build, fragment, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("p2m: error:"), err
     assert fragment in lines[0], err
     assert "Traceback" not in err
+
+
+def test_a_dat_larger_than_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from p2m.data import datfile
+
+    dat = _flat_dataset(tmp_path) / "00.dat"
+    monkeypatch.setattr(datfile, "MAX_BYTES", 1000)
+    with pytest.raises(datfile.DataError, match=rf"00.dat: {dat.stat().st_size} bytes, larger than the 1000"):
+        datfile.read_dat(dat)
+
+
+def test_an_interrupted_synth_leaves_nothing_at_out(tmp_path, monkeypatch):
+    """Interrupted after every view is written, before the file lists: no dataset at --out, no temporary beside it;
+    a second synth then writes it whole, and a third replaces it (a dataset synth wrote)."""
+    synth = importlib.import_module("p2m.data.synth.generate")  # the package exports the function of that name
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "data"
+    argv = ["data", "synth", "--out", str(out), "--models-per-category", "2", "--views", "2", "--categories", "lamp",
+            "--workers", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(synth, "_write_splits", interrupted)
+        assert main(argv) == 130
+    assert list(tmp_path.iterdir()) == []
+    assert main(argv) == 0 and main(["data", "check", str(out)]) == 0
+    assert main(argv) == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a dataset")
+    assert main([*argv[:3], str(tmp_path / "mine"), *argv[4:]]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "not a dataset"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import stat
 import struct
 from pathlib import Path
 
@@ -36,6 +37,8 @@ _ALLOWED_GLOBALS = {
 _NUMPY2_NAMES = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy.core.numeric": "numpy._core.numeric"}
 
 NORMAL_TOLERANCE = 1e-2  # | |n| - 1 | allowed for a stored unit normal
+# the largest file read: a view's ground truth is about 0.2 MB (9,200 points), the ellipsoid template 0.9 MB
+MAX_BYTES = 64 << 20
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -53,15 +56,11 @@ def load_pickle(path: str | os.PathLike):
     """Unpickle a ``.dat`` file with :class:`RestrictedUnpickler` (Python-2 strings read as latin-1).
 
     Raises:
-        DataError: the file is missing, truncated, not a pickle, or asks for anything but numpy arrays.
+        DataError: the file is missing, not a regular file (a FIFO, a device, a link to one), larger than
+            ``MAX_BYTES``, truncated, not a pickle, or asks for anything but numpy arrays.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    data = _read_regular_file(path, MAX_BYTES)
     if not data:
         raise DataError(path, "empty file")
     try:
@@ -137,3 +136,38 @@ def _binint(value: int) -> bytes:
     if value < 0x10000:
         return b"M" + struct.pack("<H", value)
     return b"J" + struct.pack("<i", value)
+
+
+def _read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after symlinks) of at most ``max_bytes``.
+
+    It is checked with ``stat`` before it is opened (opening a FIFO blocks; /dev/zero never ends), opened
+    non-blocking and checked again on the open descriptor (it may have been replaced in between), and read
+    no further than ``max_bytes`` + 1.
+
+    Raises:
+        DataError: naming the file, when it is missing, not a regular file, too large, or unreadable.
+    """
+    try:
+        _check_regular(path, os.stat(path), max_bytes)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(path, os.fstat(f.fileno()), max_bytes)
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise DataError(path, f"larger than the {max_bytes} bytes a .dat file may have")
+    return data
+
+
+def _check_regular(path: Path, st: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                else "a block device" if stat.S_ISBLK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
+        raise DataError(path, f"not a regular file ({kind})")
+    if st.st_size > max_bytes:
+        raise DataError(path, f"{st.st_size} bytes, larger than the {max_bytes} a .dat file may have")

@@ -14,8 +14,10 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ ELEVATION_RANGE_DEG = (25.0, 30.0)
 DISTANCE_RANGE = (0.62, 0.95)
 POINTS_RANGE = (7500, 9200)  # ground-truth points per model, as in the real files
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train / val / test, by model
+META_FILE = "synth_meta.json"  # the generator's settings, written last
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,40 @@ class SynthReport:
 
 
 def generate(cfg: SynthConfig, progress: bool = True) -> SynthReport:
-    """Write the dataset described by ``cfg`` and return how much was made and how fast."""
+    """Write the dataset described by ``cfg`` and return how much was made and how fast.
+
+    It is written into a temporary directory beside ``cfg.out`` and renamed into place at the end, so an
+    interrupted run leaves no half dataset at ``cfg.out`` (only a ``.<name>.synth-*`` directory beside it). A
+    dataset this function wrote before (it holds ``META_FILE``) is replaced whole, once the new one is complete.
+
+    Raises:
+        ValueError: when ``cfg.out`` exists and is neither an empty directory nor a synthetic dataset.
+    """
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    previous = out.is_dir() and (out / META_FILE).is_file()
+    if out.exists() and not previous and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out}: already exists and is neither empty nor a synthetic dataset (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.synth-"))
+    old = work.with_name(work.name + "-old")
+    try:
+        report = _generate_into(replace(cfg, out=str(work)), progress)
+        meta = {"generator": "p2m data synth", "config": {**asdict(cfg), "categories": list(cfg.categories)},
+                "synsets": {c: FAMILIES[c][0] for c in cfg.categories}}
+        atomic_write_bytes(work / META_FILE, json.dumps(meta, indent=2).encode())
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if previous:
+            os.replace(out, old)
+        os.replace(work, out)  # onto an empty directory or none
+    finally:
+        for leftover in (work, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return report
+
+
+def _generate_into(cfg: SynthConfig, progress: bool) -> SynthReport:
+    out = Path(cfg.out)
     jobs = [(cfg, category, index) for category in cfg.categories for index in range(cfg.models_per_category)]
     start = time.perf_counter()
     results = []
@@ -95,11 +129,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> SynthReport:
     bar.close()
     results.sort(key=lambda r: (cfg.categories.index(r[0]), r[1]))
     _write_splits(out, cfg, results)
-    seconds = time.perf_counter() - start
-    meta = {"generator": "p2m data synth", "config": {**asdict(cfg), "categories": list(cfg.categories)},
-            "synsets": {c: FAMILIES[c][0] for c in cfg.categories}}
-    atomic_write_bytes(out / "synth_meta.json", json.dumps(meta, indent=2).encode())
-    return SynthReport(samples=len(jobs) * cfg.views, models=len(jobs), seconds=seconds)
+    return SynthReport(samples=len(jobs) * cfg.views, models=len(jobs), seconds=time.perf_counter() - start)
 
 
 def build_model(category: str, rng: np.random.Generator) -> tuple[trimesh.Trimesh, np.ndarray, list[trimesh.Trimesh]]:
@@ -198,6 +228,12 @@ def _make_model(job) -> tuple[str, str, list[str]]:
         lines = "".join(f"{a:.6f} {e:.6f} 0 {d:.6f} {_fov_deg():.6f}\n" for a, e, d in poses)
         atomic_write_bytes(folder / "rendering_metadata.txt", lines.encode())
     return category, mid, rel
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fov_deg() -> float:
