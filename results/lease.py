@@ -17,6 +17,7 @@ API:
     ``LeaseHeld(ValueError)``: refused, in one line naming the experiment and the holder (or the unreadable file).
     ``holder(experiment) -> dict | None``: the lease record as it stands, for status lines.
     ``LEASE_FILE``, ``LEASE_LOG``: the file names, ``driver.lease`` and ``driver.lease.log``.
+    Take the lease before the first write to the experiment, and check ``lease.lost`` where stopping is safe.
 
 The record is JSON: ``host`` (``socket.gethostname()``), ``pid``, ``command``, ``token`` (random, one per
 acquisition), ``started`` and ``heartbeat`` (UTC, ISO 8601 with ``Z``). The heartbeat is rewritten every
@@ -26,16 +27,19 @@ A lease is stale, and taken over, when its heartbeat is older than ``timeout_s``
 on this host (the same hostname) and its pid is gone (or a zombie), so a driver killed with SIGKILL does not
 block an immediate ``resume``. A file that is not a lease record (not JSON, a field missing) is stale when
 untouched for ``timeout_s``, else refused. Each takeover is logged on this logger (one line) and appended as a
-JSON line to ``<experiment>/driver.lease.log``: when, why, by whom and from whom.
+JSON line to ``<experiment>/driver.lease.log``: ``time``, ``reason``, ``from`` (the stale record, null when
+unreadable), ``by`` (the new holder) and ``removed_by`` (the driver that removed the stale lease: the new holder,
+unless a driver that arrived in that instant created its lease first).
 
 How safe it is:
     A local or shared disk (NFS included): the lease is created whole with ``os.link`` of a temporary file (an
     exclusive ``O_CREAT | O_EXCL`` create where hard links are refused), so of two drivers racing exactly one
     wins. A taker moves the stale file aside under a unique name, checks that what it moved is what it judged
     stale (else it puts it back), and creates its own with the same exclusive create, so of two takers one
-    wins and the other is refused. Left open: a holder that wakes after more than ``timeout_s`` asleep can
-    rewrite its heartbeat in the instant a taker replaces it; each driver checks the token at its next beat,
-    so one of them sees ``lost`` within ``heartbeat_s``.
+    wins and the other is refused. Left open, each needing two events in the same instant: a holder that wakes
+    after more than ``timeout_s`` asleep rewrites its heartbeat as a taker replaces it; a taker that judged the
+    old lease moves aside a new holder's and, before it is put back, a third driver creates its own. Every
+    holder checks the file's token at each beat, so a displaced one sees ``lost`` within ``heartbeat_s``.
     Object storage (``s3://``, ``gs://``): pyarrow has no conditional write, so this is best effort. A driver
     writes its record, waits ``settle_s``, reads it back and wins only if its token is still there; two
     drivers both win only if one's read-then-write takes longer than ``settle_s``, and the next heartbeat of
@@ -44,10 +48,11 @@ How safe it is:
     must agree to well within ``timeout_s - heartbeat_s``; hostnames must be unique among them. A dead
     holder's pid reused by another process on the same host makes it look alive until ``timeout_s``.
 
-Only the standard library and :mod:`results.storage` are used.
+Only the standard library, pyarrow's file system (for an object's mtime) and :mod:`results.storage` are used.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -140,7 +145,7 @@ class Lease:
         self.record, self.lost, self._misses = record, False, 0
         try:
             if taken is not None:
-                self._log_takeover(*taken)
+                self._log_takeover(*taken, record, record)
             self._stop.clear()
             self._thread = threading.Thread(target=self._heartbeats, name="driver-lease-heartbeat", daemon=True)
             self._thread.start()
@@ -159,8 +164,11 @@ class Lease:
             if self.record is None:
                 return
             try:
-                if not self.lost:
-                    self._remove_if_ours()
+                current = None if self.lost else self._read()
+                if current is not None and _token_of(current) != self.record["token"]:
+                    self._lose(_describe(current))  # taken over: the file is the new holder's
+                elif current is not None:
+                    self._remove(current)
             finally:
                 self.record = None
 
@@ -169,16 +177,21 @@ class Lease:
     def _acquire_local(self, record: dict) -> tuple[dict | None, str] | None:
         path = Path(self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        taken = None
         for _ in range(_ATTEMPTS):
             if _create_local(path, _encode(record)):
-                return taken
+                return None
             seen = _read_local(path)
             if seen is None:
                 continue  # released in between: try again
             old, reason = self._judge(*seen)  # raises LeaseHeld while it is live
-            if _set_aside(path, seen[0], record["token"]):
-                taken = (old, reason)
+            if not _set_aside(path, seen[0], record["token"]):
+                continue  # another taker moved it first, or it changed: judge again
+            if _create_local(path, _encode(record)):
+                return old, reason
+            # a driver that came while the stale lease was moved aside created the file first: it took over,
+            # and this driver, which removed the stale lease, records that (then is refused on the next pass)
+            current = _read_local(path)
+            self._log_takeover(old, reason, current and _parse_or_none(current[0]), record)
         raise LeaseHeld(f"{self.experiment}: the driver lease {self.path} kept changing while this driver tried "
                         f"to take it ({_ATTEMPTS} times); try again")
 
@@ -193,10 +206,11 @@ class Lease:
             try:
                 _sleep(self.settle_s)
                 back = self._read_remote()
-            except BaseException:
-                self.record = record
-                self._remove_if_ours()  # best effort: a driver interrupted while settling leaves no lease
-                self.record = None
+            except BaseException:  # interrupted while settling: leave no lease behind, if it is this one's
+                with contextlib.suppress(Exception):
+                    back = self._read_remote()
+                    if back is not None and _token_of(back[0]) == record["token"]:
+                        self._remove(back[0])
                 raise
             if back is None:
                 continue  # removed while settling: try again
@@ -229,13 +243,19 @@ class Lease:
                         f"{held['pid']} on {held['host']}, since {since}, last heartbeat {max(age, 0):.0f} s ago); "
                         f"wait for it, stop it, or remove {self.path} if you know it is dead")
 
-    def _log_takeover(self, old: dict | None, reason: str) -> None:
+    def _log_takeover(self, old: dict | None, reason: str, new: dict | None, remover: dict) -> None:
+        """Log that ``new`` (the record now in the file) took over from ``old`` (None: unreadable), after
+        ``remover`` (this driver's record) found it stale for ``reason`` and removed it."""
         who = f"{old['command']}, pid {old['pid']} on {old['host']}" if old else "an unreadable lease"
-        log.warning(f"{self.experiment}: took over the driver lease from {who}: {reason}")
-        assert self.record is not None
-        by = {k: self.record[k] for k in ("host", "pid", "command", "token")}
-        line = json.dumps({"time": _iso(self._clock()), "event": "takeover", "reason": reason, "by": by,
-                           "from": old}, sort_keys=True).encode() + b"\n"
+        if new is not None and new["token"] == remover["token"]:
+            log.warning(f"{self.experiment}: took over the driver lease from {who}: {reason}")
+        else:
+            log.warning(f"{self.experiment}: removed the stale driver lease of {who} ({reason}); another driver "
+                        f"created its lease first")
+        ids = ("host", "pid", "command", "token")
+        line = json.dumps({"time": _iso(self._clock()), "event": "takeover", "reason": reason, "from": old,
+                           "by": new and {k: new[k] for k in ids}, "removed_by": {k: remover[k] for k in ids}},
+                          sort_keys=True).encode() + b"\n"
         target = storage.join(self.experiment, LEASE_LOG)
         try:
             if self._remote:  # no append on object stores: read, add, write back
@@ -279,17 +299,12 @@ class Lease:
         self.lost = True
         log.warning(f"{self.experiment}: this driver lost its lease ({why}); it no longer holds the experiment")
 
-    def _remove_if_ours(self) -> None:
-        assert self.record is not None
-        current = self._read()
-        if current is None or _token_of(current) != self.record["token"]:
-            if current is not None:
-                self._lose(_describe(current))
-            return
+    def _remove(self, current: bytes) -> None:
+        """Remove the lease file, which held ``current`` (this driver's record) when read."""
         if self._remote:
             storage.delete(self.path)
         else:
-            _set_aside(Path(self.path), current, self.record["token"])
+            _set_aside(Path(self.path), current, secrets.token_hex(8))
 
     # reading -------------------------------------------------------------------------------------------------
 
@@ -411,11 +426,16 @@ def _parse(data: bytes) -> dict:
     return {**held, "host": _one_line(held["host"]), "command": _one_line(held["command"])}
 
 
-def _token_of(data: bytes) -> str | None:
+def _parse_or_none(data: bytes) -> dict | None:
     try:
-        return _parse(data)["token"]
+        return _parse(data)
     except ValueError:
         return None
+
+
+def _token_of(data: bytes) -> str | None:
+    held = _parse_or_none(data)
+    return held and held["token"]
 
 
 def _describe(data: bytes) -> str:

@@ -141,8 +141,10 @@ def test_processes_racing_for_one_experiment_exactly_one_wins(tmp_path):
             assert sorted(outcomes) == ["held", "held", "won"], f"round {round_}: {outcomes}"
             winner = racers[outcomes.index("won")].pid
             assert _read(exp)["pid"] == winner
-            if stale:  # one takeover, by the winner
-                assert [(e["by"]["pid"], e["from"]["pid"]) for e in _log_lines(exp)] == [(winner, dead)]
+            if stale:  # one takeover entry: to the winner, from the dead driver, written by the racer that removed it
+                (entry,) = _log_lines(exp)
+                assert (entry["by"]["pid"], entry["from"]["pid"]) == (winner, dead)
+                assert entry["removed_by"]["pid"] in [r.pid for r in racers]
             assert sorted(p.name for p in exp.iterdir()) == [LEASE_FILE, LEASE_LOG][:1 + stale]
     finally:
         for racer in racers:
@@ -164,6 +166,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once_and_logged(tmp_path, c
     try:
         with caplog.at_level(logging.WARNING, logger="results.lease"), Lease(exp, "resume") as taker:
             assert _read(exp)["token"] == taker.record["token"]
+            taker_record = taker.record
     finally:
         if death == "zombie":
             child.wait()
@@ -174,6 +177,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once_and_logged(tmp_path, c
     assert entry["event"] == "takeover" and entry["reason"] == f"holder pid {pid} on host {HOST} is gone"
     assert entry["from"]["token"] == old["token"] and entry["from"]["pid"] == pid
     assert entry["by"]["pid"] == os.getpid() and entry["by"]["command"] == "resume"
+    assert entry["removed_by"] == entry["by"] == {k: taker_record[k] for k in ("host", "pid", "command", "token")}
     assert entry["time"].endswith("Z")
     assert not (exp / LEASE_FILE).exists()
 
@@ -233,6 +237,48 @@ def test_the_heartbeat_of_a_driver_taken_over_stops_and_leaves_the_new_lease(tmp
             assert _read(exp) == taken == new.record
         assert not (exp / LEASE_FILE).exists()
     assert not (exp / LEASE_FILE).exists()
+
+
+def test_a_lease_that_replaced_the_stale_one_in_the_instant_before_it_was_moved_is_put_back(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    _plant(exp, pid=_dead_pid())
+    rename = os.rename
+
+    def rival_lands_first(src, dst):  # another taker's lease replaces the stale one between the check and the move
+        monkeypatch.setattr(os, "rename", rename)
+        rival.update(_plant(exp, pid=os.getppid(), command="race", token="a" * 32))
+        rename(src, dst)
+
+    rival = {}
+    monkeypatch.setattr(os, "rename", rival_lands_first)
+    with pytest.raises(LeaseHeld, match=r"\(race, pid \d+ on "):
+        Lease(exp, "resume").acquire()
+    assert _read(exp) == rival  # moved aside, found not to be the stale lease, put back
+    assert sorted(p.name for p in exp.iterdir()) == [LEASE_FILE]
+
+
+def test_when_a_newcomer_creates_first_the_remover_of_the_stale_lease_logs_the_takeover(tmp_path, monkeypatch, caplog):
+    exp = tmp_path / "exp"
+    dead = _dead_pid()
+    _plant(exp, pid=dead)
+    set_aside = lease_module._set_aside
+
+    def newcomer_creates_in_between(*args):
+        removed = set_aside(*args)
+        newcomer.update(_plant(exp, pid=os.getppid(), command="launch", token="b" * 32))
+        return removed
+
+    newcomer = {}
+    monkeypatch.setattr(lease_module, "_set_aside", newcomer_creates_in_between)
+    with caplog.at_level(logging.WARNING, logger="results.lease"), pytest.raises(LeaseHeld, match=r"\(launch, "):
+        Lease(exp, "resume").acquire()
+    assert _read(exp) == newcomer
+    (entry,) = _log_lines(exp)
+    assert entry["from"]["pid"] == dead and entry["by"]["token"] == "b" * 32
+    assert entry["removed_by"]["pid"] == os.getpid() and entry["removed_by"]["command"] == "resume"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{exp}: removed the stale driver lease of launch, pid {dead} on {HOST} (holder pid {dead} on host {HOST} "
+        f"is gone); another driver created its lease first"]
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b'{"pid": 5}'])
@@ -315,3 +361,16 @@ def test_on_object_storage_a_driver_whose_record_was_overwritten_while_settling_
     with pytest.raises(LeaseHeld, match=r"\(launch, pid 77 on host-b, since "):
         Lease(uri, "resume").acquire()
     assert _read(local) == rival  # the loser did not remove the winner's record
+
+
+def test_on_object_storage_a_driver_interrupted_while_settling_leaves_no_lease(bucket, monkeypatch):
+    uri, local, _ = bucket
+
+    def interrupted(seconds):
+        assert (local / LEASE_FILE).exists()  # written, not yet read back
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lease_module, "_sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Lease(uri, "launch").acquire()
+    assert not (local / LEASE_FILE).exists()
