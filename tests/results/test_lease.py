@@ -2,7 +2,8 @@
 is refused in one line; of drivers racing in separate processes exactly one wins, for a free experiment and for a
 stale lease alike; a lease whose holder died on this host, or went silent elsewhere, is taken over and the takeover
 logged; the heartbeat advances; a holder that was taken over neither rewrites nor removes the new holder's file.
-The object-storage path runs against pyarrow's local file system standing in for the bucket."""
+The object-storage path runs against pyarrow's local file system standing in for the bucket (deterministic: the
+settle wait is replaced), and once against moto's S3 server (conftest's ``s3``; skipped without boto3)."""
 from __future__ import annotations
 
 import json
@@ -374,3 +375,25 @@ def test_on_object_storage_a_driver_interrupted_while_settling_leaves_no_lease(b
     with pytest.raises(KeyboardInterrupt):
         Lease(uri, "launch").acquire()
     assert not (local / LEASE_FILE).exists()
+
+
+def test_on_a_real_s3_protocol_server_the_lease_is_taken_kept_fresh_taken_over_and_given_back(s3, s3_bucket):
+    """The same path against moto's S3 server (conftest's ``s3``): object mtimes, deletes and the log's
+    read-add-write as S3 does them."""
+    uri = f"s3://{s3_bucket}/lease-{os.getpid()}-{time.time_ns()}"
+    with Lease(uri, "launch", timeout_s=5, heartbeat_s=0.1, settle_s=0.2) as held:
+        assert holder(uri) == held.record
+        with pytest.raises(LeaseHeld, match=rf"^{uri}: another driver holds this experiment \(launch, "):
+            Lease(uri, "resume", settle_s=0.2).acquire()
+        first = holder(uri)["heartbeat"]
+        assert _wait_for(lambda: holder(uri)["heartbeat"] != first)
+    assert holder(uri) is None
+    silent = {"host": "host-a", "pid": 1234, "command": "launch", "token": "c" * 32,
+              "started": _iso(time.time() - 900), "heartbeat": _iso(time.time() - 600)}
+    storage.write_bytes(f"{uri}/{LEASE_FILE}", json.dumps(silent).encode())
+    with Lease(uri, "resume", settle_s=0.2) as taker:
+        assert holder(uri) == taker.record
+        token = taker.record["token"]
+    (entry,) = [json.loads(line) for line in storage.read_bytes(f"{uri}/{LEASE_LOG}").decode().splitlines()]
+    assert entry["from"] == silent and entry["by"]["token"] == token
+    assert holder(uri) is None
