@@ -36,18 +36,27 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     Raises:
         ValueError: naming the file, when it is missing, unreadable or not a p2m checkpoint.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = next((p for p in (path / CHECKPOINT_FILE, path / BEST_FILE) if p.is_file()), path / CHECKPOINT_FILE)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not a readable checkpoint (an empty file)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        detail = (str(exc).splitlines() or [""])[0][:200]  # some have no message at all
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}{': ' if detail else ''}{detail})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a p2m checkpoint (format {FORMAT} with model and config)")
     return state
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file :func:`load_checkpoint` reads for ``path`` (a file, a checkpoint directory or a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = next((p for p in (path / CHECKPOINT_FILE, path / BEST_FILE) if p.is_file()), path / CHECKPOINT_FILE)
+    return path
 
 
 def checkpoint_config(state: dict, source: str = "checkpoint") -> TrainConfig:
@@ -57,13 +66,20 @@ def checkpoint_config(state: dict, source: str = "checkpoint") -> TrainConfig:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, its TrainConfig) from a checkpoint file or directory: the weights validation
-    measured (the EMA's, when the run kept one)."""
+    measured (the EMA's, when the run kept one).
+
+    Raises:
+        ValueError: naming the file, when it is not a p2m checkpoint (:func:`load_checkpoint`), its weights do
+            not fit the model its config builds (naming the first key that differs), or a weight is NaN or
+            infinite (naming the first such tensor).
+    """
     import dataclasses
     import warnings
 
     from p2m.model import Pixel2Mesh
     from p2m.model.backbone import resolve_norm
 
+    path = checkpoint_file(path)
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, str(path))
     with warnings.catch_warnings():
@@ -71,5 +87,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         # the saved weights replace the backbone's init, so its weights file need not exist here
         norm = resolve_norm(cfg.model.backbone_norm, bool(cfg.model.backbone_weights))
         model = Pixel2Mesh(dataclasses.replace(cfg.model, backbone_weights="", backbone_norm=norm), cfg.data.image_size)
-    model.load_state_dict(state["ema"]["module"] if "ema" in state else state["model"])
+    weights = state["ema"]["module"] if "ema" in state else state["model"]
+    check_weights(weights, model.state_dict(), str(path))
+    model.load_state_dict(weights)
     return model.to(device).eval(), cfg
+
+
+def check_weights(weights: dict, expected: dict, source: str) -> None:
+    """Raise a one-line ValueError naming ``source`` unless ``weights`` has exactly the keys and shapes of the
+    state dict ``expected`` and every floating-point tensor in it is finite."""
+    if not isinstance(weights, dict):
+        raise ValueError(f"{source}: the model's weights are not a state dict")
+    for key in [*expected, *(k for k in weights if k not in expected)]:
+        if key not in weights:
+            raise ValueError(f"{source}: weights of another model (no {key}; was it written by another profile?)")
+        if key not in expected:
+            raise ValueError(f"{source}: weights of another model (unexpected {key}; was it written by another "
+                             "profile?)")
+        got, want = weights[key], expected[key]
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise ValueError(f"{source}: weights of another model ({key} is {shape}, this config's model has "
+                             f"{tuple(want.shape)}; was it written by another profile?)")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise ValueError(f"{source}: the weights hold NaN or infinite values (first in {key})")

@@ -11,6 +11,7 @@ import json
 import sys
 from importlib.metadata import entry_points
 
+from p2m.atomic import WriteError
 from p2m.data.errors import DataError
 
 
@@ -25,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"p2m: error: {exc}", file=sys.stderr)
         return 2
-    except FloatingPointError as exc:  # p2m.train.NonFiniteLossError
+    except (FloatingPointError, WriteError) as exc:  # p2m.train.NonFiniteLossError; a full disk
         print(f"p2m: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("p2m: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # search.outcome.Interrupted says how to go on and carries 128 + its signal
+        print(str(exc) or "p2m: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +103,9 @@ def _check(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_report(report))
-    for line in report.errors:
-        print(f"p2m: error: {line}", file=sys.stderr)
+    if report.errors:  # all of them are in the report above
+        more = f" (and {len(report.errors) - 1} more problems)" if len(report.errors) > 1 else ""
+        print(f"p2m: error: {report.errors[0]}{more}", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -187,18 +189,22 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from pathlib import Path
 
+    import numpy as np
+
     from p2m.checkpoint import load_model
     from p2m.data.image import read_image
     from p2m.predict import predict_image, stage_faces, write_stage_objs
     from p2m.render import preview_png, write_obj
     from p2m.train import resolve_device
 
-    model, cfg = load_model(args.checkpoint, resolve_device(args.device))
-    rgba = read_image(args.image)
-    verts, faces = predict_image(model, cfg, rgba), stage_faces(model)
     out = Path(args.out)
     if out.suffix.lower() != ".obj":
         raise ValueError(f"--out {out}: expected a .obj path")
+    model, cfg = load_model(args.checkpoint, resolve_device(args.device))
+    rgba = read_image(args.image)
+    verts, faces = predict_image(model, cfg, rgba), stage_faces(model)
+    if not all(np.isfinite(v).all() for v in verts):
+        raise ValueError(f"{args.checkpoint}: predicted NaN or infinite vertices for {args.image}; nothing written")
     write_obj(out, verts[-1], faces[-1])
     print(f"wrote {out} ({len(verts[-1])} vertices, {len(faces[-1])} faces)")
     if args.all_stages:

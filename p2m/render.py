@@ -20,10 +20,17 @@ STAGE_COLOURS = ("#8fb8de", "#7fc8a9", "#f0b775")
 
 
 def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> Path:
-    """Write a triangle mesh as Wavefront OBJ (atomically). verts (V, 3) float, faces (F, 3) int, 0-based."""
+    """Write a triangle mesh as Wavefront OBJ (atomically). verts (V, 3) float, faces (F, 3) int, 0-based.
+
+    Raises:
+        ValueError: for a wrong shape, or a NaN or infinite vertex (nothing is written).
+    """
     verts, faces = np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
     if verts.ndim != 2 or verts.shape[1] != 3:
         raise ValueError(f"verts must have shape (V, 3), got {verts.shape}")
+    if not np.isfinite(verts).all():
+        bad = int((~np.isfinite(verts)).any(axis=1).sum())
+        raise ValueError(f"{path}: not written, {bad} of {len(verts)} vertices are NaN or infinite")
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]

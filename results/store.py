@@ -39,6 +39,13 @@ class ResultsError(ValueError):
     """A results table is missing or unreadable; the message names the path."""
 
 
+class CorruptTableError(ValueError):
+    """A trials table that is there but unusable (not Parquet, or without a column every row has); the message
+    names the file and what is wrong. Not a ResultsError on purpose: readers take a ResultsError from
+    :func:`read_trials` for "not written yet" (the driver died first) and rebuild the table from the result rows,
+    which must not happen to a damaged file (a table is written whole or not at all, so damage is never a crash)."""
+
+
 TOP_LEVEL = 3  # the level whose parts merge with each other (each row is rewritten about this many times)
 FANOUT = 16  # parts of one level that merge into one of the next
 
@@ -209,6 +216,8 @@ def _merge(root, parts: list, key: tuple[str, ...], level: int):
 def _merged(parts: list, key: tuple[str, ...], dedupe: bool) -> pd.DataFrame:
     # concatenated as Arrow tables, converted once (a pandas frame per part costs more than reading it)
     tables = [_read_arrow(p) for p in parts]
+    for part, table in zip(parts, tables):
+        _require_columns(table.column_names, (*key, WRITTEN_AT) if dedupe else key, part, ResultsError)
     df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     if dedupe and len(df):
         df = df.sort_values(WRITTEN_AT, kind="stable").drop_duplicates(list(key), keep="last")
@@ -231,10 +240,21 @@ def write_trials(experiment_dir: str | os.PathLike, trials: pd.DataFrame | Itera
 
 
 def read_trials(experiment_dir: str | os.PathLike) -> pd.DataFrame:
+    """The trials table (one row per trial), by trial id.
+
+    Raises:
+        ResultsError: naming the file, when there is none.
+        CorruptTableError: naming the file, when it is not a readable Parquet file or has no trial_id column.
+    """
     path = storage.join(experiment_dir, TRIALS_FILE)
     if not storage.is_file(path):
         raise ResultsError(f"{path}: no trials table")
-    return read_table(path).sort_values(TRIAL_ID, kind="stable").reset_index(drop=True)
+    try:
+        table = read_table(path)
+    except ResultsError as exc:
+        raise CorruptTableError(str(exc)) from None
+    _require_columns(table.columns, (TRIAL_ID,), path, CorruptTableError)
+    return table.sort_values(TRIAL_ID, kind="stable").reset_index(drop=True)
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
@@ -264,6 +284,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return _read_arrow(path).to_pandas()
 
 
+def _require_columns(columns, required: tuple[str, ...], path, error: type[ValueError]) -> None:
+    missing = [c for c in required if c not in set(columns)]
+    if missing:
+        raise error(f"{path}: not a table of this project (no column {missing[0]})")
+
+
 def _read_arrow(path: str | os.PathLike) -> pa.Table:
     try:
         # one file: ParquetFile reads it in half the time read_table takes (no dataset discovery)
@@ -272,5 +298,5 @@ def _read_arrow(path: str | os.PathLike) -> pa.Table:
         raise ResultsError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
 
 
-__all__ = ["ITERATION", "ResultsError", "ResultsWriter", "compact", "maintain", "max_parts", "read_results",
+__all__ = ["ITERATION", "CorruptTableError", "ResultsError", "ResultsWriter", "compact", "maintain", "max_parts", "read_results",
            "read_table", "read_trials", "read_views", "remove_temporaries", "write_trials"]

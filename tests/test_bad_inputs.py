@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from p2m.cli import main
@@ -149,7 +150,20 @@ CASES = {
     ".dat linked to /dev/zero": (_dev_zero_dat, "00.dat: not a regular file (a character device)"),
     "original layout without file lists": (_synth_without_lists, "synth: no file lists (train_list.txt"),
     "model lacking a view": (_synth_model_lacking_a_view, "rendering: 1 views, rendering_metadata.txt lists 2"),
+    "0-byte checkpoint": (lambda tmp: _predict(tmp, _empty(tmp / "empty.pt")),
+                          "empty.pt: not a readable checkpoint (an empty file)"),
 }
+
+
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _predict(tmp: Path, checkpoint: Path) -> list:
+    image = tmp / "view.png"
+    Image.new("RGBA", (64, 64), (200, 100, 50, 255)).save(image)
+    return ["predict", "--checkpoint", checkpoint, image, "--out", tmp / "out" / "mesh.obj"]
 
 
 @pytest.mark.parametrize("build, fragment", list(CASES.values()), ids=list(CASES))
@@ -163,6 +177,86 @@ def test_bad_input_is_one_line_naming_it(build, fragment, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("p2m: error:"), err
     assert fragment in lines[0], err
     assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    """A checkpoint's state of the tiny profile's model, untrained (its weights as built)."""
+    import warnings
+
+    from p2m.config import profile_config
+    from p2m.model import Pixel2Mesh
+
+    cfg = profile_config("tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no pretrained backbone weights
+        model = Pixel2Mesh(cfg.model, cfg.data.image_size)
+    return {"epoch": 1, "config": cfg.to_dict(), "model": model.state_dict()}
+
+
+def _other_profile(state: dict) -> dict:
+    config = {**state["config"], "model": {**state["config"]["model"], "hidden_dim": 48}}
+    return {**state, "config": config}
+
+
+def _nan_weights(state: dict) -> dict:
+    model = dict(state["model"])
+    key = next(k for k, v in model.items() if v.is_floating_point() and "backbone" not in k)
+    model[key] = torch.full_like(model[key], float("nan"))
+    return {**state, "model": model}
+
+
+CHECKPOINT_CASES = {
+    "other-profile checkpoint": (_other_profile, "other.pt: weights of another model ("),
+    "NaN weights checkpoint": (_nan_weights, "other.pt: the weights hold NaN or infinite values (first in "),
+}
+
+
+@pytest.mark.parametrize("change, fragment", list(CHECKPOINT_CASES.values()), ids=list(CHECKPOINT_CASES))
+def test_bad_checkpoint_is_one_line_and_writes_no_mesh(change, fragment, tiny_state, tmp_path, capsys):
+    from p2m.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "other.pt", change(tiny_state))
+    code = main([str(a) for a in _predict(tmp_path, tmp_path / "other.pt")])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("p2m: error:") and fragment in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_predicted_nan_vertices_are_never_written(tmp_path):
+    from p2m.render import write_obj
+
+    verts = np.zeros((3, 3))
+    verts[1, 2] = np.nan
+    with pytest.raises(ValueError, match="mesh.obj: not written, 1 of 3 vertices are NaN or infinite"):
+        write_obj(tmp_path / "mesh.obj", verts, np.array([[0, 1, 2]]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary(tiny_state, tmp_path, monkeypatch, capsys):
+    """A checkpoint written on a full disk: one line naming it, no temporary left; the same through `p2m predict`
+    writing its OBJ."""
+    from p2m.checkpoint import save_checkpoint
+
+    written = Path.write_bytes
+
+    def full(self, data):
+        written(self, data[: len(data) // 2])  # half of it, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    save_checkpoint(tmp_path / "ok.pt", tiny_state)
+    argv = [str(a) for a in _predict(tmp_path, tmp_path / "ok.pt")]
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=f"^no space left on device writing {tmp_path / 'ckpt' / 'checkpoint.pt'}$"):
+        save_checkpoint(tmp_path / "ckpt" / "checkpoint.pt", tiny_state)
+    assert list((tmp_path / "ckpt").iterdir()) == []
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == f"p2m: error: no space left on device writing {tmp_path / 'out' / 'mesh.obj'}\n", err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_dat_larger_than_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
@@ -195,3 +289,44 @@ def test_an_interrupted_synth_leaves_nothing_at_out(tmp_path, monkeypatch):
     (tmp_path / "mine" / "notes.txt").write_text("not a dataset")
     assert main([*argv[:3], str(tmp_path / "mine"), *argv[4:]]) == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "not a dataset"
+
+
+def _trials_of_wrong_schema(tmp: Path) -> Path:
+    import pandas as pd
+
+    pd.DataFrame({"name": ["a"], "loss": [1.0]}).to_parquet(tmp / "trials.parquet")
+    return tmp
+
+
+def _garbage_trials(tmp: Path) -> Path:
+    (tmp / "trials.parquet").write_bytes(b"PAR1 not parquet at all")
+    return tmp
+
+
+def _results_part_of_wrong_schema(tmp: Path) -> Path:
+    import pandas as pd
+
+    (tmp / "results").mkdir()
+    pd.DataFrame({"trial_id": ["a"], "loss": [1.0]}).to_parquet(tmp / "results" / "part-1-1.parquet")
+    return tmp
+
+
+TABLE_CASES = {
+    "wrong-schema trials.parquet": (_trials_of_wrong_schema, "read_trials",
+                                    "trials.parquet: not a table of this project (no column trial_id)"),
+    "garbage trials.parquet": (_garbage_trials, "read_trials", "trials.parquet: not a readable Parquet file"),
+    "wrong-schema results part": (_results_part_of_wrong_schema, "read_results",
+                                  "part-1-1.parquet: not a table of this project (no column training_iteration)"),
+}
+
+
+@pytest.mark.parametrize("build, reader, fragment", list(TABLE_CASES.values()), ids=list(TABLE_CASES))
+def test_bad_table_is_one_line_naming_the_file(build, reader, fragment, tmp_path):
+    """A damaged trials table is a CorruptTableError, not the ResultsError of a missing one, which the analysis
+    answers by rebuilding the table as if the driver had died."""
+    import results.store as store
+
+    with pytest.raises(ValueError, match="") as err:
+        getattr(store, reader)(build(tmp_path))
+    assert fragment in str(err.value) and "\n" not in str(err.value), err.value
+    assert isinstance(err.value, store.CorruptTableError) == (reader == "read_trials")
