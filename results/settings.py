@@ -62,6 +62,9 @@ class SearchSettings:
             raise ValueError(f"scheduler.reduction_factor must be > 1, got {self.reduction_factor}")
         if self.grace_period > self.max_t:
             raise ValueError(f"scheduler.grace_period ({self.grace_period}) exceeds scheduler.max_t ({self.max_t})")
+        if not (math.isfinite(self.reduction_factor) and math.isfinite(self.cpu) and math.isfinite(self.gpu)):
+            raise ValueError(f"scheduler.reduction_factor, resources.cpu and resources.gpu must be finite, got "
+                             f"{self.reduction_factor}, {self.cpu}, {self.gpu}")
         if self.cpu <= 0 or self.gpu < 0:
             raise ValueError(f"resources: cpu must be > 0 and gpu >= 0, got cpu={self.cpu}, gpu={self.gpu}")
         if self.race_top < 0 or self.race_min_rounds < 2 or self.race_seeds < self.race_min_rounds:

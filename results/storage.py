@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from p2m.atomic import atomic_write_bytes
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
 Location = Path | str  # a local path, or a remote URI string
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # an experiment's name: one path component
 
 
 class StorageError(ValueError):
@@ -71,6 +74,24 @@ def join(base: str | os.PathLike, *names: str) -> Location:
     if is_remote(base):
         return "/".join([str(base).rstrip("/"), *(n.strip("/") for n in names)])
     return Path(base).joinpath(*names)
+
+
+def check_name(name: str, what: str = "experiment name") -> str:
+    """``name`` when it is one path component of letters, digits, ``-``, ``_`` and ``.``, not starting with a dot
+    (at most 128 characters): what an experiment directory under ``storage.path`` may be called.
+
+    Raises:
+        ValueError: naming ``what`` and the name.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: use letters, digits, '-', '_' and '.', not starting with a dot (one "
+                         "directory under the storage path)")
+    return name
+
+
+def experiment(base: str | os.PathLike, name: str) -> Location:
+    """The experiment ``name`` under the storage path ``base`` (a checked name: it cannot leave ``base``)."""
+    return join(location(base), check_name(name))
 
 
 def name_of(loc: str | os.PathLike) -> str:
@@ -166,6 +187,18 @@ def delete(loc: str | os.PathLike) -> None:
             fs.delete_file(path)
     except FileNotFoundError:
         pass
+
+
+def remove_tree(loc: str | os.PathLike) -> None:
+    """Remove the directory ``loc`` and everything under it (nothing when it is gone)."""
+    if not is_remote(loc):
+        if Path(loc).is_dir():
+            shutil.rmtree(loc)
+        return
+    fs, path = filesystem(loc)
+    with _reaching(loc):
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
 
 
 def upload_dir(local: str | os.PathLike, loc: str | os.PathLike) -> None:

@@ -48,6 +48,16 @@ class ParquetResults(Callback):
         self._results_seen = 0
         self._trials_written_at = -math.inf
 
+    def on_step_begin(self, iteration, trials, **info):
+        self._trials = trials  # Ray's live list, read at its snapshots (get_state)
+
+    def get_state(self):
+        """Ray's snapshot of its state: remember each trial's status in it. The last snapshot, taken after an
+        interrupted run ends and before Ray stops the running trials (and marks them TERMINATED), is what resume
+        continues from: the trials table records those trials as it does (RUNNING: unfinished)."""
+        self._snapshot_status = {t.trial_id: str(t.status) for t in getattr(self, "_trials", None) or ()}
+        return None
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = result_row(self.experiment, trial.trial_id, result)
         row[BASELINE] = baseline_name(trial.config, self.baselines)
@@ -86,6 +96,8 @@ class ParquetResults(Callback):
         """What the search knows of a trial beyond its rows: status, error, failures, baseline and config (the
         base config with the sampled point applied, so a trial that never reported has one too)."""
         status = str(trial.status)
+        if status == "TERMINATED":  # stopped by Ray at the end of an interrupted run, not by the scheduler
+            status = getattr(self, "_snapshot_status", {}).get(trial.trial_id, status)
         error = None
         if status == "ERROR":
             text = trial.get_error()

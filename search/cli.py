@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from importlib.resources import files
@@ -42,6 +43,12 @@ def register(verbs) -> None:
     race.add_argument("--quiet", action="store_true", help="no per-trial progress table")
     race.set_defaults(func=_race)
 
+    trust = sub.add_parser("trust", help="sign an experiment's Ray state with this machine's restore key, so that "
+                                          "resume may read it: only when every writer of the experiment is trusted "
+                                          "(README: Security)")
+    trust.add_argument("experiment_dir")
+    trust.set_defaults(func=_trust)
+
     best = sub.add_parser("train-best", help="retrain the race's winner (else the best trial) and baselines on fresh "
                                              "seeds, as Ray trials, and test them")
     best.add_argument("experiment_dir")
@@ -79,7 +86,7 @@ def _launch(args: argparse.Namespace) -> int:
     from search.run import experiment_dir, launch
 
     overrides = {}
-    if args.name:
+    if args.name is not None:
         overrides["name"] = args.name
     if args.num_samples is not None:
         overrides["num_samples"] = args.num_samples
@@ -100,10 +107,8 @@ def _launch(args: argparse.Namespace) -> int:
     exp = experiment_dir(cfg)
     print(f"search {cfg.name}: {cfg.num_samples} trials, {cfg.scheduler} to {cfg.max_t} epochs, "
           f"{cfg.max_concurrent} at a time; experiment in {exp}")
-    launch(cfg, args.address, verbose=0 if args.quiet else 1)
-    status = _leaderboard(exp)
-    _race_after(exp, cfg, args.address, args.quiet)
-    return status
+    outcome = launch(cfg, args.address, verbose=0 if args.quiet else 1)
+    return _after_search(exp, cfg, outcome, args.address, args.quiet)
 
 
 def smoke_config(cfg):
@@ -139,21 +144,47 @@ def _resume(args: argparse.Namespace) -> int:
     from p2m.names import SETTINGS_FILE
     from results import storage
 
-    resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
-    status = _leaderboard(args.experiment_dir)
+    outcome = resume(args.experiment_dir, args.address, args.restart_errored, verbose=0 if args.quiet else 1)
     cfg = load_experiment_config(storage.join(storage.location(args.experiment_dir), SETTINGS_FILE))
-    _race_after(args.experiment_dir, cfg, args.address, args.quiet)
-    return status
+    return _after_search(args.experiment_dir, cfg, outcome, args.address, args.quiet)
 
 
-def _race_after(experiment_dir, cfg, address: str | None, quiet: bool) -> None:
-    """The race a search's config asks for (``race:``), at the end of its launch or resume."""
+def _after_search(experiment_dir, cfg, outcome, address: str | None, quiet: bool) -> int:
+    """The leaderboard, and the race the search's config asks for (``race:``), at the end of its launch or
+    resume; the exit code: 130 or 143 when interrupted, 1 when too many trials errored (:mod:`search.outcome`)."""
+    if outcome.trials:
+        _leaderboard(experiment_dir)
+    line = outcome.summary(cfg.max_failures, f"p2m search resume {experiment_dir}")
+    if line is not None:
+        print(line, file=sys.stderr)
+        return outcome.exit_code(cfg.max_failures)
     if cfg.race_top:
-        _with_ray(address, lambda: _run_race(experiment_dir, cfg.race_top, cfg.race_seeds, cfg.race_min_rounds, quiet))
+        _with_ray(address, experiment_dir, "race",
+                  lambda: _run_race(experiment_dir, cfg.race_top, cfg.race_seeds, cfg.race_min_rounds, quiet))
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from p2m.names import RUNS_DIR, SETTINGS_FILE
+    from results import storage
+    from results.lease import Lease
+    from search.trust import TUNER_FILE, restore_key, sign_experiment
+
+    exp = storage.location(args.experiment_dir)
+    if not storage.is_file(storage.join(exp, SETTINGS_FILE)):
+        raise ValueError(f"{exp}: not an experiment (no {SETTINGS_FILE})")
+    key = restore_key(create=True)
+    with Lease(exp, "trust"):
+        phases = [storage.join(exp, RUNS_DIR, name) for name in storage.subdirs(storage.join(exp, RUNS_DIR))
+                  if storage.is_file(storage.join(exp, RUNS_DIR, name, TUNER_FILE))]
+        for ray_experiment in [exp, *phases]:
+            print(f"{ray_experiment}: {sign_experiment(ray_experiment, key)} state files signed")
+    return 0
 
 
 def _race(args: argparse.Namespace) -> int:
-    _with_ray(args.address, lambda: _run_race(args.experiment_dir, args.top, args.seeds, args.min_rounds, args.quiet))
+    _with_ray(args.address, args.experiment_dir, "race",
+              lambda: _run_race(args.experiment_dir, args.top, args.seeds, args.min_rounds, args.quiet))
     return 0
 
 
@@ -173,22 +204,31 @@ def _train_best(args: argparse.Namespace) -> int:
     baselines = tuple(args.baseline)
     if args.with_baselines:
         baselines = tuple(read_trials(args.experiment_dir)[BASELINE].dropna().drop_duplicates())
-    _with_ray(args.address, lambda: train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
+    _with_ray(args.address, args.experiment_dir, "train-best", lambda: train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
                                                baselines, args.pick, args.first_seed, verbose=0 if args.quiet else 1))
     return 0
 
 
-def _with_ray(address: str | None, work) -> None:
-    """Run ``work`` with Ray up (the cluster at ``address``, else a new local instance), and shut it down after."""
+def _with_ray(address: str | None, experiment_dir, command: str, work) -> None:
+    """Run ``work`` under this driver's lease of the experiment, with Ray up (the cluster at ``address``, else a
+    new local instance), and shut it down after."""
     import ray
 
+    from results import storage
+    from results.lease import Lease
     from search.run import init_ray
 
-    init_ray(address)
-    try:
-        work()
-    finally:
-        ray.shutdown()
+    from p2m.names import SETTINGS_FILE
+
+    exp = storage.location(experiment_dir)
+    if not storage.is_file(storage.join(exp, SETTINGS_FILE)):
+        raise ValueError(f"{exp}: not an experiment (no {SETTINGS_FILE})")
+    with Lease(exp, command):
+        init_ray(address)
+        try:
+            work()
+        finally:
+            ray.shutdown()
 
 
 def _check_data(root: str) -> None:

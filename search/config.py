@@ -33,6 +33,7 @@ from pathlib import Path
 from optuna.distributions import BaseDistribution
 
 from p2m.config import TrainConfig, from_dict, read_yaml
+from results import storage
 from results.settings import SearchSettings, read_settings_file
 from search.space import NAMED_BASELINES, BaselinePoint, baseline_points, space_from_dict
 
@@ -125,6 +126,10 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
     if "max_t" not in kwargs:
         kwargs["max_t"] = kwargs["base"].optim.max_epochs
     kwargs.update(overrides or {})
+    if "name" in kwargs:
+        storage.check_name(kwargs["name"], f"{source}: name")
+    if kwargs["max_t"] < 1:
+        raise ValueError(f"{source}: scheduler.max_t must be >= 1, got {kwargs['max_t']!r}")
     kwargs["base"] = _with_epochs(_absolute_paths(kwargs["base"]), kwargs["max_t"])
     try:
         cfg = SearchConfig(**kwargs)

@@ -37,7 +37,12 @@ def optuna_storage(experiment_dir: str | Path, url: str = "", new: bool = False)
     an experiment on object storage, a journal on the driver's disk that travels in the searcher's snapshot
     (:class:`SnapshotJournalBackend`). ``new``: a new search (a stale local copy of the journal is removed)."""
     if url:
-        return optuna.storages.RDBStorage(url)
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # SQLAlchemy's many errors: a bad URL, a missing driver, no server
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(url, "<url>")[:200]
+            raise ValueError(f"storage.optuna_url: cannot open the study's database ({type(exc).__name__}: "
+                             f"{reason})") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if storage.is_remote(experiment_dir):

@@ -20,34 +20,50 @@ from p2m.config import to_plain
 from p2m.names import MODE, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column, weight
 from results import storage
 from results.schema import ITERATION, KEY
+from results.lease import LEASE_FILE, Lease
 from results.space import write_space
 from results.store import VIEWS_KEY, compact, remove_temporaries
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
+from search.outcome import Outcome, fit
 from search.optuna_adapter import quiet as quiet_optuna
 from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
 from search.population import param_space as population_space
 from search.schedulers import build_scheduler, build_searcher
 from search.trainable import train_trial, trial_resources
+from search.trust import SIGNATURES, SignState, restore_key, verify
 
 
 def experiment_dir(cfg: SearchConfig) -> storage.Location:
     """``storage.path/name``: a local ``Path``, or a URI string on object storage (``s3://``, ``gs://``)."""
-    return storage.join(storage.location(cfg.storage_path), cfg.name)
+    return storage.experiment(cfg.storage_path, cfg.name)
 
 
-def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trainable=None):
-    """Run a new search to the end; returns Ray's ResultGrid. ``trainable``: a Ray Tune function trainable in
-    place of training (``benchmarks/bench_scale.py``'s synthetic curves).
+def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trainable=None) -> Outcome:
+    """Run a new search to the end under this driver's lease; returns its :class:`Outcome`. ``trainable``: a Ray
+    Tune function trainable in place of training (``benchmarks/bench_scale.py``'s synthetic curves).
+
+    An experiment whose launch died before Ray's first signed snapshot (its settings there, no signatures: nothing
+    ``resume`` could restore) is started again from nothing.
 
     Raises:
-        ValueError: when the experiment directory already holds a search (resume it instead).
+        ValueError: when the experiment directory already holds a search (resume it instead), or another driver
+            holds it (:class:`results.lease.LeaseHeld`), or the trials ask for more than a node has.
     """
     exp = experiment_dir(cfg)
-    if storage.exists(storage.join(exp, SETTINGS_FILE)):
-        raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
+    with Lease(exp, "launch"):
+        if storage.exists(storage.join(exp, SIGNATURES)):
+            raise ValueError(f"{exp}: already holds a search (p2m search resume {exp}, or choose another --name)")
+        if storage.exists(storage.join(exp, SETTINGS_FILE)):
+            print(f"{exp}: its launch stopped before Ray's first snapshot; starting it again", flush=True)
+            _start_over(exp)
+        restore_key(create=True)  # before anything is written: a driver without a key would refuse to resume
+        return _launch(cfg, exp, address, verbose, trainable)
+
+
+def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbose: int, trainable) -> Outcome:
     baselines = cfg.named_points()
     space = cfg.space()
     population = cfg.scheduler in POPULATION_SCHEDULERS
@@ -62,6 +78,7 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trai
                         yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
     init_ray(address)
     try:
+        check_resources(cfg.cpu, cfg.gpu, local=address is None)
         param_space = None
         if population:  # Ray's own generator draws the population (it refuses a searcher with PBT and PB2)
             param_space = population_space(space, cfg.scheduler,
@@ -80,32 +97,69 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trai
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
                                         reuse_actors=False),
             run_config=_run_config(cfg, exp, verbose))
-        return tuner.fit()
+        return fit(tuner, exp, cfg.num_samples)
     finally:
         ray.shutdown()
 
 
 def resume(exp: str | Path, address: str | None = None, restart_errored: bool = False, verbose: int = 1,
-           trainable=None):
-    """Continue a search from its experiment directory (unfinished trials from their checkpoints).
+           trainable=None) -> Outcome:
+    """Continue a search from its experiment directory (unfinished trials from their checkpoints), under this
+    driver's lease, once its Ray state has proven to be signed with this machine's restore key
+    (:mod:`search.trust`); returns its :class:`Outcome`.
 
     The results tables are compacted first (a driver that died left their parts, and perhaps a merge
     half done: :mod:`results.store`). ``trainable``: the one the search was launched with, when not training's."""
     exp = storage.location(exp)
+    if not storage.is_remote(exp) and exp.exists() and not exp.is_dir():
+        raise ValueError(f"{exp}: not an experiment directory (a file)")
     cfg = load_experiment_config(storage.join(exp, SETTINGS_FILE))
-    for table, key in ((RESULTS_DIR, KEY), (VIEWS_DIR, VIEWS_KEY)):
-        remove_temporaries(exp, table)
-        compact(exp, table, key)
-    init_ray(address)
-    try:
-        trainable = _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable)
-        if not tune.Tuner.can_restore(str(exp)):
-            raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
-        tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=restart_errored)
-        return tuner.fit()
-    finally:
-        ray.shutdown()
+    with Lease(exp, "resume"):
+        if not storage.exists(storage.join(exp, SIGNATURES)):
+            raise ValueError(f"{exp}: no signed Ray Tune snapshot to resume from (its launch stopped before its first "
+                             "trial started: run the launch again, it starts over; or an experiment of an older "
+                             f"p2m-search: p2m search trust {exp})")
+        verify(exp, restore_key())
+        for table, key_columns in ((RESULTS_DIR, KEY), (VIEWS_DIR, VIEWS_KEY)):
+            remove_temporaries(exp, table)
+            compact(exp, table, key_columns)
+        init_ray(address)
+        try:
+            check_resources(cfg.cpu, cfg.gpu, local=address is None)
+            trainable = _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable)
+            if not tune.Tuner.can_restore(str(exp)):
+                raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
+            tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=restart_errored)
+            return fit(tuner, exp, cfg.num_samples)
+        finally:
+            ray.shutdown()
+
+
+def check_resources(cpu: float, gpu: float, local: bool) -> None:
+    """Refuse trials that no alive node can hold (Ray would keep them pending for ever): on the embedded local Ray,
+    a one-line error; on a cluster, which may yet grow, a warning line.
+
+    Raises:
+        ValueError: naming the setting, what a trial asks and what the largest node has.
+    """
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for key, ask, kind in (("resources.cpu", cpu, "CPU"), ("resources.gpu", gpu, "GPU")):
+        most = max((float(r.get(kind, 0.0)) for r in nodes), default=0.0)
+        if ask > most:
+            line = f"{key} {ask:g}: a trial asks for more than any node has (the largest has {most:g} {kind})"
+            if local:
+                raise ValueError(line)
+            print(f"p2m: warning: {line}; its trials wait until such a node joins", flush=True)
+
+
+def _start_over(exp: storage.Location) -> None:
+    """Remove everything of ``exp`` but the driver lease (a launch that died before its first snapshot)."""
+    for loc in storage.list_files(exp):
+        if not storage.name_of(loc).startswith(LEASE_FILE):
+            storage.delete(loc)
+    for name in storage.subdirs(exp):
+        storage.remove_tree(storage.join(exp, name))
 
 
 def _trainable(cfg: SearchConfig, exp: storage.Location):
@@ -134,7 +188,7 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (init_ray): each costs the
         # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
-                   CSVLoggerCallback(), LostCheckpoints()])
+                   CSVLoggerCallback(), LostCheckpoints(), SignState()])
 
 
 def init_ray(address: str | None) -> None:
@@ -155,4 +209,4 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
 
 
-__all__ = ["launch", "resume", "experiment_dir", "init_ray"]
+__all__ = ["check_resources", "launch", "resume", "experiment_dir", "init_ray"]

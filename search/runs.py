@@ -24,7 +24,9 @@ from results.schema import ARM, ITERATION, PHASE, ROUND, SEED, TRIAL_ID
 from search.callbacks import ParquetResults
 from search.config import SearchConfig
 from search.ray_adapter import LostCheckpoints
+from search.outcome import Interrupted, fit
 from search.trainable import RUN_PARAM, train_run, trial_resources
+from search.trust import SignState, restore_key, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +72,15 @@ def run_phase(cfg: SearchConfig, experiment_dir: storage.Location, name: str, ru
         trial_resources(cfg.cpu, cfg.gpu))
     print(f"{name}: {len(pending)} of {len(runs)} runs to train, {cfg.max_concurrent} at a time ({phase})", flush=True)
     if tune.Tuner.can_restore(str(phase)):
+        verify(phase, restore_key())
         tuner = tune.Tuner.restore(str(phase), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space={RUN_PARAM: tune.grid_search([r.params() for r in pending])},
                            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent, reuse_actors=False),
                            run_config=_run_config(cfg, phase, epochs, verbose))
-    tuner.fit()
+    outcome = fit(tuner, phase, len(pending))
+    if outcome.interrupted:
+        raise Interrupted(outcome.summary(cfg.max_failures, "the same command"), 128 + outcome.signal_number)
     failed = [r for r in pending if not is_finished(experiment_dir, r.trial_id, r.seed)]
     if failed:
         raise RunsError(f"{name}: {len(failed)} of {len(pending)} runs did not finish ("
@@ -94,7 +99,7 @@ def _run_config(cfg: SearchConfig, phase: storage.Location, epochs: int, verbose
         progress_reporter=reporter, failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[ParquetResults(phase, storage.name_of(phase), epochs), CSVLoggerCallback(),
-                   LostCheckpoints()])
+                   LostCheckpoints(), SignState()])
 
 
 __all__ = ["Run", "RunsError", "run_phase"]

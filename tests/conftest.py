@@ -20,6 +20,21 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE_DIR = REPO.parent / "shared" / "fixtures" / "shapenet_p2m_sample"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def restore_key_home(tmp_path_factory) -> Path:
+    """The tests' restore keys (search.trust) live in a config directory of their own, never in the user's: every
+    command the tests run, in this process or a subprocess, makes and reads its key there."""
+    home = tmp_path_factory.mktemp("xdg-config")
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(home)
+    os.environ.pop("P2M_RESTORE_KEY", None)
+    yield home
+    if previous is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """The real sample (5 airplanes x 5 views); P2M_SAMPLE_DIR overrides where it lies."""
@@ -42,6 +57,16 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def ray_env():
     """Environment for a search subprocess: Ray's files under a private short temp dir, nothing off loopback."""
+    yield from _ray_env()
+
+
+@pytest.fixture(scope="module")
+def module_ray_env():
+    """:func:`ray_env` for a module's fixtures (one experiment several tests read)."""
+    yield from _ray_env()
+
+
+def _ray_env():
     tmp = Path(tempfile.mkdtemp(prefix="p2mray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
            "PYTHONUNBUFFERED": "1"}
@@ -115,7 +140,7 @@ def s3_bucket() -> str:
     return S3_BUCKET
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def search_yaml():
     return write_search_config
 

@@ -1,0 +1,217 @@
+"""The trust boundary of ``resume``: Ray Tune's pickled state is restored only when this project signed it.
+
+Ray Tune restores an experiment by unpickling what it wrote there: ``tuner.pkl``, the searcher's
+``searcher-state-*.pkl`` (Optuna's study and sampler), ``callback-states-*.pkl``, ``basic-variant-state-*.json``
+and ``experiment_state-*.json`` (each trial's state as a hex-encoded cloudpickle). A pickle runs whatever code it
+names, so whoever can write an experiment directory or its bucket could run code on the next driver that resumes
+it. Here every such file carries an HMAC-SHA256 made with a key that is kept *outside* the experiment:
+
+- the **restore key**: ``$P2M_RESTORE_KEY`` when set (at least 16 characters; on a cluster, a secret held the way
+  the templates hold Ray's token), else the file ``$XDG_CONFIG_HOME/p2m-search/restore.key``
+  (``~/.config/p2m-search/restore.key``), made with 32 random bytes and mode 0600 the first time a search is
+  launched on a machine without either;
+- the signatures: ``SIGNATURES`` in the experiment (file name -> hex HMAC over the file's name and bytes),
+  written by :class:`SignState` into Ray's driver staging directory each time Ray snapshots its state there (from
+  its first snapshot, which already holds the first trial), so that Ray's own sync carries them to the experiment
+  with the state they sign; ``tuner.pkl``, which Ray writes
+  straight to the experiment, is signed by :func:`sign_tuner` once the Tuner has written it.
+
+:func:`verify` runs before ``Tuner.restore``: a state file that is not signed, or whose HMAC differs, is refused in
+one line naming it, and nothing is unpickled. Ray's pickled trial errors (``error.pkl``, which only rebuild an
+exception object for the result grid; ``error.txt`` beside them keeps the message) are not signed: they are
+deleted before a restore. Checkpoints are read with ``torch.load(weights_only=True)`` and the results are
+Parquet: neither can run code, so neither is signed.
+
+A driver killed in the instant between Ray's write and its signature, or a copy of an experiment to a machine
+with another key, leaves state that does not verify: ``p2m search trust EXP`` signs it with this machine's key,
+for the user who knows every writer of the experiment.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+
+from ray.tune import Callback
+
+from results import storage
+
+KEY_ENV = "P2M_RESTORE_KEY"
+SIGNATURES = "p2m-signatures.json"  # the state files of Ray's staging directory, signed at each snapshot
+TUNER_SIGNATURE = "p2m-tuner-signature.json"  # tuner.pkl, signed after the Tuner wrote it
+TUNER_FILE = "tuner.pkl"
+ERROR_PICKLE = "error.pkl"
+_STATE_PREFIXES = ("experiment_state", "searcher-state", "search_gen_state", "callback-states", "basic-variant-state")
+PICKLE_HEADER = b"\x80"  # the PROTO opcode every pickle of protocol 2 or later opens with
+MIN_KEY_LENGTH = 16
+
+
+class UntrustedState(ValueError):
+    """An experiment's Ray state is unsigned or signed with another key; the message names the file."""
+
+
+def key_file() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "p2m-search" / "restore.key"
+
+
+def restore_key(create: bool = False) -> bytes:
+    """The restore key: ``$P2M_RESTORE_KEY``, else the key file (made when ``create`` and missing).
+
+    Raises:
+        UntrustedState: no key, or a key shorter than ``MIN_KEY_LENGTH``.
+    """
+    value = os.environ.get(KEY_ENV)
+    if value is not None:
+        if len(value) < MIN_KEY_LENGTH:
+            raise UntrustedState(f"{KEY_ENV}: the restore key must have at least {MIN_KEY_LENGTH} characters")
+        return value.encode()
+    path = key_file()
+    if not path.is_file():
+        if not create:
+            raise UntrustedState(f"{path}: no restore key on this machine (copy the key of the machine that launched "
+                                 f"the search there, or set {KEY_ENV} to it)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a racing creator: the loser reads below
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    key = path.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise UntrustedState(f"{path}: the restore key must have at least {MIN_KEY_LENGTH} characters")
+    return key.encode()
+
+
+def is_state_file(name: str, head: bytes = b"") -> bool:
+    """Whether Ray reads the file ``name`` (directly in an experiment; ``head``: its first bytes) when it restores
+    the experiment: by Ray's names (``search_gen_state-*.json`` is a pickle too), or any pickle by its header."""
+    return name == TUNER_FILE or name.endswith(".pkl") or name.startswith(_STATE_PREFIXES) or \
+        head.startswith(PICKLE_HEADER)
+
+
+def digest(key: bytes, name: str, data: bytes) -> str:
+    """HMAC-SHA256 of a file's name and bytes (the name is signed too: a signed file renamed does not verify)."""
+    return hmac.new(key, name.encode() + b"\0" + data, hashlib.sha256).hexdigest()
+
+
+def sign_dir(directory: str | os.PathLike, key: bytes) -> dict[str, str]:
+    """Sign the state files directly in the local ``directory`` into its ``SIGNATURES`` (written atomically);
+    returns the signatures. Entries of files no longer there are dropped."""
+    from p2m.atomic import atomic_write_bytes
+
+    root = Path(directory)
+    contents = {p.name: p.read_bytes() for p in sorted(root.iterdir())
+                if p.is_file() and not p.name.startswith(".") and p.name not in (SIGNATURES, TUNER_FILE)}
+    signed = {name: digest(key, name, data) for name, data in contents.items() if is_state_file(name, data)}
+    atomic_write_bytes(root / SIGNATURES, json.dumps(signed, indent=0, sort_keys=True).encode())
+    return signed
+
+
+def sign_tuner(experiment: storage.Location, key: bytes) -> None:
+    """Sign the ``tuner.pkl`` the Tuner has just written to ``experiment``."""
+    tuner = storage.join(experiment, TUNER_FILE)
+    signed = {TUNER_FILE: digest(key, TUNER_FILE, storage.read_bytes(tuner))}
+    storage.write_bytes(storage.join(experiment, TUNER_SIGNATURE), json.dumps(signed).encode())
+
+
+def sign_experiment(experiment: storage.Location, key: bytes) -> int:
+    """Sign every state file of ``experiment`` as it is now (``p2m search trust``); returns how many."""
+    names = [storage.name_of(f) for f in storage.list_files(experiment)]
+    contents = {n: storage.read_bytes(storage.join(experiment, n)) for n in names if n != TUNER_FILE}
+    signed = {n: digest(key, n, data) for n, data in contents.items() if is_state_file(n, data)}
+    storage.write_bytes(storage.join(experiment, SIGNATURES), json.dumps(signed, indent=0, sort_keys=True).encode())
+    if TUNER_FILE in names:
+        sign_tuner(experiment, key)
+    return len(signed) + (TUNER_FILE in names)
+
+
+def verify(experiment: storage.Location, key: bytes) -> None:
+    """Check every state file directly in ``experiment`` against its signature, then delete the trials' pickled
+    errors; nothing is unpickled.
+
+    Raises:
+        UntrustedState: naming the first file that is unsigned or whose signature differs.
+    """
+    signed = {**_signatures(experiment, SIGNATURES), **_signatures(experiment, TUNER_SIGNATURE)}
+    for loc in storage.list_files(experiment):
+        name = storage.name_of(loc)
+        data = storage.read_bytes(loc)
+        expected = signed.get(name)
+        if expected is None and not is_state_file(name, data):
+            continue
+        if expected is None or not hmac.compare_digest(expected, digest(key, name, data)):
+            what = "is not signed" if expected is None else "does not match its signature"
+            raise UntrustedState(
+                f"{loc}: {what} with this machine's restore key; refused without reading it (Ray would unpickle "
+                "it). If every writer of this experiment is trusted, sign its state with: p2m search trust "
+                f"{experiment}")
+    for trial in storage.subdirs(experiment):
+        storage.delete(storage.join(experiment, trial, ERROR_PICKLE))
+
+
+class SignState(Callback):
+    """Signs Ray's snapshot of its state in the driver's staging directory each time Ray writes one.
+
+    Ray's controller writes ``experiment_state-*.json``, then the searcher's state, then asks the callbacks for
+    theirs (:meth:`get_state`), then syncs the staging directory to the experiment: the signatures written here
+    travel with the state they sign. The staging directory is read off the first trial Ray adds or restores
+    (``Trial.storage``), which it does before its first snapshot in a new experiment; a restored experiment with
+    nothing left to run takes its only snapshot before any callback sees a trial, so at its end the state is
+    signed again and the signatures written to the experiment directly. The key is read when signing, never
+    kept: Ray pickles its callbacks into ``tuner.pkl``."""
+
+    def __init__(self):
+        self._storage = None  # the first trial's ray.train StorageContext
+
+    def __getstate__(self):
+        return {}  # a staging directory belongs to one driver's Ray session
+
+    def __setstate__(self, state):
+        self._storage = None
+
+    def on_trial_add(self, iteration, trials, trial, **info):
+        self._learn(trials)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._learn(trials)
+
+    def get_state(self):
+        self._sign()
+        return None  # nothing of ours to pickle into the experiment
+
+    def on_experiment_end(self, trials, **info):
+        self._learn(trials)
+        signed = self._sign()
+        if signed is not None:  # Ray's last sync is done: send the signatures after it
+            fs, path = self._storage.storage_filesystem, self._storage.experiment_fs_path
+            with fs.open_output_stream(f"{path}/{SIGNATURES}") as out:
+                out.write(signed)
+
+    def _learn(self, trials) -> None:
+        if self._storage is None and trials:
+            self._storage = trials[0].storage
+
+    def _sign(self) -> bytes | None:
+        staging = None if self._storage is None else Path(self._storage.experiment_driver_staging_path)
+        if staging is None or not staging.is_dir():
+            return None
+        sign_dir(staging, restore_key())
+        return (staging / SIGNATURES).read_bytes()
+
+
+def _signatures(experiment: storage.Location, name: str) -> dict[str, str]:
+    loc = storage.join(experiment, name)
+    if not storage.is_file(loc):
+        return {}
+    try:
+        signed = json.loads(storage.read_bytes(loc))
+    except ValueError:
+        raise UntrustedState(f"{loc}: not a signature file") from None
+    if not isinstance(signed, dict) or not all(isinstance(v, str) for v in signed.values()):
+        raise UntrustedState(f"{loc}: not a signature file")
+    return signed
+
+
+__all__ = ["KEY_ENV", "SIGNATURES", "SignState", "UntrustedState", "restore_key", "sign_experiment", "sign_tuner",
+           "verify"]
