@@ -130,11 +130,22 @@ def test_slurm_script_starts_ray_and_runs_then_resumes_the_search(tmp_path, synt
            "P2M_ENV": str(tmp_path / "no-env"), "P2M_HEAD_IP": "127.0.0.1", "RAY_PORT": str(_free_port()),
            "SEARCH_CONFIG": str(cfg), "DATA": str(synth_dir), "STORAGE": str(tmp_path / "exp"),
            "P2M_RAY_START_ARGS": f"--temp-dir={ray_env['RAY_TMPDIR']} --disable-usage-stats"}
+    # a first job killed before Ray's first snapshot (here: its study database could not be opened) leaves the
+    # experiment's settings and nothing to resume; the requeued job must launch it again, not fail on a resume
+    exp = tmp_path / "exp" / "p2m-4242"
+    broken = tmp_path / "broken.yaml"
+    settings = yaml.safe_load(cfg.read_text())
+    settings["storage"]["optuna_url"] = "sqlite:////nonexistent-dir/x/study.db"
+    broken.write_text(yaml.safe_dump(settings))
+    killed = subprocess.run([str(Path(sys.executable).parent / "p2m"), "search", "launch", "--config", str(broken),
+                             "--data", str(synth_dir), "--storage-path", str(tmp_path / "exp"), "--name", "p2m-4242",
+                             "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode != 0 and (exp / "search_config.yaml").is_file(), killed.stderr[-2000:]
     first = subprocess.run(["bash", str(JOBS / "slurm.sbatch")], capture_output=True, text=True, env=env,
                            timeout=500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "1 node(s), Ray head node0 at 127.0.0.1:" in first.stdout
-    exp = tmp_path / "exp" / "p2m-4242"
+    assert "its launch stopped before Ray's first snapshot; starting it again" in first.stdout
     assert (exp / "trials.parquet").is_file() and (exp / "analysis" / "report.md").is_file()
     again = subprocess.run(["bash", str(JOBS / "slurm.sbatch")], capture_output=True, text=True, env=env,
                            timeout=500)
