@@ -152,3 +152,39 @@ def test_slurm_script_starts_ray_and_runs_then_resumes_the_search(tmp_path, synt
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"{exp} exists: resuming it" in again.stdout
     assert not (tmp_path / "exp" / "p2m-4242-2").exists() and len(list((tmp_path / "exp").iterdir())) == 1
+
+
+def test_the_installed_ray_has_the_job_server_and_its_sdk():
+    """jobs/submit.sh's ``ray job submit`` and the head's job server need Ray's ``default`` extra (issue 29): without
+    it the SDK refuses with "The Ray jobs CLI & SDK require the ray[default] installation" before it even tries the
+    address. The cluster-launcher templates pip install p2m-search, so they get what setup.cfg requires."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    from ray.job_submission import JobSubmissionClient  # noqa: F401  (imports even without the extra)
+
+    ours = [Requirement(r) for r in metadata.requires("p2m-search") if Requirement(r).name == "ray"]
+    assert ours and {"default", "tune"} <= ours[0].extras, ours
+    missing = []
+    for line in metadata.requires("ray"):
+        req = Requirement(line)
+        if req.marker is None or not req.marker.evaluate({"extra": "default"}) or req.marker.evaluate({"extra": ""}):
+            continue  # not a requirement of the default extra, or one Ray needs anyway
+        try:
+            if not req.specifier.contains(metadata.version(req.name), prereleases=True):
+                missing.append(f"{req} (installed {metadata.version(req.name)})")
+        except metadata.PackageNotFoundError:
+            missing.append(str(req))
+    assert not missing, f"ray[default] is not fully installed: {missing}"
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    assert subprocess.run([ray_cli, "job", "submit", "--help"], capture_output=True, timeout=60).returncode == 0
+    # the command submit.sh runs, against an address where nothing listens: it gets as far as connecting
+    closed = subprocess.run([ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{_free_port()}", "--no-wait",
+                             "--", "true"], capture_output=True, text=True, timeout=60)
+    assert closed.returncode != 0 and "ray[default]" not in closed.stdout + closed.stderr, closed.stderr[-2000:]
+    assert "Failed to connect" in closed.stdout + closed.stderr, closed.stderr[-2000:]
+    for template in ("ray-cluster.yaml", "ray-cluster-s3.yaml"):  # p2m-search itself, so its Ray extras too
+        setup = yaml.safe_load((JOBS / template).read_text())["setup_commands"]
+        assert any("pip install" in c and "p2m-search" in c for c in setup), template
+        assert not any("pip install" in c and "ray[" in c for c in setup), template
