@@ -42,6 +42,9 @@ class DataConfig:
     image_size: int = 224  # model input side in pixels
     num_workers: int = 0  # DataLoader processes
     val_limit: int = 0  # validate on the first this-many views of the val split (0 = all)
+    # the seeded smoke dataset of `p2m search launch --smoke-test` (no --data): a search trial on a node without it
+    # makes its own copy in that node's cache (search/smoke.py); p2m train reads root as given
+    smoke: bool = False
 
     def __post_init__(self):
         _finite(self)

@@ -23,7 +23,8 @@ def register(verbs) -> None:
     launch.add_argument("--quiet", action="store_true", help="no per-trial progress table")
     launch.add_argument("--smoke-test", action="store_true",
                         help="check the set-up in seconds: 2 trials of 2 short tiny-profile epochs, on a small "
-                             "synthetic dataset made under the storage path unless --data is given")
+                             "synthetic dataset made under the storage path (object storage: in each node's "
+                             "cache) unless --data is given")
     launch.set_defaults(func=_launch)
 
     resume = sub.add_parser("resume", help="continue a search: unfinished trials from their checkpoints")
@@ -81,9 +82,9 @@ def demo_config_path() -> str:
 def _launch(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from results import storage
     from search.config import load_search_config
     from search.run import experiment_dir, launch
+    from search.smoke import smoke_data
 
     overrides = {}
     if args.name is not None:
@@ -97,9 +98,10 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_search_config(args.config or demo_config_path(), overrides)
     if args.smoke_test:
         cfg = smoke_config(cfg)
-        if not args.data:  # beside the experiments, or in this machine's cache when they are on object storage
-            args.data = str(_smoke_data(storage.cache_dir(cfg.storage_path, "smoke-data") if storage.is_remote(
-                cfg.storage_path) else Path(cfg.storage_path).expanduser() / "smoke-data"))
+        if not args.data:  # the seeded smoke dataset: made here, and by each trial on a node without it
+            args.data = str(smoke_data(cfg.storage_path))
+            cfg = dataclasses.replace(cfg, base=dataclasses.replace(
+                cfg.base, data=dataclasses.replace(cfg.base.data, smoke=True)))
     if args.data:
         cfg = dataclasses.replace(cfg, base=dataclasses.replace(
             cfg.base, data=dataclasses.replace(cfg.base.data, root=str(Path(args.data).expanduser().resolve()))))
@@ -127,14 +129,6 @@ def smoke_config(cfg):
     baselines = dict(list(cfg.baselines.items())[:1])
     return dataclasses.replace(cfg, base=base, num_samples=2, max_concurrent=2, max_t=epochs, grace_period=1,
                                baselines=baselines, cpu=1.0, gpu=0.0)
-
-
-def _smoke_data(path: Path) -> Path:
-    from p2m.data.synth import SynthConfig, generate
-
-    if not (path / "synth_meta.json").is_file():
-        generate(SynthConfig(out=str(path), models_per_category=3, views=2, seed=0, workers=1), progress=False)
-    return path
 
 
 def _resume(args: argparse.Namespace) -> int:

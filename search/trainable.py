@@ -42,6 +42,7 @@ from results.schema import (ARM, BEST_ARM, EPOCHS, ITERATION, PARENT_EPOCH, PARE
                             TRIAL_ID)
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
+from search.smoke import local_data
 from search.space import apply_params
 
 
@@ -64,6 +65,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     device = str(resolve_device(cfg.device))
     extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
+    cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
         resume_from, parent = _restored(workdir), {}
         if resume_from is not None:
@@ -117,6 +119,7 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
            SPLIT: split or cfg.data.val_split, EPOCHS: epochs}
     extra = {**run, "device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
+    cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
         resume_from = _restored(workdir)
         run_dir = workdir / "run"
