@@ -6,6 +6,12 @@ templates, needs 2.52). What each piece relies on, to check when Ray moves:
   ``_ot_trials`` (Ray trial id -> ``optuna.Trial``), ``_completed_trials`` (set of Ray trial ids) and
   ``_ot_study`` (the ``optuna.Study``).
 - :func:`asha_milestones` reads ``AsyncHyperBandScheduler._brackets[0]._rungs`` ([(milestone, recorded)]).
+- :func:`record_rungs` (read from Ray 2.60's ``ray/tune/schedulers/async_hyperband.py``) reads
+  ``AsyncHyperBandScheduler._brackets`` and ``_metric_op`` (+1.0 for mode "max", -1.0 for "min": the rungs hold
+  ``_metric_op * value``, higher is better) and calls ``_Bracket.on_result(trial, cur_iter, cur_rew)``, which records
+  a trial's value at the highest milestone <= ``cur_iter`` it has no value at (only ``trial.trial_id`` is read).
+- :func:`tuner_scheduler` reads ``Tuner._local_tuner._tune_config.scheduler``: the scheduler a restored Tuner runs
+  with, unpickled from the state saved at launch (ray-project/ray#30838: its rungs are those of launch, empty).
 - :func:`init_local_ray` sets ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``: Ray's single-machine mode,
   the only one in which every Ray server binds to 127.0.0.1.
 - :func:`quiet_logs` names two of Ray's loggers and one environment variable whose warnings do not apply
@@ -25,9 +31,10 @@ import warnings
 import optuna
 import pyarrow.fs
 import ray
+from ray import tune
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.tune import Callback
-from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from results.schema import ITERATION
@@ -133,6 +140,55 @@ class P2MOptunaSearch(OptunaSearch):
 def asha_milestones(scheduler: AsyncHyperBandScheduler) -> tuple[float, ...]:
     """The epochs (training iterations) at which ASHA compares trials, ascending, as Ray computed them."""
     return tuple(sorted(float(milestone) for milestone, _ in scheduler._brackets[0]._rungs))
+
+
+def record_rungs(scheduler: AsyncHyperBandScheduler, curves: dict[str, list[tuple[int, float]]]) -> int:
+    """Record in ASHA's rungs what it records when each trial reports its curve, in iteration order.
+
+    Ray's own bookkeeping does it (``_Bracket.on_result``): a value goes to the highest milestone at or below its
+    iteration that the trial has no value at yet, signed by the scheduler's mode; values already there stay. The
+    decisions that bookkeeping returns are ignored: those trials were decided when they reported.
+
+    Args:
+        scheduler: ASHA with one bracket (with several, which bracket a trial was in is not recorded).
+        curves: trial id -> [(training_iteration, objective value)], each trial's reports.
+
+    Returns:
+        How many values were recorded.
+
+    Raises:
+        ValueError: for ASHA with more than one bracket, or without a mode.
+    """
+    if len(scheduler._brackets) != 1:
+        raise ValueError(f"scheduler must be ASHA with one bracket, got {len(scheduler._brackets)} brackets")
+    if scheduler._metric_op is None:
+        raise ValueError("scheduler must have its mode set ('min' or 'max'), got none")
+    bracket = scheduler._brackets[0]
+    before = sum(len(recorded) for _, recorded in bracket._rungs)
+    for trial_id, curve in curves.items():
+        trial = _TrialId(trial_id)
+        for iteration, value in sorted(curve, key=lambda point: point[0]):
+            bracket.on_result(trial, iteration, scheduler._metric_op * value)
+    return sum(len(recorded) for _, recorded in bracket._rungs) - before
+
+
+def tuner_scheduler(tuner: tune.Tuner) -> TrialScheduler:
+    """The scheduler ``tuner`` will run with (for a restored Tuner, the one pickled at launch).
+
+    Raises:
+        ValueError: for a Tuner in Ray Client mode (its scheduler lives in a remote actor).
+    """
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        raise ValueError("tuner must run in this process (not through Ray Client), got a remote Tuner")
+    return local._tune_config.scheduler
+
+
+class _TrialId:
+    """What ``_Bracket.on_result`` reads of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
 
 
 def init_local_ray() -> None:

@@ -31,7 +31,7 @@ from search.optuna_adapter import quiet as quiet_optuna
 from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
 from search.population import param_space as population_space
-from search.schedulers import build_scheduler, build_searcher
+from search.schedulers import build_scheduler, build_searcher, restore_rungs
 from search.trainable import train_trial, trial_resources
 from search.trust import SIGNATURES, SignState, restore_key, verify
 
@@ -131,6 +131,8 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
                 raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
             tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=restart_errored)
+            if cfg.scheduler == "asha":  # Ray restores ASHA as pickled at launch, its rungs empty (ray#30838)
+                print(restore_rungs(tuner, exp, cfg.rungs), flush=True)
             return fit(tuner, exp, cfg.num_samples)
         finally:
             ray.shutdown()
