@@ -25,6 +25,7 @@ from search.callbacks import ParquetResults
 from search.config import SearchConfig
 from search.ray_adapter import LostCheckpoints
 from search.outcome import Interrupted, fit
+from search.preflight import preflight_config
 from search.trainable import RUN_PARAM, train_run, trial_resources
 from search.trust import SignState, restore_key, verify
 
@@ -62,6 +63,7 @@ def run_phase(cfg: SearchConfig, experiment_dir: storage.Location, name: str, ru
     pending = [r for r in runs if not is_finished(experiment_dir, r.trial_id, r.seed)]
     if not pending:
         return 0
+    preflight_config(cfg.base.data, experiment_dir, split)  # each node: the data readable, storage writable
     digest = hashlib.sha1(json.dumps([[r.params() for r in runs], {t: arms[t] for t in sorted({r.trial_id for r in runs})},
                                       split], sort_keys=True, default=str).encode()).hexdigest()[:8]
     phase = storage.join(experiment_dir, RUNS_DIR, f"{name}-{digest}")
