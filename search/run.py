@@ -27,6 +27,7 @@ from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
 from search.outcome import Outcome, fit
+from search.preflight import preflight_config
 from search.optuna_adapter import quiet as quiet_optuna
 from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
@@ -79,6 +80,7 @@ def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbo
     init_ray(address)
     try:
         check_resources(cfg.cpu, cfg.gpu, local=address is None)
+        preflight_config(cfg.base.data, exp)  # every node reads the data, writes the experiment
         param_space = None
         if population:  # Ray's own generator draws the population (it refuses a searcher with PBT and PB2)
             param_space = population_space(space, cfg.scheduler,
@@ -126,6 +128,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
         init_ray(address)
         try:
             check_resources(cfg.cpu, cfg.gpu, local=address is None)
+            preflight_config(cfg.base.data, exp)  # every node reads the data, writes the experiment
             trainable = _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable)
             if not tune.Tuner.can_restore(str(exp)):
                 raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
