@@ -6,7 +6,9 @@ trials table the search wrote at its end (:mod:`results.store`; Ray's statuses) 
 
 - interrupted (SIGINT, or SIGTERM, which :func:`terminate_as_interrupt` turns into Ray's graceful stop): exit
   130 or 143, with the line that resumes it; its running trials keep Ray's status and are recorded ``unfinished``;
-- trials errored: every one of them, or more than ``failure.max_failures``: exit 1, naming the first error;
+- trials errored: every one of them, or more than ``failure.max_failures`` for another reason than a loss that
+  turned NaN or infinite (a point of the space where training diverges is a finding of the search, recorded
+  ``errored`` with its message and never the best, not a failure of the command): exit 1, naming the first error;
 - else 0.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import signal
 from collections.abc import Iterator
 
+from p2m.train import NonFiniteLossError
 from results import storage
 from results.schema import ERROR, STATUS
 from results.store import ResultsError, read_trials
@@ -37,6 +40,7 @@ class Outcome:
     experiment: str
     trials: int = 0
     errored: int = 0
+    diverged: int = 0  # of the errored: a loss that turned NaN or infinite (p2m.train.NonFiniteLossError)
     unfinished: int = 0
     first_error: str | None = None
     signal: int | None = None  # SIGINT or SIGTERM when the driver was stopped
@@ -50,8 +54,8 @@ class Outcome:
         return self.signal or signal.SIGINT
 
     def failed(self, max_failures: int) -> bool:
-        """Whether too many trials errored: all of them, or more than ``max_failures``."""
-        return self.errored > 0 and (self.errored == self.trials or self.errored > max_failures)
+        """Whether too many trials errored: all of them, or more than ``max_failures`` that did not diverge."""
+        return self.errored > 0 and (self.errored == self.trials or self.errored - self.diverged > max_failures)
 
     def exit_code(self, max_failures: int) -> int:
         if self.interrupted:
@@ -65,7 +69,8 @@ class Outcome:
             return (f"p2m: interrupted ({name}) with {self.unfinished} of {self.trials} trials unfinished; "
                     f"continue with: {resume}")
         if self.failed(max_failures):
-            return (f"p2m: error: {self.errored} of {self.trials} trials errored (failure.max_failures "
+            diverged = f", {self.diverged} of them a loss that diverged" if self.diverged else ""
+            return (f"p2m: error: {self.errored} of {self.trials} trials errored{diverged} (failure.max_failures "
                     f"{max_failures}); the first: {self.first_error}")
         return None
 
@@ -94,7 +99,10 @@ def outcome_of(experiment: storage.Location, stopped_by: int | None = None, expe
     out.trials = len(trials)
     out.errored = int((status == "ERROR").sum())
     out.unfinished = int(status.isin(RUNNING_STATUSES).sum()) + max(0, expected - len(trials))
-    out.first_error = str(errors.iloc[0]) if len(errors) else ("no message recorded" if out.errored else None)
+    out.diverged = int(errors.astype(str).str.contains(NonFiniteLossError.__name__, regex=False).sum())
+    crashed = errors[~errors.astype(str).str.contains(NonFiniteLossError.__name__, regex=False)]
+    first = crashed if len(crashed) else errors
+    out.first_error = str(first.iloc[0]) if len(first) else ("no message recorded" if out.errored else None)
     return out
 
 

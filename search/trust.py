@@ -176,6 +176,9 @@ class SignState(Callback):
     def on_step_begin(self, iteration, trials, **info):
         self._learn(trials)
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._learn(trials)
+
     def get_state(self):
         self._sign()
         return None  # nothing of ours to pickle into the experiment

@@ -77,6 +77,12 @@ def test_outcome_exit_codes_from_the_trials_table(tmp_path):
     assert (some.exit_code(0), some.exit_code(1)) == (1, 0)
     assert "1 of 3 trials errored (failure.max_failures 0); the first: ValueError: boom" in some.summary(0, "x")
     assert outcome(["ERROR", "ERROR"], ["A", "B"]).exit_code(5) == 1  # all errored, whatever max_failures
+    nan = "p2m.train.NonFiniteLossError: loss became nan at epoch 1 step 2"
+    diverged = outcome(["TERMINATED", "ERROR", "ERROR"], [None, nan, "OSError: disk"])
+    assert (diverged.exit_code(0), diverged.exit_code(1)) == (1, 0)  # a diverged trial is a finding, not a failure
+    assert "2 of 3 trials errored, 1 of them a loss that diverged (failure.max_failures 0); the first: OSError" in \
+        diverged.summary(0, "x")
+    assert outcome(["ERROR", "ERROR"], [nan, nan]).exit_code(0) == 1  # every trial diverged: nothing was found
     interrupted = outcome(["TERMINATED", "RUNNING", "PENDING"])
     assert interrupted.exit_code(0) == 130 and "2 of 3 trials unfinished; continue with: x" in interrupted.summary(0, "x")
     assert outcome(["TERMINATED", "PAUSED"], stopped_by=signal.SIGTERM).exit_code(0) == 143
