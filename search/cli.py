@@ -116,8 +116,8 @@ def _launch(args: argparse.Namespace) -> int:
 def smoke_config(cfg):
     """``cfg`` cut to a run of seconds: the tiny profile with its ResNet-18 cut after the second stage (checkpoints
     of about 12 MB, not 182 MB: every epoch writes one, and on object storage uploads it), 2 trials (a baseline and a
-    searched point) of 2 epochs of 2 steps, 1 CPU each, validation on 4 views; the space and the scheduler's
-    kind are kept."""
+    searched point) of 2 epochs of 2 steps, 1 CPU each, validation on 4 views, no race; the space and the
+    scheduler's kind are kept."""
     import dataclasses
 
     from p2m.config import from_dict, profile_config
@@ -128,7 +128,7 @@ def smoke_config(cfg):
                      base=profile_config("tiny"), source="--smoke-test")
     baselines = dict(list(cfg.baselines.items())[:1])
     return dataclasses.replace(cfg, base=base, num_samples=2, max_concurrent=2, max_t=epochs, grace_period=1,
-                               baselines=baselines, cpu=1.0, gpu=0.0)
+                               baselines=baselines, cpu=1.0, gpu=0.0, race_top=0)
 
 
 def _resume(args: argparse.Namespace) -> int:
