@@ -26,12 +26,12 @@ from results.store import VIEWS_KEY, compact, remove_temporaries
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import optuna_storage
-from search.outcome import Outcome, fit
-from search.preflight import preflight_config
 from search.optuna_adapter import quiet as quiet_optuna
+from search.outcome import Outcome, fit
 from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
 from search.population import param_space as population_space
+from search.preflight import preflight_config
 from search.schedulers import build_scheduler, build_searcher, restore_rungs
 from search.trainable import train_trial, trial_resources
 from search.trust import SIGNATURES, SignState, restore_key, verify
