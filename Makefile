@@ -18,8 +18,11 @@ $(STAMP): setup.cfg pyproject.toml
 		|| (tail -n 30 $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
+# Two stages: the suite (about 15 minutes on 2 cores), then the system tests (a real PostgreSQL, hosts made of network
+# namespaces; they install their Debian packages through tests/services/install.sh, and skip, saying why, without root)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not system"
+	$(PY) -m pytest -m system
 
 # The demo: data, a search and its race (the 2 best trials and published on fresh seeds), the race's winner and
 # published retrained on 4 other fresh seeds as Ray trials, two at a time, and the analysis, which opens with the

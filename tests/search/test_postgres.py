@@ -31,7 +31,7 @@ def _load_services_postgres():
 
 postgres_url = _load_services_postgres().postgres_url  # the fixture: a private server, stopped after this module
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(600)]
 
 # what P2MOptunaSearch tells Optuna of a trial that ended (search/ray_adapter.py); no trial errors in this search
 STATE_OF = {STOP_COMPLETED: TrialState.COMPLETE, STOP_EARLY: TrialState.PRUNED, STOP_ERRORED: TrialState.FAIL}
