@@ -6,14 +6,15 @@ Nothing is routed anywhere else: the namespaces have no default route and no lin
 namespace, so their traffic stays between them. Each host has a holder process (:meth:`Network._hold`)::
 
     ip netns exec <ns> unshare --pid --fork --mount-proc --uts --mount sh -c \
-        'mount --bind <host dir> /tmp; hostname <name>; exec sleep infinity'
+        'mount --rbind <host dir> /tmp; hostname <name>; exec sleep infinity'
 
 and every command on the host is ``nsenter``-ed into the holder's namespaces, so it has the host's address, the
 host's name (``os.uname``, which Ray records as a result's ``hostname``), the host's process table (PID 1 is the
 holder; Ray's driver finds "its" raylet by listing processes, and on a shared table a driver on host B attaches to
 host A's head) and the host's private ``/tmp`` (a directory of its own bind-mounted there, seen by no other host);
 ``HOME``, the caches and Ray's session files all lie in that ``/tmp``. The repository and its virtual environment
-are the same on every host (software installed on each machine).
+are the same on every host (software installed on each machine): where they lie under ``/tmp`` (a fresh clone), they
+are bound into each host's ``/tmp`` at the same path.
 
 Teardown (:meth:`Network.close`, run by the context manager whatever happens): every process of each namespace
 (``ip netns pids``, the holder included) is killed by pid, then the namespace is deleted, then the host directories. Namespaces left
@@ -37,6 +38,7 @@ PREFIX = "p2mh"  # every namespace of these tests: p2mh<pid>-<name>
 SUBNET = "10.88.0"  # a /24 inside the namespaces only; the bridge is .1, hosts .11, .12, ...
 RAY_PORT = 6379
 VENV_BIN = str(Path(sys.executable).parent)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def unavailable() -> str | None:
@@ -159,9 +161,14 @@ class Network:
         """Start the process that holds ``host``'s namespaces: a new PID namespace (its own process table: Ray
         finds "its" raylet by listing processes), /proc for it, the host's name, its directory bound on /tmp;
         returns its pid, PID 1 of that namespace (when it dies the kernel kills every process in it)."""
-        script = 'mount --bind "$0" /tmp && hostname "$1" && exec sleep infinity'
+        # what lies under /tmp and every host must still see there (a clone of the repository and its virtual
+        # environment may): bound into the host's directory first, then the directory with its binds onto /tmp
+        keep = [str(p) for p in dict.fromkeys((REPO, Path(sys.prefix).resolve())) if p.is_relative_to("/tmp")]
+        script = ('root="$0"; name="$1"; shift; for keep in "$@"; do dst="$root${keep#/tmp}"; '
+                  'mkdir -p "$dst" && mount --bind "$keep" "$dst" || exit 1; done; '
+                  'mount --rbind "$root" /tmp && hostname "$name" && exec sleep infinity')
         proc = subprocess.Popen(["ip", "netns", "exec", host.ns, "unshare", "--pid", "--fork", "--mount-proc",
-                                 "--uts", "--mount", "--", "/bin/sh", "-c", script, str(host.root), host.name],
+                                 "--uts", "--mount", "--", "/bin/sh", "-c", script, str(host.root), host.name, *keep],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._spawned.append(proc)
         deadline = time.time() + timeout
