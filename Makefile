@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 		|| (tail -n 30 $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
-# Two stages: the suite (about 15 minutes on 2 cores), then the system tests (a real PostgreSQL, hosts made of network
+# Two stages: the suite, then the system tests (a real PostgreSQL, hosts made of network
 # namespaces; they install their Debian packages through tests/services/install.sh, and skip, saying why, without root)
 test: $(STAMP)
 	$(PY) -m pytest -m "not system"
