@@ -233,7 +233,7 @@ class Lease:
             raise LeaseHeld(f"{self.path}: unreadable driver lease ({why}), written {max(age, 0):.0f} s ago; another "
                             f"driver may be writing it: wait {self.timeout_s:.0f} s, or remove it if no driver "
                             f"runs") from None
-        if held["host"] == socket.gethostname() and not _pid_alive(held["pid"]):
+        if held["host"] == socket.gethostname() and not pid_alive(held["pid"]):
             return held, f"holder pid {held['pid']} on host {held['host']} is gone"
         age = now - _parse_iso(held["heartbeat"])
         if age > self.timeout_s:
@@ -389,7 +389,7 @@ def _read_local(path: Path) -> tuple[bytes, float] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running process on this host (a zombie is not)."""
     try:
         os.kill(pid, 0)

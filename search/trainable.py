@@ -40,6 +40,7 @@ from results import storage
 from results.runs import is_finished, write_run
 from results.schema import (ARM, BEST_ARM, EPOCHS, ITERATION, PARENT_EPOCH, PARENT_TRIAL, PHASE, ROUND, SEED, SPLIT,
                             TRIAL_ID)
+from results.lease import pid_alive
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.smoke import local_data
@@ -277,21 +278,11 @@ def remove_stale_workdirs(root: str | os.PathLike | None = None) -> list[Path]:
     removed = []
     for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
         pid = path.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def trial_resources(cpu: float, gpu: float) -> dict:
