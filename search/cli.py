@@ -159,14 +159,12 @@ def _after_search(experiment_dir, cfg, outcome, address: str | None, quiet: bool
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from p2m.names import RUNS_DIR, SETTINGS_FILE
+    from p2m.names import RUNS_DIR
     from results import storage
     from results.lease import Lease
     from search.trust import TUNER_FILE, restore_key, sign_experiment
 
-    exp = storage.location(args.experiment_dir)
-    if not storage.is_file(storage.join(exp, SETTINGS_FILE)):
-        raise ValueError(f"{exp}: not an experiment (no {SETTINGS_FILE})")
+    exp = _experiment(args.experiment_dir)
     key = restore_key(create=True)
     with Lease(exp, "trust"):
         phases = [storage.join(exp, RUNS_DIR, name) for name in storage.subdirs(storage.join(exp, RUNS_DIR))
@@ -198,8 +196,9 @@ def _train_best(args: argparse.Namespace) -> int:
     baselines = tuple(args.baseline)
     if args.with_baselines:
         baselines = tuple(read_trials(args.experiment_dir)[BASELINE].dropna().drop_duplicates())
-    _with_ray(args.address, args.experiment_dir, "train-best", lambda: train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews,
-                                               baselines, args.pick, args.first_seed, verbose=0 if args.quiet else 1))
+    _with_ray(args.address, args.experiment_dir, "train-best",
+              lambda: train_best(args.experiment_dir, args.epochs, args.seeds, args.split, args.previews, baselines,
+                                 args.pick, args.first_seed, verbose=0 if args.quiet else 1))
     return 0
 
 
@@ -208,21 +207,27 @@ def _with_ray(address: str | None, experiment_dir, command: str, work) -> None:
     new local instance), and shut it down after."""
     import ray
 
-    from results import storage
     from results.lease import Lease
     from search.run import init_ray
 
-    from p2m.names import SETTINGS_FILE
-
-    exp = storage.location(experiment_dir)
-    if not storage.is_file(storage.join(exp, SETTINGS_FILE)):
-        raise ValueError(f"{exp}: not an experiment (no {SETTINGS_FILE})")
-    with Lease(exp, command):
+    with Lease(_experiment(experiment_dir), command):
         init_ray(address)
         try:
             work()
         finally:
             ray.shutdown()
+
+
+def _experiment(path):
+    """``path`` as an experiment's location, once it proves to be one (its settings file is there): a command that
+    takes an experiment's lease must not create a directory where none was."""
+    from p2m.names import SETTINGS_FILE
+    from results import storage
+
+    exp = storage.location(path)
+    if not storage.is_file(storage.join(exp, SETTINGS_FILE)):
+        raise ValueError(f"{exp}: not an experiment (no {SETTINGS_FILE})")
+    return exp
 
 
 def _check_data(root: str) -> None:

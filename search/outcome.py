@@ -32,6 +32,8 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
 RUNNING_STATUSES = ("RUNNING", "PENDING", "PAUSED")  # Ray's statuses of a trial it has not ended
 
 
@@ -99,8 +101,9 @@ def outcome_of(experiment: storage.Location, stopped_by: int | None = None, expe
     out.trials = len(trials)
     out.errored = int((status == "ERROR").sum())
     out.unfinished = int(status.isin(RUNNING_STATUSES).sum()) + max(0, expected - len(trials))
-    out.diverged = int(errors.astype(str).str.contains(NonFiniteLossError.__name__, regex=False).sum())
-    crashed = errors[~errors.astype(str).str.contains(NonFiniteLossError.__name__, regex=False)]
+    diverged = errors.astype(str).str.contains(NonFiniteLossError.__name__, regex=False)
+    out.diverged = int(diverged.sum())
+    crashed = errors[~diverged]
     first = crashed if len(crashed) else errors
     out.first_error = str(first.iloc[0]) if len(first) else ("no message recorded" if out.errored else None)
     return out
