@@ -155,26 +155,33 @@ class SignState(Callback):
 
     Ray's controller writes ``experiment_state-*.json``, then the searcher's state, then asks the callbacks for
     theirs (:meth:`get_state`), then syncs the staging directory to the experiment: the signatures written here
-    travel with the state they sign. The staging directory is read off the first trial Ray adds or restores
-    (``Trial.storage``), which it does before its first snapshot in a new experiment; a restored experiment with
-    nothing left to run takes its only snapshot before any callback sees a trial, so at its end the state is
-    signed again and the signatures written to the experiment directly. The key is read when signing, never
+    travel with the state they sign. The staging directory is read off the first trial (``Trial.storage``) at
+    the end of the step that added it, whose snapshot Ray has taken by then: that snapshot is signed there and
+    the signatures written to the experiment directly. A restored experiment with nothing left to run takes
+    its only snapshot before any callback sees a trial, so at its end the state is signed again and written
+    the same way. The key is read when signing, never
     kept: Ray pickles its callbacks into ``tuner.pkl``."""
 
     def __init__(self):
         self._storage = None  # the first trial's ray.train StorageContext
+        self._sent = False  # whether a snapshot's signatures were written to the experiment by this driver
 
     def __getstate__(self):
         return {}  # a staging directory belongs to one driver's Ray session
 
     def __setstate__(self, state):
-        self._storage = None
-
-    def on_trial_add(self, iteration, trials, trial, **info):
-        self._learn(trials)
+        self.__init__()
 
     def on_step_begin(self, iteration, trials, **info):
         self._learn(trials)
+
+    def on_step_end(self, iteration, trials, **info):
+        # Ray's first snapshot of a new experiment is taken in the step that adds its first trials, before any
+        # callback has seen one (callbacks hear of no trial being added): sign it here, once, and send the
+        # signatures after it, so that a driver killed before Ray's next snapshot (10 s or more later) resumes.
+        self._learn(trials)
+        if not self._sent:
+            self._sent = self._upload(self._sign())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._learn(trials)
@@ -185,11 +192,7 @@ class SignState(Callback):
 
     def on_experiment_end(self, trials, **info):
         self._learn(trials)
-        signed = self._sign()
-        if signed is not None:  # Ray's last sync is done: send the signatures after it
-            fs, path = self._storage.storage_filesystem, self._storage.experiment_fs_path
-            with fs.open_output_stream(f"{path}/{SIGNATURES}") as out:
-                out.write(signed)
+        self._upload(self._sign())  # Ray's last sync is done: send the signatures after it
 
     def _learn(self, trials) -> None:
         if self._storage is None and trials:
@@ -197,10 +200,21 @@ class SignState(Callback):
 
     def _sign(self) -> bytes | None:
         staging = None if self._storage is None else Path(self._storage.experiment_driver_staging_path)
-        if staging is None or not staging.is_dir():
+        if staging is None or not staging.is_dir() or not any(staging.glob("experiment_state-*.json")):
             return None
         sign_dir(staging, restore_key())
         return (staging / SIGNATURES).read_bytes()
+
+    def _upload(self, signed: bytes | None) -> bool:
+        """Writes the signatures into the experiment, under a temporary name first (a reader never sees half)."""
+        if signed is None:
+            return False
+        fs, path = self._storage.storage_filesystem, self._storage.experiment_fs_path
+        part = f"{path}/{SIGNATURES}.{os.getpid()}.part"
+        with fs.open_output_stream(part) as out:
+            out.write(signed)
+        fs.move(part, f"{path}/{SIGNATURES}")
+        return True
 
 
 def _signatures(experiment: storage.Location, name: str) -> dict[str, str]:

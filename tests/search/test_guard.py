@@ -179,6 +179,37 @@ def test_sign_dir_signs_pickles_by_name_and_by_header(tmp_path):
     assert json.loads((tmp_path / SIGNATURES).read_text()) == signed
 
 
+def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(tmp_path):
+    """Ray snapshots a new experiment in the step that adds its first trials, before any callback sees one; the
+    signatures reach the experiment at that step's end, not at Ray's next snapshot 10 s or more later."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from search.trust import SignState
+
+    staging, exp = tmp_path / "staging", tmp_path / "exp"
+    staging.mkdir(), exp.mkdir()
+    trial = SimpleNamespace(storage=SimpleNamespace(
+        experiment_driver_staging_path=str(staging), storage_filesystem=pyarrow.fs.LocalFileSystem(),
+        experiment_fs_path=str(exp)))
+    sign = SignState()
+    sign.on_step_begin(0, [])
+    sign.get_state()  # Ray's first snapshot: no trial seen yet, nothing to sign with
+    sign.on_step_end(0, [trial])  # ... and no snapshot in the staging directory yet: nothing sent
+    assert not (exp / SIGNATURES).exists()
+    (staging / "experiment_state-1.json").write_text('{"trial_data": []}')
+    sign.on_step_end(1, [trial])
+    assert json.loads((exp / SIGNATURES).read_text()) == json.loads((staging / SIGNATURES).read_text())
+    assert set(json.loads((exp / SIGNATURES).read_text())) == {"experiment_state-1.json"}
+    assert sorted(p.name for p in exp.iterdir()) == [SIGNATURES]  # no temporary left beside it
+    first = (exp / SIGNATURES).read_bytes()
+    (staging / "experiment_state-1.json").write_text('{"trial_data": [1]}')
+    sign.get_state()  # a later snapshot is signed in the staging directory and travels with Ray's own sync ...
+    sign.on_step_end(2, [trial])  # ... not sent again here
+    assert (exp / SIGNATURES).read_bytes() == first != (staging / SIGNATURES).read_bytes()
+
+
 def test_a_second_driver_is_refused_while_the_first_runs(signed_experiment, tmp_path, search_yaml):
     """A resume, a launch of the same name and a train-best while launch runs: each refused in one line naming
     the holder; the running search ends with its own trials only."""
