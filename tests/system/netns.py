@@ -37,6 +37,7 @@ from pathlib import Path
 PREFIX = "p2mh"  # every namespace of these tests: p2mh<pid>-<name>
 SUBNET = "10.88.0"  # a /24 inside the namespaces only; the bridge is .1, hosts .11, .12, ...
 RAY_PORT = 6379
+DASHBOARD_PORT = 8265  # the head's dashboard and job server
 VENV_BIN = str(Path(sys.executable).parent)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,6 +106,33 @@ class Host:
 
     def pids(self) -> list[int]:
         return namespace_pids(self.ns)
+
+    def crash(self, timeout: float = 20) -> list[int]:
+        """SIGKILL every process running on the host (those of its PID namespace) but its holder, by pid, until
+        none is left (at most ``timeout`` s): the machine lost power and came back with nothing running (its /tmp
+        kept); returns the pids killed."""
+        mine = os.readlink(f"/proc/{self.holder}/ns/pid")
+        killed: list[int] = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            left = []
+            for pid in self.pids():
+                try:
+                    if pid != self.holder and os.readlink(f"/proc/{pid}/ns/pid") == mine:
+                        left.append(pid)
+                except OSError:  # gone meanwhile
+                    pass
+            if not left:
+                break
+            for pid in left:
+                _kill(pid)
+            killed += [pid for pid in left if pid not in killed]
+            time.sleep(0.2)
+        return killed
+
+    def link(self, up: bool) -> None:
+        """Bring the host's link to the bridge (its ``eth0``) down or up again (its address is kept)."""
+        _ip("-n", self.ns, "link", "set", "eth0", "up" if up else "down")
 
 
 class Network:
@@ -206,11 +234,21 @@ class Network:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_ray_head(host: Host, num_cpus: int = 1, timeout: float = 120) -> str:
-    """``ray start --head`` on ``host`` (no dashboard); returns the cluster's address HOST:PORT."""
+def start_ray_head(host: Host, num_cpus: int = 1, timeout: float = 120, dashboard: bool = True) -> str:
+    """``ray start --head`` on ``host``; returns the cluster's address HOST:PORT. With ``dashboard`` (the default)
+    the dashboard and its job server listen on the host's address, ``http://<ip>:DASHBOARD_PORT``
+    (:func:`job_server`, for ``ray job submit``)."""
+    web = ["--include-dashboard=false"]
+    if dashboard:
+        web = ["--include-dashboard=true", f"--dashboard-host={host.ip}", f"--dashboard-port={DASHBOARD_PORT}"]
     host.run("ray", "start", "--head", f"--node-ip-address={host.ip}", f"--port={RAY_PORT}", f"--num-cpus={num_cpus}",
-             "--include-dashboard=false", "--disable-usage-stats", timeout=timeout, check=True)
+             *web, "--disable-usage-stats", timeout=timeout, check=True)
     return f"{host.ip}:{RAY_PORT}"
+
+
+def job_server(head: Host) -> str:
+    """The job server's address of a head started by :func:`start_ray_head` with its dashboard."""
+    return f"http://{head.ip}:{DASHBOARD_PORT}"
 
 
 def start_ray_worker(host: Host, address: str, num_cpus: int = 1, timeout: float = 120) -> None:
