@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import warnings
 
 import optuna
@@ -42,6 +43,8 @@ from search.optuna_adapter import running_numbers, stored_trial
 
 logger = logging.getLogger(__name__)
 
+FLUSH_SECONDS = 5.0  # how long per-epoch values wait before they are written to the study together
+
 
 class P2MOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna PRUNED for early-stopped trials and trusts the study's storage.
@@ -50,8 +53,13 @@ class P2MOptunaSearch(OptunaSearch):
        would learn from partly trained losses as if they were final. Here a trial is told COMPLETE only
        when it reached ``max_t``; a trial stopped earlier is told PRUNED with its last value as its one
        intermediate value (at the epoch it reached: TPE ranks pruned trials by that epoch, then that value, and
-       reads no other), an errored or non-finite one FAIL. Nothing is told per epoch: each report would be a
-       locked, fsynced journal write, and a search of a thousand trials reports tens of thousands of epochs.
+       reads no other), an errored or non-finite one FAIL.
+    5. Every epoch's value is an intermediate value of its Optuna trial (``optuna-dashboard`` draws the curves
+       from them), told in batches: the values are kept as they arrive and written together every
+       :data:`FLUSH_SECONDS`, and a trial's remaining ones before it is told its end. The journal write (a
+       locked append) is then off the per-result path; a driver killed between two batches loses the values
+       of those seconds from the study (never from the Parquet tables), and an epoch already told is not told
+       again. The last value before the end is the one TPE reads of a pruned trial, as above.
     2. With the study in a journal file (or a database), the study's storage can be ahead of the searcher
        Ray restores after a driver crash (Ray pickles the searcher periodically). Telling Optuna about a
        trial it already holds as finished raises ``UpdateFinishedTrialError`` and kills the search. Here
@@ -74,6 +82,8 @@ class P2MOptunaSearch(OptunaSearch):
         self._max_t = max_t
         self._side_pending = [dict(p) for p in side_points or ()]
         self._side_trials: set[str] = set()
+        self._unsent: dict[str, dict[int, float]] = {}  # Ray trial id -> {epoch: value} not yet in the study
+        self._sent_at = time.monotonic()
 
     def suggest(self, trial_id: str) -> dict | None:
         if self._side_pending:
@@ -82,7 +92,33 @@ class P2MOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Nothing: Optuna hears of a trial once, when it ends (:meth:`on_trial_complete`)."""
+        """Keeps the epoch's value for the next batch (5. above); writes the batch when it is due."""
+        if self._multi or trial_id in self._side_trials or trial_id not in self._ot_trials:
+            return
+        value, epoch = result.get(self.metric), result.get(ITERATION)
+        if value is not None and epoch and math.isfinite(value):
+            self._unsent.setdefault(trial_id, {})[int(epoch)] = float(value)
+        if time.monotonic() - self._sent_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, trial_ids=None) -> int:
+        """Writes the kept per-epoch values (of ``trial_ids``, else of every trial) to the study; returns how many.
+        Values of a trial the study holds as finished, or of an epoch it already has, are dropped."""
+        told = 0
+        for trial_id in list(self._unsent) if trial_ids is None else trial_ids:
+            values, ot_trial = self._unsent.pop(trial_id, None), self._ot_trials.get(trial_id)
+            if not values or ot_trial is None:
+                continue
+            stored = stored_trial(self._ot_study, ot_trial.number)
+            if stored.state.is_finished():
+                continue
+            for epoch, value in sorted(values.items()):
+                if epoch not in stored.intermediate_values:
+                    ot_trial.report(value, epoch)
+                    told += 1
+        if trial_ids is None:
+            self._sent_at = time.monotonic()
+        return told
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._side_trials:
@@ -91,6 +127,8 @@ class P2MOptunaSearch(OptunaSearch):
         if ot_trial is None or trial_id in self._completed_trials:
             return
         self._completed_trials.add(trial_id)
+        if not self._multi:
+            self.flush([trial_id])
         if self._finished_in_storage(ot_trial):
             logger.info("trial %s is already finished in the Optuna study; not telling it again", trial_id)
             return
@@ -113,6 +151,8 @@ class P2MOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self._unsent = getattr(self, "_unsent", {})  # a snapshot of a searcher from before per-epoch values
+        self._sent_at = time.monotonic()  # another process's clock
         self.reconcile()
 
     def reconcile(self) -> int:

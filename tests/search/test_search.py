@@ -80,9 +80,13 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
                 same &= trials[f"config.{key}"] == value
             match = trials[same]
             assert len(match) >= 1
-            assert list(t.intermediate_values) == [int(match["iterations"].iloc[0])]  # told once, when it ended
+            # every epoch the trial reached, told once, with the values of its rows in the Parquet table
+            epochs = int(match["iterations"].iloc[0])
+            assert sorted(t.intermediate_values) == list(range(1, epochs + 1)), t.intermediate_values
+            told = rows[rows.trial_id == match["trial_id"].iloc[0]].set_index("training_iteration")[OBJECTIVE]
+            assert all(abs(told[e] - v) <= 1e-6 * abs(v) for e, v in t.intermediate_values.items())
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert all(list(t.intermediate_values) == [3] for t in complete)
+    assert complete and all(sorted(t.intermediate_values) == [1, 2, 3] for t in complete)
     json.dumps(rows.iloc[0].to_dict(), default=str)  # rows are plain values
 
     # train-best retrains the best completed trial at the same budget on seeds the search never used (the base seed

@@ -7,6 +7,7 @@ from optuna.distributions import FloatDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from ray.tune.search.optuna import OptunaSearch
 
+from search import ray_adapter
 from search.ray_adapter import P2MOptunaSearch
 
 SPACE = {"loss.w1_edge": FloatDistribution(1e-3, 1.0, log=True)}
@@ -39,8 +40,34 @@ def test_early_stopped_trials_are_pruned_and_only_full_ones_complete(tmp_path):
     s.on_trial_complete("d", _result(math.nan, 2))  # a NaN objective is a failure, not a score
     trials = {t.number: t for t in _study(s).trials}
     assert [trials[i].state.name for i in range(4)] == ["PRUNED", "COMPLETE", "FAIL", "FAIL"]
-    assert trials[0].intermediate_values == {2: 0.4}  # the last value, at the epoch the trial stopped
-    assert trials[1].value == 0.1 and trials[1].intermediate_values == {3: 0.1}
+    # every epoch's value, the last at the epoch the trial stopped (the one TPE reads of a pruned trial)
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.4}
+    assert trials[1].value == 0.1 and trials[1].intermediate_values == {1: 0.3, 2: 0.15, 3: 0.1}
+    assert trials[3].intermediate_values == {1: 0.2}  # the NaN is no value
+
+
+def test_per_epoch_values_are_written_in_batches_and_each_epoch_once(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(ray_adapter.time, "monotonic", lambda: clock[0])
+    s = _searcher(P2MOptunaSearch, tmp_path, max_t=5)
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", _result(0.5, 1))
+    s.on_trial_result("b", _result(0.6, 1))
+    s.on_trial_result("a", _result(0.4, 2))
+    reread = _searcher(P2MOptunaSearch, tmp_path, max_t=5)._ot_study  # another reader of the same journal
+    assert [t.intermediate_values for t in reread.trials] == [{}, {}]  # not yet: the batch is not due
+    clock[0] += ray_adapter.FLUSH_SECONDS
+    s.on_trial_result("b", _result(0.55, 2))  # the batch is due: everything kept is written together
+    assert [t.intermediate_values for t in _study(s).trials] == [{1: 0.5, 2: 0.4}, {1: 0.6, 2: 0.55}]
+    # a trial restored from a checkpoint an epoch behind reports epoch 2 again: the study keeps the first
+    s.on_trial_result("a", _result(0.45, 2))
+    s.on_trial_result("a", _result(0.3, 3))
+    assert s.flush() == 1
+    assert _study(s).trials[0].intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3}
+    s.on_trial_result("b", _result(0.5, 3))
+    s.on_trial_complete("b", _result(0.5, 3))  # ASHA stopped it: its kept value is written before it is told
+    b = _study(s).trials[1]
+    assert b.state.name == "PRUNED" and b.intermediate_values == {1: 0.6, 2: 0.55, 3: 0.5}
 
 
 def test_ray_s_own_searcher_calls_an_asha_stop_complete(tmp_path):
