@@ -203,7 +203,8 @@ def test_worker_link_cut_then_restored(cluster):
     cut = rows[rows["trial_id"] == seen["trial_id"]]
     later = cut[cut["training_iteration"] > seen["training_iteration"]]
     what = (f"node host-b {'alive' if b_alive else 'declared dead'} after a {LINK_CUT_S} s cut; the trial on it "
-            f"reported epochs {seen['training_iteration'] + 1}..{RESUME_MAX_T} on {sorted(set(later['hostname']))}")
+            f"reported epochs {seen['training_iteration'] + 1}..{RESUME_MAX_T} on {sorted(set(later['hostname']))}; "
+            f"the driver's errors: {[line for line in _log(a, 'linkcut').splitlines() if 'rror' in line][:5]}")
     print(what)
     assert len(trials) == 3 and set(trials["status"]) == {"TERMINATED"}, (what, trials)
     _assert_every_epoch_once(rows, trials, epochs=RESUME_MAX_T)
