@@ -204,15 +204,22 @@ def _train_best(args: argparse.Namespace) -> int:
 
 def _with_ray(address: str | None, experiment_dir, command: str, work) -> None:
     """Run ``work`` under this driver's lease of the experiment, with Ray up (the cluster at ``address``, else a
-    new local instance), and shut it down after."""
+    new local instance) and able to hold the experiment's trials (:func:`search.run.check_resources`), and shut it
+    down after."""
     import ray
 
+    from p2m.names import SETTINGS_FILE
+    from results import storage
     from results.lease import Lease
-    from search.run import init_ray
+    from search.config import load_experiment_config
+    from search.run import check_resources, init_ray
 
-    with Lease(_experiment(experiment_dir), command):
+    exp = _experiment(experiment_dir)
+    cfg = load_experiment_config(storage.join(exp, SETTINGS_FILE))
+    with Lease(exp, command):
         init_ray(address)
         try:
+            check_resources(cfg.cpu, cfg.gpu, local=address is None)
             work()
         finally:
             ray.shutdown()

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from p2m.cli import main
+from p2m.names import RUNS_DIR, SETTINGS_FILE
 from results import storage
 from results.lease import LEASE_FILE
 from results.schema import STOP_REASON, STOP_UNFINISHED, TRIAL_ID
@@ -301,6 +302,22 @@ def test_resources_beyond_the_local_ray_are_refused_not_left_pending(signed_expe
     nan = search_yaml(tmp_path / "n.yaml", _data_of(exp), tmp_path / "store", resources={"cpu": float("nan")})
     done = _cli("search", "launch", "--config", nan, "--quiet", env=env, timeout=200)
     assert done.returncode == 2 and "must be finite" in _one_error_line(done.stderr)
+
+
+def test_a_race_or_train_best_beyond_the_local_ray_is_refused_too(signed_experiment, tmp_path):
+    import yaml
+
+    exp, env, *_ = signed_experiment
+    copy = shutil.copytree(exp, tmp_path / "t", ignore=shutil.ignore_patterns(LEASE_FILE))
+    settings = copy / SETTINGS_FILE
+    data = yaml.safe_load(settings.read_text())
+    data["cpu"] = 512  # the settings file holds the flat SearchConfig
+    settings.write_text(yaml.safe_dump(data))
+    for command in (["train-best", "--seeds", "1"], ["race", "--top", "1", "--seeds", "2"]):
+        done = _cli("search", command[0], copy, *command[1:], "--quiet", env=env, timeout=200)
+        line = _one_error_line(done.stderr)
+        assert done.returncode == 2 and "resources.cpu 512: a trial asks for more than any node has" in line, line
+    assert not (copy / RUNS_DIR).exists()
 
 
 def _start_search(tmp_path: Path, exp: Path, env: dict, search_yaml, max_t: int):
