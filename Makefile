@@ -18,8 +18,9 @@ $(STAMP): setup.cfg pyproject.toml
 		|| (tail -n 30 $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
-# Two stages: the suite, then the system tests (a real PostgreSQL, hosts made of network
-# namespaces; they install their Debian packages through tests/services/install.sh, and skip, saying why, without root)
+# Two stages: the suite, then the system tests (a real PostgreSQL and SLURM, hosts made of network namespaces,
+# two-node Ray clusters, drivers killed mid-search; they install their Debian packages through
+# tests/services/install.sh, and those that need root skip, saying why, without it)
 test: $(STAMP)
 	$(PY) -m pytest -m "not system"
 	$(PY) -m pytest -m system

@@ -109,6 +109,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.system  # a Ray cluster started by the job script: the real-cluster stage
 @pytest.mark.timeout(600)
 def test_slurm_script_starts_ray_and_runs_then_resumes_the_search(tmp_path, synth_dir, ray_env, search_yaml):
     """One "node" (this machine): the script's Ray start-up, wait, launch, analysis; then the same job again

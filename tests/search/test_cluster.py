@@ -17,7 +17,7 @@ from results.store import ResultsError, read_results, read_trials
 from p2m.names import JOURNAL_FILE
 from search.optuna_adapter import STUDY_NAME
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.system]  # a two-node cluster
 HELPER = Path(__file__).with_name("cluster_helper.py")
 MAX_T = 4
 

@@ -45,6 +45,7 @@ def test_locations_refuse_what_they_cannot_reach():
     assert storage.location("file:///tmp/x") == Path("/tmp/x")
 
 
+@pytest.mark.system  # a driver killed mid-search: the real-cluster stage
 def test_search_on_s3_is_killed_resumed_elsewhere_analysed_and_retrained(s3, synth_dir, tmp_path, ray_env, search_yaml,
                                                                          p2m_run, kill_search_midway, monkeypatch,
                                                                          s3_bucket):

@@ -145,6 +145,7 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
         trainable.train_trial({"log10:loss.w1_edge": 0.0}, base)
 
 
+@pytest.mark.system  # a driver killed mid-search: the real-cluster stage
 def test_pb2_search_changes_weights_mid_trial_and_survives_a_sigkill(synth_dir, tmp_path, ray_env, search_yaml,
                                                                      p2m_run, kill_search_midway):
     cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", search={"num_samples": 4, "max_concurrent": 2},

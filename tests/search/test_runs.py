@@ -119,6 +119,7 @@ def test_race_then_train_best_on_fresh_seeds(searched, ray_env, p2m_run):
         assert len(list((run_dir / "previews").glob("*.png"))) == 1
 
 
+@pytest.mark.system  # a driver killed mid-search: the real-cluster stage
 def test_train_best_survives_a_sigkilled_driver(searched, ray_env, p2m_run):
     """2 arms x 2 seeds, 2 at a time: killed once a run has finished, the same command finishes the others and
     leaves the finished ones as they were."""
@@ -154,6 +155,7 @@ def test_train_best_survives_a_sigkilled_driver(searched, ray_env, p2m_run):
         assert (table["test_views"] > 0).all() and table["test_s3_cd"].notna().all()
 
 
+@pytest.mark.system  # a driver killed mid-search: the real-cluster stage
 def test_race_survives_a_sigkilled_driver(searched, ray_env, p2m_run):
     """Killed in its first round (3 candidates, 2 at a time) once a run has finished, the same command
     completes the race: it restores the round, its record is what the rule gives on the finished runs, each run was
