@@ -180,7 +180,7 @@ def test_sign_dir_signs_pickles_by_name_and_by_header(tmp_path):
     assert json.loads((tmp_path / SIGNATURES).read_text()) == signed
 
 
-def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(tmp_path):
+def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(tmp_path, monkeypatch):
     """Ray snapshots a new experiment in the step that adds its first trials, before any callback sees one; the
     signatures reach the experiment at that step's end, not at Ray's next snapshot 10 s or more later."""
     from types import SimpleNamespace
@@ -189,6 +189,7 @@ def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(t
 
     from search.trust import SignState
 
+    monkeypatch.setenv("P2M_RESTORE_KEY", "k" * 32)  # the key of its own, not one a launch made before it
     staging, exp = tmp_path / "staging", tmp_path / "exp"
     staging.mkdir(), exp.mkdir()
     trial = SimpleNamespace(storage=SimpleNamespace(
