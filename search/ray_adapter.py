@@ -51,15 +51,9 @@ class P2MOptunaSearch(OptunaSearch):
 
     1. Ray tells the searcher that a trial ASHA stopped has *completed*, with its early-rung score, so TPE
        would learn from partly trained losses as if they were final. Here a trial is told COMPLETE only
-       when it reached ``max_t``; a trial stopped earlier is told PRUNED with its last value as its one
+       when it reached ``max_t``; a trial stopped earlier is told PRUNED with its last value as its last
        intermediate value (at the epoch it reached: TPE ranks pruned trials by that epoch, then that value, and
        reads no other), an errored or non-finite one FAIL.
-    5. Every epoch's value is an intermediate value of its Optuna trial (``optuna-dashboard`` draws the curves
-       from them), told in batches: the values are kept as they arrive and written together every
-       :data:`FLUSH_SECONDS`, and a trial's remaining ones before it is told its end. The journal write (a
-       locked append) is then off the per-result path; a driver killed between two batches loses the values
-       of those seconds from the study (never from the Parquet tables), and an epoch already told is not told
-       again. The last value before the end is the one TPE reads of a pruned trial, as above.
     2. With the study in a journal file (or a database), the study's storage can be ahead of the searcher
        Ray restores after a driver crash (Ray pickles the searcher periodically). Telling Optuna about a
        trial it already holds as finished raises ``UpdateFinishedTrialError`` and kills the search. Here
@@ -73,6 +67,12 @@ class P2MOptunaSearch(OptunaSearch):
     4. With several objectives (``metric`` and ``mode`` lists: Optuna's multi-objective study), a trial that
        reached ``max_t`` is told its last value of each; Optuna keeps no intermediate values for such a study,
        so none are reported, and an early-stopped trial is told PRUNED as above.
+    5. Every epoch's value is an intermediate value of its Optuna trial (``optuna-dashboard`` draws the curves
+       from them), told in batches: the values are kept as they arrive and written together every
+       :data:`FLUSH_SECONDS`, and a trial's remaining ones before it is told its end. The journal write (a
+       locked append) is then off the per-result path; a driver killed between two batches loses the values
+       of those seconds from the study (never from the Parquet tables), and an epoch already told is not told
+       again. The last value before the end is the one TPE reads of a pruned trial, as in 1.
     """
 
     def __init__(self, *args, max_t: int, side_points: list[dict] | None = None, **kwargs):

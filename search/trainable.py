@@ -37,10 +37,10 @@ from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FI
                        RUN_CONFIG_FILE, STAGES, VIEWS_DIR, stage_key, test_column, train_best_dir, val_column)
 from p2m.train import fit, resolve_device
 from results import storage
+from results.lease import pid_alive
 from results.runs import is_finished, write_run
 from results.schema import (ARM, BEST_ARM, EPOCHS, ITERATION, PARENT_EPOCH, PARENT_TRIAL, PHASE, ROUND, SEED, SPLIT,
                             TRIAL_ID)
-from results.lease import pid_alive
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.smoke import local_data

@@ -159,8 +159,7 @@ class SignState(Callback):
     the end of the step that added it, whose snapshot Ray has taken by then: that snapshot is signed there and
     the signatures written to the experiment directly. A restored experiment with nothing left to run takes
     its only snapshot before any callback sees a trial, so at its end the state is signed again and written
-    the same way. The key is read when signing, never
-    kept: Ray pickles its callbacks into ``tuner.pkl``."""
+    the same way. The key is read when signing, never kept: Ray pickles its callbacks into ``tuner.pkl``."""
 
     def __init__(self):
         self._storage = None  # the first trial's ray.train StorageContext
