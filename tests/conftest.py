@@ -155,22 +155,23 @@ def kill_search_midway():
     return launch_and_kill
 
 
-def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int) -> None:
+def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int, until=None) -> None:
     """Launch the search of ``cfg`` and SIGKILL its driver (and the Ray processes it started) once the experiment
-    ``exp`` holds ``rows`` result rows; fails when the search ends first."""
+    ``exp`` holds ``rows`` result rows and ``until()`` (when given) is true; fails when the search ends first."""
     from results.store import ResultsError, read_results
 
     driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, seen = time.time() + 300, 0
-    while time.time() < deadline and seen < rows and driver.poll() is None:
-        time.sleep(1)
+    deadline, seen, ready = time.time() + 300, 0, False
+    while time.time() < deadline and not ready and driver.poll() is None:
+        time.sleep(0.5)
         try:
             seen = len(read_results(exp, dedupe=False))
         except ResultsError:
             seen = 0
+        ready = seen >= rows and (until is None or until())
     assert driver.poll() is None, f"the search ended (status {driver.poll()}) before it could be killed"
-    assert seen >= rows, f"{seen} rows after 300 s"
+    assert ready, f"{seen} rows after 300 s, and until() {'not ' if until else ''}true"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(2)

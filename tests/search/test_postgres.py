@@ -49,7 +49,14 @@ def test_a_study_in_postgresql_survives_a_driver_kill_and_matches_the_trials_tab
     cfg.write_text(yaml.safe_dump(settings))
     exp = tmp_path / "store" / "t"
 
-    kill_search_midway(cfg, exp, ray_env, rows=3)
+    def running_in_study() -> bool:  # the first trials are the two baselines: wait for a searched one to be asked
+        try:
+            study = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
+        except KeyError:  # not created yet
+            return False
+        return any(t.state == TrialState.RUNNING for t in study.trials)
+
+    kill_search_midway(cfg, exp, ray_env, rows=3, until=running_in_study)
     # the killed driver had asked Optuna for trials it never told: the database holds them as running
     before = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
     left_running = {t.number for t in before.trials if t.state == TrialState.RUNNING}
