@@ -213,25 +213,31 @@ def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(t
 
 
 def test_a_second_driver_is_refused_while_the_first_runs(signed_experiment, tmp_path, search_yaml):
-    """A resume, a launch of the same name and a train-best while launch runs: each refused in one line naming
-    the holder; the running search ends with its own trials only."""
+    """A resume, a launch of the same name, a train-best and a trust while launch runs: each refused in one line
+    naming the holder; the running search (then interrupted) holds its own trials only."""
     exp, env, *_ = signed_experiment
-    cfg, running, first = _start_search(tmp_path, exp, env, search_yaml, max_t=3)
+    # trials long enough to outlast four drivers starting on a loaded machine (about 10 s each, at once)
+    cfg, running, first = _start_search(tmp_path, exp, env, search_yaml, max_t=50)
     try:
         deadline = time.time() + 120
         while not (running / LEASE_FILE).exists() and time.time() < deadline:
             time.sleep(0.2)
         assert (running / LEASE_FILE).exists(), "launch never took its lease"
-        for argv in (["search", "resume", running], ["search", "launch", "--config", cfg],
-                     ["search", "train-best", running, "--seeds", "1"], ["search", "trust", running]):
-            second = _cli(*argv, env=env)
-            line = _one_error_line(second.stderr)
+        seconds = [subprocess.Popen([sys.executable, "-m", "p2m.cli", *map(str, argv)], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for argv in (["search", "resume", running], ["search", "launch", "--config", cfg],
+                                ["search", "train-best", running, "--seeds", "1"], ["search", "trust", running])]
+        errors = [second.communicate(timeout=300)[1] for second in seconds]
+        assert first.poll() is None, "the search ended before the other drivers were refused: the test proves nothing"
+        for err, second in zip(errors, seconds):
+            line = _one_error_line(err)
             assert second.returncode == 2 and f"another driver holds this experiment (launch, pid {first.pid}" in line
-        out, err = first.communicate(timeout=400)
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    assert first.returncode == 0, err[-3000:]
+    assert first.returncode == 128 + signal.SIGINT, err[-3000:]
     trials = read_trials(running)
     assert len(trials) == 2 and len(list(running.glob("experiment_state-*.json"))) == 1
 
