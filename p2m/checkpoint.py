@@ -5,7 +5,13 @@ A checkpoint is one file holding plain containers and tensors only:
     model, optimizer, scaler: state dicts; ema (when ``optim.ema_epochs`` > 0): the averaged weights
     (``{"module": state dict, "updates": int, "decay": float}``), which validation measured; torch_rng: ByteTensor;
     cuda_rng: list of ByteTensor; history: list of per-epoch metric dicts; best: the metric dict of the best
-    epoch so far. ``best.pt`` holds the evaluated weights (the EMA's when there is one) as ``model``.
+    epoch so far; lr_horizon_steps: int (the schedule's length); loss_weights (learned loss weights only): a
+    state dict. ``best.pt`` holds the evaluated weights (the EMA's when there is one) as ``model``.
+
+A *final* checkpoint (:func:`final_weights`: the last epoch of a run that will not be continued, a search trial's
+at ``max_t``, a retraining run's ``WEIGHTS_FILE``) holds only what evaluating and predicting read: epoch, config,
+model (the evaluated weights), history and best; about a quarter of the size (no optimizer moments, no second
+copy of the weights for the EMA).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import torch
 
 from p2m.atomic import atomic_write_bytes
 from p2m.config import TrainConfig, from_dict
-from p2m.names import BEST_FILE, CHECKPOINT_FILE
+from p2m.names import BEST_FILE, CHECKPOINT_FILE, WEIGHTS_FILE
 
 FORMAT = 1
 
@@ -52,11 +58,26 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
-    """The file :func:`load_checkpoint` reads for ``path`` (a file, a checkpoint directory or a run directory)."""
+    """The file :func:`load_checkpoint` reads for ``path``: a file, or in a directory its ``CHECKPOINT_FILE`` (a
+    checkpoint directory), else its ``BEST_FILE`` (a ``p2m train`` run), else its ``WEIGHTS_FILE`` (a retrained run
+    of ``p2m search train-best``)."""
     path = Path(path)
     if path.is_dir():
-        path = next((p for p in (path / CHECKPOINT_FILE, path / BEST_FILE) if p.is_file()), path / CHECKPOINT_FILE)
+        path = next((p for p in (path / CHECKPOINT_FILE, path / BEST_FILE, path / WEIGHTS_FILE) if p.is_file()),
+                    path / CHECKPOINT_FILE)
     return path
+
+
+def final_weights(state: dict) -> dict:
+    """The final checkpoint of the checkpoint ``state`` (module docstring): what is evaluated, not what resumes."""
+    weights = state["ema"]["module"] if "ema" in state else state["model"]
+    return {"epoch": state["epoch"], "config": state["config"], "model": weights,
+            "history": state.get("history", []), "best": state.get("best", {})}
+
+
+def is_final(state: dict) -> bool:
+    """Whether ``state`` is a final checkpoint (nothing to continue training from)."""
+    return "optimizer" not in state
 
 
 def checkpoint_config(state: dict, source: str = "checkpoint") -> TrainConfig:

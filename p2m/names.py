@@ -148,5 +148,6 @@ METRICS_FILE = "metrics.jsonl"  # one line per epoch
 CHECKPOINT_DIR = "checkpoint"  # holds CHECKPOINT_FILE, the latest epoch
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"  # the epoch with the lowest OBJECTIVE
+WEIGHTS_FILE = "weights.pt"  # a finished run's last epoch, its evaluated weights only (p2m.checkpoint.final_weights)
 CURVES_FILE = "curves.png"
 

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from p2m.atomic import atomic_write_bytes
-from p2m.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from p2m.checkpoint import checkpoint_config, final_weights, is_final, load_checkpoint, save_checkpoint
 from p2m.config import TrainConfig, save_config
 from p2m.data.dataset import P2MDataset, collate_p2m
 from p2m.data.layout import find_samples
@@ -78,7 +78,8 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
 
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None = None,
         resume_from: str | os.PathLike | None = None, progress: bool = True, save_best: bool = True,
-        log: Callable[[str], None] | None = print, changing: tuple[str, ...] = ()) -> FitResult:
+        log: Callable[[str], None] | None = print, changing: tuple[str, ...] = (),
+        final: bool = False) -> FitResult:
     """Train ``cfg`` for ``cfg.optim.max_epochs`` epochs (continuing from ``resume_from`` when given).
 
     Args:
@@ -93,15 +94,25 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         changing: config keys (``"loss.w2_edge"``) that may differ from the checkpoint's when resuming: a
             population scheduler continues another trial's checkpoint under new loss weights, keeping its
             model, optimizer state and epoch.
+        final: the last epoch's checkpoint is a final one (:func:`p2m.checkpoint.final_weights`: the evaluated
+            weights, no optimizer state), for a run nobody will continue past ``max_epochs`` (a search's trial).
+            Resuming from a final checkpoint trains nothing: its epoch must be ``max_epochs``.
 
     Raises:
         NonFiniteLossError: when the loss becomes NaN or infinite.
-        ValueError: for a missing dataset or split, or a checkpoint that is not readable.
+        ValueError: for a missing dataset or split, or a checkpoint that is not readable, or a final one from
+            before ``max_epochs``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / CHECKPOINT_DIR
     device = resolve_device(cfg.device)
+    state = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    if state is not None and is_final(state):  # a finished run (its driver stopped it before it heard the end)
+        if int(state["epoch"]) < cfg.optim.max_epochs:
+            raise ValueError(f"{resume_from}: a finished run's final weights (epoch {state['epoch']}, no optimizer "
+                             f"state) cannot be continued to epoch {cfg.optim.max_epochs}")
+        return FitResult(list(state["history"]), dict(state["best"]), out_dir)
     torch.manual_seed(cfg.seed)
     amp_dtype = _amp_dtype(cfg, device)
 
@@ -115,7 +126,6 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     optimizer = build_optimizer(cfg, model, device, loss_weights)
     drop_last = len(train_set) > cfg.optim.batch_size  # no ragged last batch, unless it is the only one
     steps = cfg.optim.steps_per_epoch or (len(train_set) // cfg.optim.batch_size if drop_last else 1)
-    state = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
     # The schedule's horizon is fixed when a run starts: a resume that lengthens the run (max_epochs)
     # continues the schedule where it stood (past its end, at its floor) instead of stretching it, which
     # would throw the learning rate back up mid-run.
@@ -213,13 +223,15 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
             if save_best:
                 save_checkpoint(out_dir / BEST_FILE, {"epoch": epoch, "config": cfg.to_dict(),
                                                       "model": evaluated.state_dict()})
-        save_checkpoint(ckpt_dir / CHECKPOINT_FILE, {
+        state = {
             "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             **({"loss_weights": loss_weights.state_dict()} if loss_weights is not None else {}),
             "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            "history": history, "best": best})
+            "history": history, "best": best}
+        save_checkpoint(ckpt_dir / CHECKPOINT_FILE,
+                        final_weights(state) if final and epoch == cfg.optim.max_epochs else state)
         _write_history(out_dir / METRICS_FILE, history)
         if log:
             log(_summary(metrics, cfg.optim.max_epochs))

@@ -19,7 +19,7 @@ from results import storage
 ALGORITHMS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo", "pbt", "pb2")  # pbt / pb2: weight schedules (search/population.py)
 # fields an experiment written before them lacks: read as their defaults (every other field must be there)
-ADDED_LATER = ("race_top", "race_seeds", "race_min_rounds")
+ADDED_LATER = ("race_top", "race_seeds", "race_min_rounds", "keep_best")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class SearchSettings:
     max_failures: int = 1
     storage_path: str = "./experiments"
     optuna_url: str = ""  # "" = a journal file in the experiment directory
+    # ended trials whose last checkpoint is kept (by the ranking rule), besides the baselines' (search.retention)
+    keep_best: int = 3
     space_overrides: dict = field(default_factory=dict)
     # the race at the end of launch (search.race): the race_top best trials and published, on up to race_seeds fresh
     # seeds, none dropped before race_min_rounds; race_top 0: no race
@@ -72,6 +74,8 @@ class SearchSettings:
                              f"seeds={self.race_seeds}, min_rounds={self.race_min_rounds}")
         if self.max_failures < 0:
             raise ValueError(f"failure.max_failures must be >= 0, got {self.max_failures}")
+        if self.keep_best < 0:
+            raise ValueError(f"storage.keep_best must be >= 0, got {self.keep_best}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"search.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.scheduler not in SCHEDULERS:

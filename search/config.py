@@ -16,7 +16,9 @@ scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}   # type
                                  # (pbt/pb2: weights change during a trial every perturbation_interval: 2 epochs)
 resources: {cpu: 1, gpu: 0}      # per trial; gpu may be a fraction (0.25 = four trials per GPU)
 failure: {max_failures: 1}
-storage: {path: ./experiments, optuna_url: ""}   # optuna_url "" = a journal file in the experiment dir
+storage: {path: ./experiments, optuna_url: "", keep_best: 3}   # optuna_url "" = a journal file in the experiment
+                                 # dir; keep_best: ended trials whose last checkpoint is kept besides the baselines'
+                                 # (search.retention: the others' are deleted)
 space: {loss.w2_edge: {log_uniform: [0.01, 1.0]}, loss.w1_normal: null}   # overrides of the default space
 race: {top: 3, seeds: 5, min_rounds: 3}   # at the end of launch: the 3 best trials and published retrained on up
                                  # to 5 fresh seeds, losers dropped by a paired test (search.race); top 0: no race
@@ -111,7 +113,8 @@ def search_config_from_dict(data: dict, source: str = "search config", overrides
                                       "perturbation_interval": int}, source, rename={"type": "scheduler"})
     _take(kwargs, data, "resources", {"cpu": float, "gpu": float}, source)
     _take(kwargs, data, "failure", {"max_failures": int}, source)
-    _take(kwargs, data, "storage", {"path": str, "optuna_url": str}, source, rename={"path": "storage_path"})
+    _take(kwargs, data, "storage", {"path": str, "optuna_url": str, "keep_best": int}, source,
+          rename={"path": "storage_path"})
     _take(kwargs, data, "race", {"top": int, "seeds": int, "min_rounds": int}, source,
           rename={"top": "race_top", "seeds": "race_seeds", "min_rounds": "race_min_rounds"})
     if "baselines" in data:

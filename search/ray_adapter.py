@@ -16,6 +16,8 @@ templates, needs 2.52). What each piece relies on, to check when Ray moves:
   the only one in which every Ray server binds to 127.0.0.1.
 - :func:`quiet_logs` names two of Ray's loggers and one environment variable whose warnings do not apply
   to a search, and rewrites one of Ray's tracebacks as the one line it means (listed there).
+- :func:`trial_dir_name` reads ``Trial.storage.trial_dir_name`` (the trial's directory under the experiment), and
+  :func:`checkpoint_dirs` knows Ray's names of a trial's checkpoints, ``checkpoint_<index, 6 digits>``.
 - :class:`LostCheckpoints` reads and replaces ``Trial.run_metadata.checkpoint_manager`` (Ray's
   ``_CheckpointManager``) of a resumed trial whose latest checkpoint is gone.
 Ray's public API is used elsewhere: the report/checkpoint calls only in :mod:`search.trainable`, the
@@ -326,3 +328,16 @@ class LostCheckpoints(Callback):
 
 def _exists(checkpoint) -> bool:
     return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+
+
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray's checkpoint directories in a trial's: checkpoint_000000, checkpoint_000001, ...
+
+
+def trial_dir_name(trial) -> str:
+    """The name of ``trial``'s directory in its experiment's."""
+    return trial.storage.trial_dir_name
+
+
+def checkpoint_dirs(names) -> list[str]:
+    """The names among ``names`` (a trial directory's entries) that are Ray's checkpoints, oldest first."""
+    return sorted(n for n in names if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit())

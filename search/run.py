@@ -32,6 +32,7 @@ from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray,
 from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
 from search.population import param_space as population_space
 from search.preflight import preflight_config
+from search.retention import Retention
 from search.schedulers import build_scheduler, build_searcher, restore_rungs
 from search.trainable import train_trial, trial_resources
 from search.trust import SIGNATURES, SignState, restore_key, verify
@@ -193,7 +194,10 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (init_ray): each costs the
         # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
-                   CSVLoggerCallback(), LostCheckpoints(), SignState()])
+                   CSVLoggerCallback(), LostCheckpoints(),
+                   Retention(exp, cfg.keep_best, cfg.max_t, cfg.named_points(),
+                             until_all_ended=cfg.scheduler in POPULATION_SCHEDULERS),
+                   SignState()])
 
 
 def init_ray(address: str | None) -> None:

@@ -26,6 +26,7 @@ from search.config import SearchConfig
 from search.ray_adapter import LostCheckpoints
 from search.outcome import Interrupted, fit
 from search.preflight import preflight_config
+from search.retention import Retention
 from search.trainable import RUN_PARAM, train_run, trial_resources
 from search.trust import SignState, restore_key, verify
 
@@ -101,7 +102,7 @@ def _run_config(cfg: SearchConfig, phase: storage.Location, epochs: int, verbose
         progress_reporter=reporter, failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[ParquetResults(phase, storage.name_of(phase), epochs), CSVLoggerCallback(),
-                   LostCheckpoints(), SignState()])
+                   LostCheckpoints(), Retention(phase, keep_best=0, max_t=epochs), SignState()])
 
 
 __all__ = ["Run", "RunsError", "run_phase"]

@@ -34,7 +34,8 @@ from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, METRICS, METRICS_FILE, PREVIEWS_DIR,
-                       RUN_CONFIG_FILE, STAGES, VIEWS_DIR, stage_key, test_column, train_best_dir, val_column)
+                       RUN_CONFIG_FILE, STAGES, VIEWS_DIR, WEIGHTS_FILE, stage_key, test_column, train_best_dir,
+                       val_column)
 from p2m.train import fit, resolve_device
 from results import storage
 from results.lease import pid_alive
@@ -83,8 +84,9 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
             _report({**metrics, **extra, **parent}, checkpoint_dir, workdir)
             parent.clear()  # said once, with the first epoch trained from it
 
+        # the checkpoint at max_t is a final one (the evaluated weights): kept for predict, never resumed
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
-            progress=False, save_best=False, log=None, changing=changing)
+            progress=False, save_best=False, log=None, changing=changing, final=True)
 
 
 def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", previews: int = 0,
@@ -126,11 +128,13 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
         run_dir = workdir / "run"
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
-            test = {}
-            if metrics["epoch"] == epochs:
-                test = _test_run(cfg, checkpoint_dir, run_dir, experiment_dir, run, metrics, extra, split, previews,
-                                 views)
-            _report({**metrics, **extra, **test}, checkpoint_dir, workdir)
+            if metrics["epoch"] < epochs:
+                _report({**metrics, **extra}, checkpoint_dir, workdir)
+                return
+            # the run is recorded in the ledger here: its last epoch is reported without a checkpoint (the search
+            # deletes a finished run's checkpoints: search.retention), a tested run's weights go with its outputs
+            test = _test_run(cfg, checkpoint_dir, run_dir, experiment_dir, run, metrics, extra, split, previews, views)
+            _report({**metrics, **extra, **test}, None, workdir)
 
         for end, values in segments:  # one segment, unless a population search changed weights during training
             segment = apply_params(cfg, values, f"trial {trial_id}'s schedule")
@@ -157,7 +161,7 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
         return {}
     from torch.utils.data import DataLoader
 
-    from p2m.checkpoint import load_model
+    from p2m.checkpoint import final_weights, load_checkpoint, load_model, save_checkpoint
     from p2m.data.dataset import P2MDataset, collate_p2m
     from p2m.data.layout import find_samples
     from p2m.evaluate import evaluate
@@ -171,8 +175,9 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
     loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size),
                         batch_size=cfg.optim.batch_size, collate_fn=collate_p2m)
     test = evaluate(model, loader, device)
-    out = run_dir / "outputs"  # the run's config, metrics, curves and previews, published beside the tables
+    out = run_dir / "outputs"  # the run's config, metrics, curves, previews and weights, published beside the tables
     out.mkdir()
+    save_checkpoint(out / WEIGHTS_FILE, final_weights(load_checkpoint(checkpoint_dir)))  # for p2m predict
     for name in (RUN_CONFIG_FILE, METRICS_FILE):
         shutil.copy2(run_dir / name, out / name)
     history = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
@@ -190,10 +195,12 @@ def run_output_dir(arm: str, seed: int) -> str:
     return f"{train_best_dir(None if arm == BEST_ARM else arm)}/seed{int(seed)}"
 
 
-def _report(metrics: dict, checkpoint_dir: Path, workdir: Path) -> None:
-    """Report one epoch with its checkpoint; when Ray stops the trial here, park (see the module docstring)."""
+def _report(metrics: dict, checkpoint_dir: Path | None, workdir: Path) -> None:
+    """Report one epoch with its checkpoint (if any); when Ray stops the trial here, park (see the module
+    docstring)."""
     try:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        tune.report(metrics, checkpoint=None if checkpoint_dir is None else
+                    tune.Checkpoint.from_directory(str(checkpoint_dir)))
     except SystemExit:  # Ray stops the trial: see the module docstring
         shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint was persisted by report
         threading.Event().wait()

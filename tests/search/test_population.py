@@ -108,8 +108,8 @@ class _FakeTune:
 def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_weights(synth_dir, tmp_path,
                                                                                       monkeypatch):
     """What PBT and PB2 do on exploit, step by step without Ray: trial B starts from trial A's checkpoint with
-    another weight (as its log10, PB2's form): it trains epoch 2 (not epoch 1 again) with A's model and optimizer
-    state, and reports its own weights."""
+    another weight (as its log10, PB2's form): it trains epochs 2 and 3 (not epoch 1 again) with A's model and
+    optimizer state, and reports its own weights; its checkpoint at max_t is a final one (no optimizer state)."""
     import ray.tune
 
     from p2m.checkpoint import load_checkpoint
@@ -118,7 +118,7 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
 
     monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: type("C", (), {"get_node_id": lambda _: "n"})())
     base = apply_overrides(profile_config("tiny"), [f"data.root={synth_dir}", "optim.steps_per_epoch=2",
-                                                    "data.val_limit=4", "optim.max_epochs=2"]).to_dict()
+                                                    "data.val_limit=4", "optim.max_epochs=3"]).to_dict()
     first = _FakeTune(trial_id="a")
     first.keep, first.Checkpoint = tmp_path / "a", ray.tune.Checkpoint
     monkeypatch.setattr(trainable, "tune", first)
@@ -129,7 +129,7 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
     second.keep, second.Checkpoint = tmp_path / "b", ray.tune.Checkpoint
     monkeypatch.setattr(trainable, "tune", second)
     trainable.train_trial({"log10:loss.w1_edge": 0.0}, base, changing=("loss.w1_edge",))
-    assert [m["epoch"] for m, _ in second.reports] == [2]  # it went on from A's epoch 1
+    assert [m["epoch"] for m, _ in second.reports] == [2, 3]  # it went on from A's epoch 1
     assert (second.reports[0][0]["parent_trial"], second.reports[0][0]["parent_epoch"]) == ("a", 1)
     assert "parent_trial" not in metrics_a
     assert second.reports[0][0]["config.loss.w1_edge"] == pytest.approx(1.0)
@@ -137,6 +137,8 @@ def test_a_trial_given_another_trials_checkpoint_goes_on_from_it_under_its_own_w
     assert state_b["config"]["loss"]["w1_edge"] == pytest.approx(1.0)
     assert all(float(v["step"]) == 4 for v in state_b["optimizer"]["state"].values())  # A's 2 steps, then 2
     assert state_b["history"][0] == load_checkpoint(checkpoint_a)["history"][0]  # A's first epoch is B's past
+    final = load_checkpoint(second.reports[1][1])
+    assert "optimizer" not in final and final["epoch"] == 3 and [h["epoch"] for h in final["history"]] == [1, 2, 3]
     # without the weight among the keys that may change, continuing A's checkpoint is refused
     third = _FakeTune(checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_a), trial_id="c")
     third.keep, third.Checkpoint = tmp_path / "c", ray.tune.Checkpoint

@@ -5,6 +5,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from p2m.names import JOURNAL_FILE, OBJECTIVE
@@ -114,6 +115,29 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert best[OBJECTIVE].gt(0).all() and best[OBJECTIVE].lt(float("inf")).all()
     assert (best["test_views"] > 0).all() and (best["test_s3_cd"] > 0).all() and len(best) == 2
     assert len(list((exp / "train_best" / "seed2000" / "previews").glob("*.png"))) == 1
+
+    # retention (keep_best 3): the baselines and the 3 best ended trials (completed first, by their last value, then
+    # those stopped early) keep their last checkpoint, a final one at max_t; the other ended trials keep none (the
+    # errored trial never wrote one: NaN at its first step). A retrained run keeps no checkpoint: its weights are
+    # in its outputs
+    ended = trials[trials["stop_reason"] != STOP_ERRORED]
+    order = pd.concat([ended[ended["stop_reason"] == STOP_COMPLETED].sort_values(LAST_OBJECTIVE),
+                       ended[ended["stop_reason"] == STOP_EARLY].sort_values(LAST_OBJECTIVE)])
+    kept = set(order["trial_id"].head(3)) | set(ended.loc[ended["baseline"].notna(), "trial_id"])
+    for trial_id, stop in zip(ended["trial_id"], ended["stop_reason"]):
+        [directory] = exp.glob(f"train_trial_*{trial_id}*")
+        left = sorted(directory.glob("checkpoint_*/checkpoint.pt"))
+        assert len(left) == (trial_id in kept), (trial_id, left)
+        if left and stop == STOP_COMPLETED:
+            assert "optimizer" not in torch.load(left[0], weights_only=True)
+    assert not list((exp / "runs").glob("*/*/checkpoint_*"))
+    image = sorted(synth_dir.glob("*/*/rendering/00.png"))[0]
+    [best_checkpoint] = next(exp.glob(f"train_trial_*{chosen['trial_id']}*")).glob("checkpoint_*")
+    for checkpoint in (best_checkpoint, exp / "train_best" / "seed2000"):
+        result = p2m_run("predict", "--checkpoint", checkpoint, image, "--out", tmp_path / "mesh.obj", env=ray_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / "mesh.obj").stat().st_size > 0
+        (tmp_path / "mesh.obj").unlink()
 
     # the baseline column names exactly the enqueued points
     named = trials.set_index("trial_id")["baseline"]
