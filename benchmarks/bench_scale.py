@@ -11,6 +11,14 @@ has something to find and ASHA something to stop. The search is ``p2m search lau
 ``--table-cost`` runs the search twice instead, without then with the Parquet table's per-result writes, to show
 where the driver's time goes.
 
+Each epoch a trial also reports a checkpoint, as the training trainable does: a directory holding one small file
+that says what kind of checkpoint it stands for (the last epoch's is a final one, :func:`p2m.checkpoint.final_weights`),
+so the search's retention (:mod:`search.retention`, the default ``storage.keep_best``) deletes and keeps them as it
+would real ones. Their bytes are counted at the real sizes of the ``paper`` profile's checkpoints, a full one and a
+final one, measured first by training that profile one step (``p2m.train.fit``). *Before* is what the search kept
+without retention (every checkpoint full, Ray's ``num_to_keep`` only: each trial's checkpoints as they stood when it
+ended, counted at that moment, before retention acts); *after* is what is left on disk at the end.
+
 Printed: the driver's CPU milliseconds per result (this process's CPU time, all its threads: Ray's controller,
 the searcher, the callback, from the first result to the last, divided by the results between); TPE's seconds
 per suggestion around the 100th, 500th and 1,000th trial; the driver's peak memory; the results table's file
@@ -20,18 +28,21 @@ and of ``analyze``; each against its goal.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from _study import cpu_name
+from _study import cpu_name, synth_data
 
 GOALS = {"driver": 5.0, "suggest": 0.100, "analyze": 30.0}  # ms per result, s per suggestion at 1000, s
+KIND_FILE, FULL, FINAL = "kind.txt", "full", "final"  # a synthetic checkpoint: which real one it stands for
 
 
 def main() -> None:
@@ -49,20 +60,23 @@ def main() -> None:
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "
           f"{args.trials} trials x up to {args.max_t} epochs, ASHA (grace 1, factor 3), TPE, 8 trials at a time")
+    data = synth_data(Path(f"{args.out}-data"), 4, 4, 3)  # a small synthetic dataset (made once, then kept)
     if args.table_cost:
         for table in (False, True):
-            run = _search(args, Path(args.out) / ("with-table" if table else "no-table"), table)
+            run = _search(args, Path(args.out) / ("with-table" if table else "no-table"), table, data)
             print(f"  {'with' if table else 'without'} the Parquet table's writes: driver CPU per result "
                   f"{run['per_result']:.2f} ms over {run['results']} results")
         return
-    run = _search(args, Path(args.out), table=True)
+    run = _search(args, Path(args.out), table=True, data=data)
     exp = run["exp"]
+    before, after = run["before"], kept_checkpoints(exp)
     t0 = time.perf_counter()
     resume(exp, verbose=0, trainable=synthetic_trial)
     resume_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     analyze([exp], exp.parent / "analysis")
     analyze_s = time.perf_counter() - t0
+    sizes = checkpoint_sizes(data, Path(f"{args.out}-sizes"))  # after the search: its peak memory is the driver's
 
     print(f"search: {run['trials']} trials, {run['results']} results in {run['wall']:.0f} s of wall time "
           f"({run['span']:.0f} s from the first result to the last, {run['results'] / run['span']:.1f} results/s); "
@@ -82,28 +96,41 @@ def main() -> None:
               ("results files at the end", run["files_end"], "", None),
               ("resume of the finished search (s)", resume_s, "", None),
               ("analyze (s)", analyze_s, f"<= {GOALS['analyze']:.0f}", analyze_s <= GOALS["analyze"])]
+    written = run["written"]
+    gb = 1e-9
+    print(f"checkpoints of the paper profile (measured): full {sizes[FULL] / 1e6:.1f} MB, final {sizes[FINAL] / 1e6:.1f} MB")
+    lines += [("checkpoints written per trial-epoch (MB)",
+               sum(written[k] * sizes[k] for k in written) / run["results"] / 1e6, "", None),
+              ("checkpoints written in all (GB)", sum(written[k] * sizes[k] for k in written) * gb, "", None),
+              ("checkpoints kept at the end, before: no retention (GB)", before * sizes[FULL] * gb, "", None),
+              ("checkpoints kept at the end, after: retention (GB)",
+               sum(after[k] * sizes[k] for k in after) * gb, "", None)]
+    print(f"checkpoints: {written[FULL]} full and {written[FINAL]} final written; kept at the end: before {before} "
+          f"(all full), after {after[FULL]} full and {after[FINAL]} final")
     width = max(len(name) for name, *_ in lines)
     for name, value, goal, met in lines:
         verdict = "" if met is None else ("met" if met else "NOT met")
         print(f"  {name:<{width}}  {value:>10.3f}  {goal:>8}  {verdict}")
 
 
-def _search(args, out: Path, table: bool) -> dict:
+def _search(args, out: Path, table: bool, data: Path) -> dict:
     """One synthetic search through ``search.run.launch``, timed; ``table=False`` skips the Parquet callback's
     per-result work (its trials table and compaction stay)."""
     import dataclasses
 
     from p2m.config import TrainConfig
     from p2m.names import RESULTS_DIR
+    from results.schema import ITERATION
     from results.store import list_parts, read_results, read_trials
-    from search import callbacks, ray_adapter
+    from search import callbacks, ray_adapter, retention
+    from search.ray_adapter import trial_dir_name
     from search.config import load_search_config
     from search.run import launch
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_search_config(_config(args.trials, args.max_t, out), {})
     cfg = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, data=dataclasses.replace(
-        TrainConfig().data, root=str(out))))
+        TrainConfig().data, root=str(data))))  # real data: the pre-flight reads its file lists (trials do not)
     exp = out / cfg.name
 
     suggest_times: list[float] = []
@@ -124,6 +151,13 @@ def _search(args, out: Path, table: bool) -> dict:
             real_result(self, *a, **k)
         arrivals.append((_cpu(), time.perf_counter()))
 
+    before = [0]  # checkpoints on disk when each trial ended, before retention acted
+    real_complete = retention.Retention.on_trial_complete
+
+    def counted_complete(self, iteration, trials, trial, **info):
+        before[0] += len(list((exp / trial_dir_name(trial)).glob("checkpoint_*")))
+        real_complete(self, iteration, trials, trial, **info)
+
     most_files, stop = [0], threading.Event()
 
     def count_files():
@@ -134,6 +168,7 @@ def _search(args, out: Path, table: bool) -> dict:
     counter.start()
     ray_adapter.P2MOptunaSearch.suggest = timed_suggest
     callbacks.ParquetResults.on_trial_result = noted_result
+    retention.Retention.on_trial_complete = counted_complete
     cpu0, t0 = _cpu(), time.perf_counter()
     try:
         launch(cfg, verbose=0, trainable=synthetic_trial)
@@ -141,17 +176,44 @@ def _search(args, out: Path, table: bool) -> dict:
         cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
         ray_adapter.P2MOptunaSearch.suggest = real_suggest
         callbacks.ParquetResults.on_trial_result = real_result
+        retention.Retention.on_trial_complete = real_complete
         stop.set()
         counter.join()
     # steady state, from the first result to the last (Ray's start-up and shutdown are not per result)
     run = {"exp": exp, "results": len(arrivals), "wall": wall, "cpu": cpu, "suggest_times": suggest_times,
            "per_result": 1000 * (arrivals[-1][0] - arrivals[0][0]) / (len(arrivals) - 1),
            "span": arrivals[-1][1] - arrivals[0][1], "most_files": most_files[0],
-           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before": before[0]}
     if table:
         run.update(trials=len(read_trials(exp)), files_end=len(list_parts(exp / RESULTS_DIR)))
-        assert len(read_results(exp)) == len(arrivals), "a result was lost or doubled"
+        rows = read_results(exp)
+        assert len(rows) == len(arrivals), "a result was lost or doubled"
+        final = int((rows[ITERATION] == args.max_t).sum())  # one checkpoint per result, a final one at max_t
+        run["written"] = {FULL: len(rows) - final, FINAL: final}
     return run
+
+
+def checkpoint_sizes(data: Path, out: Path) -> dict[str, int]:
+    """Bytes of a full and of a final checkpoint of the ``paper`` profile: one epoch of one step trained by
+    ``p2m.train.fit`` on a small synthetic dataset, its checkpoint's file, and that checkpoint made final."""
+    from p2m.checkpoint import final_weights, load_checkpoint, save_checkpoint
+    from p2m.config import apply_overrides, profile_config
+    from p2m.names import CHECKPOINT_DIR, CHECKPOINT_FILE
+    from p2m.train import fit
+
+    cfg = apply_overrides(profile_config("paper"), [f"data.root={data}", "optim.steps_per_epoch=1", "optim.max_epochs=1",
+                                                    "data.val_limit=1", "device=cpu"])
+    shutil.rmtree(out, ignore_errors=True)
+    fit(cfg, out / "run", progress=False, save_best=False, log=None)
+    path = out / "run" / CHECKPOINT_DIR / CHECKPOINT_FILE
+    final = save_checkpoint(out / "final.pt", final_weights(load_checkpoint(path)))
+    return {FULL: path.stat().st_size, FINAL: final.stat().st_size}
+
+
+def kept_checkpoints(exp: Path) -> dict[str, int]:
+    """How many checkpoints of each kind the experiment's trial directories hold."""
+    kinds = [path.read_text() for path in exp.glob(f"*/checkpoint_*/{KIND_FILE}")]
+    return {FULL: kinds.count(FULL), FINAL: kinds.count(FINAL)}
 
 
 def synthetic_trial(params: dict) -> None:
@@ -163,11 +225,13 @@ def synthetic_trial(params: dict) -> None:
 
     from p2m.names import METRICS, STAGES, val_column
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # as search.trainable: no line per checkpoint
     rng = random.Random(hash(tuple(sorted(params.items()))))
     logs = [math.log10(v) for k, v in sorted(params.items()) if k.startswith("loss.w") and v > 0]
     distance = math.sqrt(sum((x + 0.5) ** 2 for x in logs) / max(len(logs), 1))  # optimum: every weight 10^-0.5
     floor = 0.01 * (1 + distance)
-    for epoch in range(1, int(os.environ.get("P2M_BENCH_MAX_T", "50")) + 1):
+    max_t = int(os.environ.get("P2M_BENCH_MAX_T", "50"))
+    for epoch in range(1, max_t + 1):
         cd = floor * (1 + 2 * epoch ** -0.7) * (1 + 0.01 * rng.gauss(0, 1))
         metrics = {}
         for s in STAGES:
@@ -177,10 +241,15 @@ def synthetic_trial(params: dict) -> None:
                                              "cd_gt_to_pred": stage_cd / 2, "f_tau": 100 * math.exp(-50 * stage_cd),
                                              "f_2tau": 100 * math.exp(-25 * stage_cd),
                                              "normal_consistency": 0.9 - stage_cd, "smoothness": 0.1}[m]
+        checkpoint = Path(tempfile.mkdtemp(prefix="p2m-bench-checkpoint-"))  # reported: Ray copies it into the trial's
+        (checkpoint / KIND_FILE).write_text(FINAL if epoch == max_t else FULL)
         try:
-            tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0})
+            tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0},
+                        checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
         except SystemExit:  # Ray stops the trial: park the thread, as search.trainable does
+            shutil.rmtree(checkpoint, ignore_errors=True)
             threading.Event().wait()
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _config(trials: int, max_t: int, out: Path) -> Path:
