@@ -188,7 +188,10 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         name=storage.name_of(exp), storage_path=str(storage.parent_of(exp)), verbose=verbose,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        # a population scheduler clones another trial's checkpoint a few epochs after it was written
+        # 2: the latest, and the one before it, which the last uploaded snapshot may still call the latest (with 1,
+        # a driver killed before the next snapshot leaves a trial whose checkpoint is gone: LostCheckpoints); a
+        # population scheduler clones another trial's checkpoint a few epochs after it was written. Ended trials:
+        # search.retention
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
         # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (init_ray): each costs the
