@@ -46,7 +46,7 @@ def register(verbs) -> None:
 
     trust = sub.add_parser("trust", help="sign an experiment's Ray state with this machine's restore key, so that "
                                           "resume may read it: only when every writer of the experiment is trusted "
-                                          "(README: Security)")
+                                          "(docs/security.md)")
     trust.add_argument("experiment_dir")
     trust.set_defaults(func=_trust)
 
