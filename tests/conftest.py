@@ -155,6 +155,34 @@ def kill_search_midway():
     return launch_and_kill
 
 
+@pytest.fixture(scope="session")
+def check_retention():
+    return retained_as_the_rule_says
+
+
+def retained_as_the_rule_says(exp, trials, keep_best: int = 3) -> set:
+    """Assert what search.retention leaves in a finished experiment (a local path or a bucket URI), from its trials
+    table: the baselines and the ``keep_best`` best ended trials (those that completed first, by their last value,
+    then those stopped early) hold one checkpoint each, every other ended trial none (errored ones are not
+    looked at); returns the ids of the trials that keep one."""
+    import pandas as pd
+
+    from results import storage
+    from results.schema import BASELINE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, \
+        TRIAL_ID
+
+    ended = trials[trials[STOP_REASON] != STOP_ERRORED]
+    order = pd.concat([ended[ended[STOP_REASON] == STOP_COMPLETED].sort_values(LAST_OBJECTIVE),
+                       ended[ended[STOP_REASON] == STOP_EARLY].sort_values(LAST_OBJECTIVE)])
+    kept = set(order[TRIAL_ID].head(keep_best)) | set(ended.loc[ended[BASELINE].notna(), TRIAL_ID])
+    names = storage.subdirs(exp)
+    for trial_id in ended[TRIAL_ID]:
+        [name] = [n for n in names if n.startswith("train_trial_") and trial_id in n]
+        left = [n for n in storage.subdirs(storage.join(exp, name)) if n.startswith("checkpoint_")]
+        assert len(left) == (trial_id in kept), (trial_id, left)
+    return kept
+
+
 def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int, until=None) -> None:
     """Launch the search of ``cfg`` and SIGKILL its driver (and the Ray processes it started) once the experiment
     ``exp`` holds ``rows`` result rows and ``until()`` (when given) is true; fails when the search ends first."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from p2m.names import METRICS_FILE, SETTINGS_FILE, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE
+from p2m.names import METRICS_FILE, SETTINGS_FILE, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE, WEIGHTS_FILE
 from results import storage
 from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY
 from results.store import list_parts, read_results, read_trials
@@ -48,7 +48,7 @@ def test_locations_refuse_what_they_cannot_reach():
 @pytest.mark.system  # a driver killed mid-search: the real-cluster stage
 def test_search_on_s3_is_killed_resumed_elsewhere_analysed_and_retrained(s3, synth_dir, tmp_path, ray_env, search_yaml,
                                                                          p2m_run, kill_search_midway, monkeypatch,
-                                                                         s3_bucket):
+                                                                         s3_bucket, check_retention):
     """A two-objective search with the learned-weighting baseline beside it, on s3://: SIGKILLed mid-search, resumed
     by a driver with another cache (another head node), every trial finished exactly once; then analysed and
     retrained from the bucket. (The single-objective SIGKILL on a local disk: tests/search/test_cluster.py.)"""
@@ -78,6 +78,7 @@ def test_search_on_s3_is_killed_resumed_elsewhere_analysed_and_retrained(s3, syn
     assert len(list_parts(storage.join(exp, "results"))) == 1
     for trial_id, n in zip(trials["trial_id"], trials["iterations"]):
         assert sorted(table.loc[table.trial_id == trial_id, "training_iteration"]) == list(range(1, n + 1))
+    check_retention(exp, trials)  # in the bucket: the checkpoints of the ended trials the rule does not keep are gone
     # the study came from Ray's snapshot in the bucket to the new head's cache, and every trial in it finished
     from search.optuna_adapter import STUDY_NAME, SnapshotJournalBackend, optuna_storage
 
@@ -105,3 +106,7 @@ def test_search_on_s3_is_killed_resumed_elsewhere_analysed_and_retrained(s3, syn
     assert storage.is_file(storage.join(exp, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE))
     seed = int(trials["config.seed"].iloc[0]) + 2000  # train-best's first seed: the search's + 2000
     assert storage.is_file(storage.join(exp, TRAIN_BEST_DIR, f"seed{seed}", METRICS_FILE))  # its run's outputs too
+    assert storage.is_file(storage.join(exp, TRAIN_BEST_DIR, f"seed{seed}", WEIGHTS_FILE))  # with its weights
+    runs = storage.join(exp, "runs")
+    assert not [c for phase in storage.subdirs(runs) for run in storage.subdirs(storage.join(runs, phase))
+                for c in storage.subdirs(storage.join(runs, phase, run)) if c.startswith("checkpoint_")]

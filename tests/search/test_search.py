@@ -22,7 +22,7 @@ def _study(exp):
     return optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(JournalFileBackend(str(exp / JOURNAL_FILE))))
 
 
-def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
+def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run, check_retention):
     cfg = search_yaml(tmp_path / "s.yaml", tmp_path / "not-the-data", tmp_path / "exp",
                       search={"num_samples": 7},
                       baselines={"published": {}, "uniform": {"loss.w1_laplacian": 0.5}, "diverges": {"optim.lr": 1e6}},
@@ -116,20 +116,13 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
     assert (best["test_views"] > 0).all() and (best["test_s3_cd"] > 0).all() and len(best) == 2
     assert len(list((exp / "train_best" / "seed2000" / "previews").glob("*.png"))) == 1
 
-    # retention (keep_best 3): the baselines and the 3 best ended trials (completed first, by their last value, then
-    # those stopped early) keep their last checkpoint, a final one at max_t; the other ended trials keep none (the
-    # errored trial never wrote one: NaN at its first step). A retrained run keeps no checkpoint: its weights are
-    # in its outputs
-    ended = trials[trials["stop_reason"] != STOP_ERRORED]
-    order = pd.concat([ended[ended["stop_reason"] == STOP_COMPLETED].sort_values(LAST_OBJECTIVE),
-                       ended[ended["stop_reason"] == STOP_EARLY].sort_values(LAST_OBJECTIVE)])
-    kept = set(order["trial_id"].head(3)) | set(ended.loc[ended["baseline"].notna(), "trial_id"])
-    for trial_id, stop in zip(ended["trial_id"], ended["stop_reason"]):
-        [directory] = exp.glob(f"train_trial_*{trial_id}*")
-        left = sorted(directory.glob("checkpoint_*/checkpoint.pt"))
-        assert len(left) == (trial_id in kept), (trial_id, left)
-        if left and stop == STOP_COMPLETED:
-            assert "optimizer" not in torch.load(left[0], weights_only=True)
+    # retention (keep_best 3): the baselines and the 3 best ended trials keep their last checkpoint, a final one at
+    # max_t; the other ended trials keep none (the errored trial never wrote one: NaN at its first step). A retrained
+    # run keeps no checkpoint: its weights are in its outputs
+    for trial_id in check_retention(exp, trials):
+        [left] = next(exp.glob(f"train_trial_*{trial_id}*")).glob("checkpoint_*/checkpoint.pt")
+        if trials.set_index("trial_id").loc[trial_id, "stop_reason"] == STOP_COMPLETED:
+            assert "optimizer" not in torch.load(left, weights_only=True)
     assert not list((exp / "runs").glob("*/*/checkpoint_*"))
     image = sorted(synth_dir.glob("*/*/rendering/00.png"))[0]
     [best_checkpoint] = next(exp.glob(f"train_trial_*{chosen['trial_id']}*")).glob("checkpoint_*")
