@@ -84,7 +84,7 @@ class Retention(Callback):
                 self._trimmed.add(trial.trial_id)
                 found = found[:-1]  # all but the last (names sort by their index)
             else:
-                self._done.add(trial.trial_id)  # out of the best for good: the trials ended later rank lower or higher
+                self._done.add(trial.trial_id)  # out of the best for good: a trial ending later only adds a rival
             for name in found:
                 storage.remove_tree(storage.join(directory, name))
                 deleted.append(f"{trial.trial_id}/{name}")
