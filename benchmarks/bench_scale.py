@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--table-cost", action="store_true",
                         help="instead: the same search twice, the Parquet table's writes skipped then done, and the "
                              "driver's CPU per result of each (where the driver's time goes)")
+    parser.add_argument("--no-checkpoints", action="store_true",
+                        help="trials report no checkpoint (as before retention came: to compare the driver's CPU per "
+                             "result with a commit of then, like for like); no checkpoint bytes are counted")
     args = parser.parse_args()
 
     from results.report import analyze
@@ -70,13 +73,16 @@ def main() -> None:
     run = _search(args, Path(args.out), table=True, data=data)
     exp = run["exp"]
     before, after = run["before"], kept_checkpoints(exp)
+    if args.no_checkpoints:
+        assert before == 0 and not any(after.values()), "a trial reported a checkpoint"
     t0 = time.perf_counter()
     resume(exp, verbose=0, trainable=synthetic_trial)
     resume_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     analyze([exp], exp.parent / "analysis")
     analyze_s = time.perf_counter() - t0
-    sizes = checkpoint_sizes(data, Path(f"{args.out}-sizes"))  # after the search: its peak memory is the driver's
+    if not args.no_checkpoints:
+        sizes = checkpoint_sizes(data, Path(f"{args.out}-sizes"))  # after the search: its peak memory is the driver's
 
     print(f"search: {run['trials']} trials, {run['results']} results in {run['wall']:.0f} s of wall time "
           f"({run['span']:.0f} s from the first result to the last, {run['results'] / run['span']:.1f} results/s); "
@@ -96,21 +102,27 @@ def main() -> None:
               ("results files at the end", run["files_end"], "", None),
               ("resume of the finished search (s)", resume_s, "", None),
               ("analyze (s)", analyze_s, f"<= {GOALS['analyze']:.0f}", analyze_s <= GOALS["analyze"])]
-    written = run["written"]
-    gb = 1e-9
-    print(f"checkpoints of the paper profile (measured): full {sizes[FULL] / 1e6:.1f} MB, final {sizes[FINAL] / 1e6:.1f} MB")
-    lines += [("checkpoints written per trial-epoch (MB)",
-               sum(written[k] * sizes[k] for k in written) / run["results"] / 1e6, "", None),
-              ("checkpoints written in all (GB)", sum(written[k] * sizes[k] for k in written) * gb, "", None),
-              ("checkpoints kept at the end, before: no retention (GB)", before * sizes[FULL] * gb, "", None),
-              ("checkpoints kept at the end, after: retention (GB)",
-               sum(after[k] * sizes[k] for k in after) * gb, "", None)]
-    print(f"checkpoints: {written[FULL]} full and {written[FINAL]} final written; kept at the end: before {before} "
-          f"(all full), after {after[FULL]} full and {after[FINAL]} final")
+    if not args.no_checkpoints:
+        lines += _checkpoint_lines(run, before, after, sizes)
     width = max(len(name) for name, *_ in lines)
     for name, value, goal, met in lines:
         verdict = "" if met is None else ("met" if met else "NOT met")
         print(f"  {name:<{width}}  {value:>10.3f}  {goal:>8}  {verdict}")
+
+
+def _checkpoint_lines(run: dict, before: int, after: dict[str, int], sizes: dict[str, int]) -> list[tuple]:
+    """The checkpoint bytes written and kept, at the paper profile's sizes (and the counts they come from, printed)."""
+    written = run["written"]
+    gb = 1e-9
+    print(f"checkpoints of the paper profile (measured): full {sizes[FULL] / 1e6:.1f} MB, final {sizes[FINAL] / 1e6:.1f} MB")
+    print(f"checkpoints: {written[FULL]} full and {written[FINAL]} final written; kept at the end: before {before} "
+          f"(all full), after {after[FULL]} full and {after[FINAL]} final")
+    return [("checkpoints written per trial-epoch (MB)",
+             sum(written[k] * sizes[k] for k in written) / run["results"] / 1e6, "", None),
+            ("checkpoints written in all (GB)", sum(written[k] * sizes[k] for k in written) * gb, "", None),
+            ("checkpoints kept at the end, before: no retention (GB)", before * sizes[FULL] * gb, "", None),
+            ("checkpoints kept at the end, after: retention (GB)",
+             sum(after[k] * sizes[k] for k in after) * gb, "", None)]
 
 
 def _search(args, out: Path, table: bool, data: Path) -> dict:
@@ -128,7 +140,7 @@ def _search(args, out: Path, table: bool, data: Path) -> dict:
     from search.run import launch
 
     shutil.rmtree(out, ignore_errors=True)
-    cfg = load_search_config(_config(args.trials, args.max_t, out), {})
+    cfg = load_search_config(_config(args.trials, args.max_t, out, not args.no_checkpoints), {})
     cfg = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, data=dataclasses.replace(
         TrainConfig().data, root=str(data))))  # real data: the pre-flight reads its file lists (trials do not)
     exp = out / cfg.name
@@ -231,6 +243,7 @@ def synthetic_trial(params: dict) -> None:
     distance = math.sqrt(sum((x + 0.5) ** 2 for x in logs) / max(len(logs), 1))  # optimum: every weight 10^-0.5
     floor = 0.01 * (1 + distance)
     max_t = int(os.environ.get("P2M_BENCH_MAX_T", "50"))
+    checkpoints = os.environ.get("P2M_BENCH_CHECKPOINTS", "1") == "1"
     for epoch in range(1, max_t + 1):
         cd = floor * (1 + 2 * epoch ** -0.7) * (1 + 0.01 * rng.gauss(0, 1))
         metrics = {}
@@ -245,17 +258,18 @@ def synthetic_trial(params: dict) -> None:
         (checkpoint / KIND_FILE).write_text(FINAL if epoch == max_t else FULL)
         try:
             tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0},
-                        checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
+                        checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoints else None)
         except SystemExit:  # Ray stops the trial: park the thread, as search.trainable does
             shutil.rmtree(checkpoint, ignore_errors=True)
             threading.Event().wait()
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _config(trials: int, max_t: int, out: Path) -> Path:
+def _config(trials: int, max_t: int, out: Path, checkpoints: bool) -> Path:
     import yaml
 
-    os.environ["P2M_BENCH_MAX_T"] = str(max_t)  # the trials' processes inherit it
+    os.environ["P2M_BENCH_MAX_T"] = str(max_t)  # the trials' processes inherit them
+    os.environ["P2M_BENCH_CHECKPOINTS"] = "1" if checkpoints else "0"
     path = out / "scale.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({
