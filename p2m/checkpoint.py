@@ -2,11 +2,12 @@
 
 A checkpoint is one file holding plain containers and tensors only:
     format: int; epoch: int (epochs completed); config: nested dict (``TrainConfig.to_dict()``);
-    model, optimizer, scaler: state dicts; ema (when ``optim.ema_epochs`` > 0): the averaged weights
-    (``{"module": state dict, "updates": int, "decay": float}``), which validation measured; torch_rng: ByteTensor;
-    cuda_rng: list of ByteTensor; history: list of per-epoch metric dicts; best: the metric dict of the best
-    epoch so far; lr_horizon_steps: int (the schedule's length); loss_weights (learned loss weights only): a
-    state dict. ``best.pt`` holds the evaluated weights (the EMA's when there is one) as ``model``.
+    model, optimizer, scheduler (the learning-rate schedule), scaler: state dicts; ema (when ``optim.ema_epochs``
+    > 0): the averaged weights (``{"module": state dict, "updates": int, "decay": float}``), which validation
+    measured; torch_rng: ByteTensor; cuda_rng: list of ByteTensor; history: list of per-epoch metric dicts;
+    best: the metric dict of the best epoch so far; lr_horizon_steps: int (the schedule's length); loss_weights
+    (learned loss weights only): a state dict. ``best.pt`` holds the evaluated weights (the EMA's when there is
+    one) as ``model``.
 
 A *final* checkpoint (:func:`final_weights`: the last epoch of a run that will not be continued, a search trial's
 at ``max_t``, a retraining run's ``WEIGHTS_FILE``) holds only what evaluating and predicting read: epoch, config,

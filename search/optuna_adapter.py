@@ -77,7 +77,7 @@ class SnapshotJournalBackend(JournalFileBackend):
         return storage.cache_dir(experiment_uri, "optuna") / JOURNAL_FILE
 
     def __getstate__(self) -> dict:
-        return {"experiment_uri": self._experiment_uri, "journal": Path(self._file_path).read_bytes()}
+        return {"experiment_uri": self._experiment_uri, "journal": self.local_path(self._experiment_uri).read_bytes()}
 
     def __setstate__(self, state: dict) -> None:
         path = self.local_path(state["experiment_uri"])

@@ -13,7 +13,7 @@ from results import storage
 from results.schema import BASELINE, ITERATION, KEY, TRIAL_ID
 from results.store import list_parts, read_results
 from search.optuna_adapter import STUDY_NAME, build_sampler
-from search.ray_adapter import P2MOptunaSearch, asha_milestones, record_rungs, tuner_scheduler
+from search.ray_adapter import P2MOptunaSearch, asha_milestones, forget_trial, record_rungs, tuner_scheduler
 from search.space import baseline_name
 
 
@@ -40,7 +40,7 @@ class BaselineASHA(ASHAScheduler):
         if baseline_name(trial.config, self.baselines) is None:
             super().on_trial_complete(tune_controller, trial, result)
         else:
-            super().on_trial_remove(tune_controller, trial)  # forget its bracket without recording it
+            forget_trial(self, tune_controller, trial)
 
 
 def build_searcher(space: dict, points: list[dict], storage, seed: int, max_t: int, max_concurrent: int,

@@ -170,3 +170,28 @@ def test_two_objectives_tell_both_values_and_the_study_front_is_the_told_front(t
     numbers = sorted(told)
     mask = pareto_mask([told[n] for n in numbers], ["min", "max"])
     assert {n for n, keep in zip(numbers, mask) if keep} == {t.number for t in study.best_trials}
+
+
+def test_a_bucket_experiments_journal_travels_in_the_searchers_pickle(tmp_path, monkeypatch):
+    """SnapshotJournalBackend: pickled on one head (the journal's bytes with it), unpickled on another whose cache is
+    empty, the study is whole there; a journal already ahead of the snapshot (the same head) is left as it is."""
+    import pickle
+
+    from search.optuna_adapter import SnapshotJournalBackend
+
+    uri = "s3://bucket/exp"
+    monkeypatch.setenv("P2M_CACHE_DIR", str(tmp_path / "head-a"))
+    backend = SnapshotJournalBackend(uri, new=True)
+    study = optuna.create_study(storage=JournalStorage(backend), study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    snapshot = pickle.dumps(backend)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)  # after the snapshot
+    ahead = SnapshotJournalBackend.local_path(uri).read_bytes()
+    pickle.loads(snapshot)
+    assert SnapshotJournalBackend.local_path(uri).read_bytes() == ahead
+
+    monkeypatch.setenv("P2M_CACHE_DIR", str(tmp_path / "head-b"))
+    restored = pickle.loads(snapshot)
+    assert SnapshotJournalBackend.local_path(uri).is_relative_to(tmp_path / "head-b")
+    values = [t.params["x"] for t in optuna.load_study(storage=JournalStorage(restored), study_name="s").trials]
+    assert values == [t.params["x"] for t in study.trials[:3]]
