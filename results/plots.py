@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,8 +29,10 @@ CD3 = val_column(3, CD)
 
 def learning_curves(experiments: list[Experiment], path: str | os.PathLike) -> Path:
     """Stage-3 validation CD x 1000 per epoch of every trial: stopped trials faded, trials that reached max_t
-    solid, baselines dashed and named, the best trial thick; ASHA's rungs as vertical lines."""
+    solid, each baseline named in its own colour, dashes and marker (:func:`baseline_styles`), the best trial
+    thick; ASHA's rungs as vertical lines."""
     fig, axes = _panels(len(experiments), 6.4, 4.2)
+    styles = baseline_styles(name for exp in experiments for name in exp.trials[BASELINE].dropna())
     for ax, exp in zip(axes, experiments):
         best = _best_id(exp)
         reason = exp.trials.set_index(TRIAL_ID)[STOP_REASON]
@@ -42,18 +45,32 @@ def learning_curves(experiments: list[Experiment], path: str | os.PathLike) -> P
             if done:
                 style = dict(color="tab:blue", alpha=0.8, lw=1.2)
             if isinstance(name, str):
-                style = dict(color="tab:orange", alpha=0.9, lw=1.6, ls="--", label=f"baseline: {name}")
+                style = dict(alpha=0.9, lw=1.6, label=f"baseline: {name}", **styles[name])
             if trial_id == best:
                 style = dict(color="tab:red", alpha=1.0, lw=2.6, label=f"best: {trial_id}")
-            ax.plot(rows[ITERATION], rows[CD3], marker="o", ms=2.5, **style)
+            ax.plot(rows[ITERATION], rows[CD3], **{"marker": "o", "ms": 2.5, **style})
         for m in exp.settings.rung_epochs():
             ax.axvline(m, color="0.8", lw=0.8, zorder=0)
         ax.plot([], [], color="0.55", alpha=0.35, label="stopped early / errored")
         ax.plot([], [], color="tab:blue", label="reached max_t")
-        ax.set(xlabel="epoch", ylabel="val CD x 1000, stage 3", title=_title(exp))
+        ax.set(xlabel="epoch", ylabel="val CD x 1000, stage 3 (log scale)", title=_title(exp), yscale="log")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7, loc="upper right")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 30, not 3 x 10^1
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
+
+
+def baseline_styles(names) -> dict[str, dict]:
+    """A colour, a dash pattern and a marker for each baseline name (sorted, so that a name looks the same in
+    every panel and picture), none of them the searched trials' grey and blue or the best trial's red; the
+    pattern and the marker tell apart even the names that share a colour (beyond 6) or a print in grey."""
+    colours = ["tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+    dashes = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+    markers = ["s", "^", "D", "v", "P", "X", "*"]
+    return {name: dict(color=colours[i % len(colours)], ls=dashes[i % len(dashes)], marker=markers[i % len(markers)],
+                       ms=4.0)
+            for i, name in enumerate(sorted(set(names)))}
 
 
 def importance_bars(tables: dict[str, pd.DataFrame], path: str | os.PathLike) -> Path:
@@ -330,5 +347,5 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-__all__ = ["anytime_curves", "fidelity_curve", "importance_bars", "learning_curves", "parallel_coordinates",
-           "replay_picture", "stage_cd", "tradeoff", "weight_schedule"]
+__all__ = ["anytime_curves", "baseline_styles", "fidelity_curve", "importance_bars", "learning_curves",
+           "parallel_coordinates", "replay_picture", "stage_cd", "tradeoff", "weight_schedule"]
