@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from p2m.names import SYNTH_META_FILE
+
 
 def run(cmd: list[str]) -> None:
     """Run a command of this environment (``p2m`` next to the running Python), echoing it; raise on failure."""
@@ -39,7 +41,7 @@ def cpu_name() -> str:
 
 def synth_data(path: Path, models_per_category: int, views: int, seed: int) -> Path:
     """A synthetic dataset at ``path`` (made once: kept when it is there)."""
-    if not (path / "synth_meta.json").is_file():
+    if not (path / SYNTH_META_FILE).is_file():
         subprocess.run([sys.executable, "-m", "p2m.cli", "data", "synth", "--out", str(path), "--models-per-category",
                         str(models_per_category), "--views", str(views), "--seed", str(seed)], check=True,
                        capture_output=True)

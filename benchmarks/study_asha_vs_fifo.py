@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from _study import met, run, write_verdict
 
-from p2m.names import PREVIEWS_DIR, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, TRAIN_BEST_DIR, TRIALS_FILE
+from p2m.names import PREVIEWS_DIR, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRAIN_BEST_DIR, TRIALS_FILE
 from results.store import read_trials
 from results.trials import pick_best
 
@@ -61,7 +61,7 @@ def main() -> int:
 
 
 def make_data(path: Path, models: int) -> Path:
-    if not (path / "synth_meta.json").is_file():
+    if not (path / SYNTH_META_FILE).is_file():
         run(["p2m", "data", "synth", "--out", str(path), "--models-per-category", str(models), "--views", "4",
              "--seed", "11"])
     return path

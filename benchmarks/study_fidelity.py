@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from _study import met, run, write_verdict
 
-from p2m.names import RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, TRIALS_FILE
+from p2m.names import RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRIALS_FILE
 
 HERE = Path(__file__).resolve().parent
 NAME = "fifo_const_ema1"
@@ -40,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     data = work.parent / "p2m-study2" / "data" if work.name == "p2m-fid2" else work / "data"
-    if not (data / "synth_meta.json").is_file():
+    if not (data / SYNTH_META_FILE).is_file():
         run(["p2m", "data", "synth", "--out", str(data), "--models-per-category", "96", "--views", "2",
              "--seed", "11"])
     exp = work / "experiments" / NAME

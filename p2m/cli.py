@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 
 from p2m.atomic import WriteError
 from p2m.data.errors import DataError
+from p2m.names import LAYOUTS, RENDERING_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +64,7 @@ def _add_data_commands(verbs) -> None:
     synth.add_argument("--categories", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=137)
-    synth.add_argument("--layout", choices=["rendering", "flat"], default="rendering",
+    synth.add_argument("--layout", choices=LAYOUTS, default=RENDERING_DIR,
                        help="rendering: <synset>/<model>/rendering/<view> with file lists (original); flat: as the public sample")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
     synth.set_defaults(func=_synth)

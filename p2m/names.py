@@ -13,8 +13,33 @@ STAGES = (1, 2, 3)  # the three deformation blocks, and the mesh each outputs
 TERMS = ("chamfer", "edge", "laplacian", "normal")  # the terms whose per-stage weights a search tunes: 12 weights
 FIXED_TERMS = ("move",)  # weighted per stage too, held at the reference's values unless a space names them
 LOSS_TERMS = TERMS + FIXED_TERMS
-# per-stage evaluation metrics (p2m.geometry.metrics): CD and its two directions, F-scores, normals, smoothness
-METRICS = ("cd", "cd_x1000", "cd_pred_to_gt", "cd_gt_to_pred", "f_tau", "f_2tau", "normal_consistency", "smoothness")
+
+
+class Metric(NamedTuple):
+    """A per-stage evaluation metric (p2m.geometry.metrics) and how two values of it compare: which way it
+    improves, and whether a change in it is told relative to its value (a distance) or in its own points (a
+    percentage, a cosine)."""
+
+    name: str
+    higher_is_better: bool
+    relative: bool
+
+
+# the metric table: every direction and every "compared" list derives from it. CD and its two directions, F-scores,
+# normals, smoothness
+METRIC_TABLE = (Metric("cd", False, True), Metric("cd_x1000", False, True), Metric("cd_pred_to_gt", False, True),
+                Metric("cd_gt_to_pred", False, True), Metric("f_tau", True, False), Metric("f_2tau", True, False),
+                Metric("normal_consistency", True, False), Metric("smoothness", False, True))
+METRICS = tuple(m.name for m in METRIC_TABLE)
+
+
+def metric_row(name: str) -> Metric:
+    """The row of metric ``name`` in the metric table."""
+    for m in METRIC_TABLE:
+        if m.name == name:
+            return m
+    raise ValueError(f"no metric {name!r} (known: {', '.join(METRICS)})")
+
 
 CONFIG_PREFIX = "config."  # a trial's config key ``loss.w2_edge`` is the results column ``config.loss.w2_edge``
 
@@ -51,7 +76,8 @@ def _metric_column(prefix: str, stage: int, metric: str) -> str:
 
 OBJECTIVE = val_column(3, "cd")  # what a search minimises: the stage-3 validation chamfer distance, "val_s3_cd"
 MODE = "min"
-HIGHER_IS_BETTER = ("f_tau", "f_2tau", "normal_consistency")  # the metrics a search maximises; the others it minimises
+HIGHER_IS_BETTER = tuple(m.name for m in METRIC_TABLE if m.higher_is_better)  # what a search maximises
+DIRECTIONS = {"min": "minimize", "max": "maximize"}  # a mode (Ray's spelling) -> Optuna's direction
 
 
 def val_metric_mode(column: str) -> str:
@@ -61,9 +87,9 @@ def val_metric_mode(column: str) -> str:
         ValueError: naming ``column`` when it is not a validation metric.
     """
     for stage in STAGES:
-        for metric in METRICS:
-            if column == val_column(stage, metric):
-                return "max" if metric in HIGHER_IS_BETTER else "min"
+        for m in METRIC_TABLE:
+            if column == val_column(stage, m.name):
+                return "max" if m.higher_is_better else "min"
     raise ValueError(f"{column!r} is not a validation metric (e.g. {OBJECTIVE}, {val_column(3, 'normal_consistency')})")
 
 
@@ -118,6 +144,19 @@ def pred_samples_field(stage: int) -> str:
 
 # the searched sample counts, as config keys
 SAMPLE_PARAMS = ("data.gt_samples",) + tuple(f"loss.{pred_samples_field(s)}" for s in STAGES)
+
+# what a search runs: its searcher's algorithm and its scheduler (search.schedulers, search.population)
+TPE, RANDOM = "tpe", "random"
+ALGORITHMS = (TPE, RANDOM)
+ASHA, FIFO, PBT, PB2 = "asha", "fifo", "pbt", "pb2"
+SCHEDULERS = (ASHA, FIFO, PBT, PB2)
+POPULATION_SCHEDULERS = (PBT, PB2)  # weight schedules: Ray's generator draws the population, no searcher
+
+# a dataset in the ShapeNet-P2M format (p2m.data.layout)
+RENDERING_DIR = "rendering"  # <synset>/<model_id>/rendering/<view>.{png,dat}: the original layout
+LAYOUTS = (RENDERING_DIR, "flat")  # p2m data synth --layout: the original (with file lists), or as the public sample
+SYNTH_META_FILE = "synth_meta.json"  # p2m data synth's settings, written last: a synthetic dataset is whole
+
 
 # an experiment directory (storage.path/<name>), written by ``p2m search``
 SETTINGS_FILE = "search_config.yaml"  # the search's settings and base training config

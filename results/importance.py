@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from p2m.names import CONFIG_PREFIX, OBJECTIVE, config_column
+from p2m.names import CONFIG_PREFIX, DIRECTIONS, MODE, OBJECTIVE, config_column
 from results.experiment import Experiment
 from results.schema import ITERATION, STOP_COMPLETED, STOP_REASON, TRIAL_ID
 from results.space import contains
@@ -39,7 +39,7 @@ def rebuild_study(exp: Experiment, epoch: int | None = None) -> optuna.Study:
     rows = rows[np.isfinite(rows[OBJECTIVE].astype(float))]
     distributions = _distributions(exp, rows)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
-    study = optuna.create_study(direction="minimize")
+    study = optuna.create_study(direction=DIRECTIONS[MODE])
     for _, row in rows.iterrows():
         params = {key: _plain(row[config_column(key)]) for key in distributions}
         if not all(contains(distributions[key], value) for key, value in params.items()):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from p2m.names import STAGES, stage_key
+from p2m.names import STAGES, metric_row, stage_key
 from results.schema import VIEW_KEY
 
-# metric: (lower is better, relative change)
-COMPARED = {"cd_x1000": (True, True), "f_tau": (False, False), "f_2tau": (False, False),
-            "normal_consistency": (False, False)}
+# metric: (lower is better, relative change), from the metric table
+COMPARED = {m: (not metric_row(m).higher_is_better, metric_row(m).relative) for m in ("cd_x1000", "f_tau", "f_2tau",
+                                                                              "normal_consistency")}
 CONFIDENCE = 0.95
 ALPHA = 0.05  # family-wise error rate of a verdict's family of comparisons
 # metric: the largest change, in its change units, that still counts as no change (cd_x1000: +-2% relative)

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from p2m.atomic import atomic_path  # noqa: E402
-from p2m.names import OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
+from p2m.names import ASHA, OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
 from results.pareto import front  # noqa: E402
 from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
@@ -269,7 +269,7 @@ def replay_picture(table: pd.DataFrame, exp: Experiment, path: str | os.PathLike
     """Each replayed scheduler setting: the trial-epochs it spends against FIFO's, and how often it keeps
     FIFO's winner (top left is best)."""
     fig, ax = plt.subplots(figsize=(6.8, 4.6), constrained_layout=True)
-    markers = {"asha": "o", "hyperband": "s", "sha": "^"}
+    markers = {ASHA: "o", "hyperband": "s", "sha": "^"}
     norm = matplotlib.colors.Normalize(table["grace_period"].min(), table["grace_period"].max())
     for algorithm, group in table.groupby("algorithm"):
         points = ax.scatter(group["epochs_share"], group["winner_kept"], c=group["grace_period"], cmap="viridis",

@@ -28,7 +28,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-ALGORITHMS = ("asha", "hyperband", "sha")
+from p2m.names import ASHA
+
+ALGORITHMS = (ASHA, "hyperband", "sha")  # ASHA as the search runs it, and two synchronous relatives
 
 # joint_goal's rule, fixed before it was first run (issue 27): a setting meets a goal when all its conditions
 # hold together in at least MET_SHARE of the resamples, and misses it when they do in at most NOT_MET_SHARE

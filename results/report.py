@@ -20,7 +20,7 @@ from results import plots, storage
 from results.experiment import Experiment, load_experiment
 from results.importance import importance
 from p2m.atomic import atomic_write_bytes
-from p2m.names import PREVIEWS_DIR, train_best_dir
+from p2m.names import POPULATION_SCHEDULERS, PREVIEWS_DIR, train_best_dir
 from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
 from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
@@ -127,7 +127,7 @@ def draw(experiments: list[Experiment], tables: dict[str, pd.DataFrame], out: Pa
         pictures[f"parallel_coordinates{tag}"] = plots.parallel_coordinates(e, out / f"parallel_coordinates{tag}.png")
         pictures[f"stage_cd{tag}"] = plots.stage_cd(e, out / f"stage_cd{tag}.png")
         pictures[f"tradeoff{tag}"] = plots.tradeoff(e, out / f"tradeoff{tag}.png")
-        if e.settings.scheduler in ("pbt", "pb2"):
+        if e.settings.scheduler in POPULATION_SCHEDULERS:
             pictures[f"weight_schedule{tag}"] = plots.weight_schedule(e, out / f"weight_schedule{tag}.png")
         if read_race(e.dir) is not None:
             pictures[f"race{tag}"] = plots.race_picture(e, out / f"race{tag}.png")

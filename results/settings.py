@@ -12,12 +12,11 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from p2m.names import OBJECTIVE, SETTINGS_FILE, val_metric_mode
+from p2m.names import (ALGORITHMS, ASHA, OBJECTIVE, POPULATION_SCHEDULERS, SCHEDULERS, SETTINGS_FILE, TPE,
+                       val_metric_mode)
 from p2m.yamlio import parse_yaml
 from results import storage
 
-ALGORITHMS = ("tpe", "random")
-SCHEDULERS = ("asha", "fifo", "pbt", "pb2")  # pbt / pb2: weight schedules (search/population.py)
 # fields an experiment written before them lacks: read as their defaults (every other field must be there)
 ADDED_LATER = ("race_top", "race_seeds", "race_min_rounds", "keep_best")
 
@@ -28,14 +27,14 @@ class SearchSettings:
     num_samples: int = 12  # trials, the baselines included
     max_concurrent: int = 2
     seed: int = 0
-    algorithm: str = "tpe"  # or "random"
+    algorithm: str = TPE  # one of ALGORITHMS
     search_lr: bool = False
     val_per_view: bool = False  # store every validation's per-view metrics (VIEWS_DIR), for paired comparisons
     # () = one objective, OBJECTIVE; else validation columns for Optuna's multi-objective TPE, the first OBJECTIVE
     # (what ASHA stops on and the trials table ranks by), e.g. (val_s3_cd, val_s3_normal_consistency)
     objectives: tuple[str, ...] = ()
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
-    scheduler: str = "asha"  # or "fifo" (no early stopping), "pbt" or "pb2" (weights that change during a trial)
+    scheduler: str = ASHA  # or FIFO (no early stopping), "pbt" or "pb2" (weights that change during a trial)
     max_t: int = 8  # epochs per trial
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -87,7 +86,7 @@ class SearchSettings:
                                  f"each once, got {list(self.objectives)}")
             for column in self.objectives:
                 val_metric_mode(column)  # a validation metric, else a ValueError naming it
-            if self.scheduler in ("pbt", "pb2"):
+            if self.scheduler in POPULATION_SCHEDULERS:
                 raise ValueError(f"search.objectives needs Optuna's sampler, which scheduler.type {self.scheduler} "
                                  "does without: give one objective or another scheduler")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from p2m.names import CONFIG_PREFIX, STAGES, val_column
+from p2m.names import CONFIG_PREFIX, STAGES, metric_row, val_column
 from results.experiment import Experiment, last_rows
 from results.schema import (BASELINE, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
                             STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID, WEIGHT_COLUMNS,
@@ -22,8 +22,8 @@ from results.trials import pick_best, rank_trials
 
 CD = "cd_x1000"
 # (metric, True when lower is better) compared between baselines and the best trial
-COMPARED = (("cd_x1000", True), ("f_tau", False), ("f_2tau", False), ("normal_consistency", False),
-            ("smoothness", True))
+COMPARED = tuple((m, not metric_row(m).higher_is_better) for m in ("cd_x1000", "f_tau", "f_2tau", "normal_consistency",
+                                                                "smoothness"))
 WITHIN = 0.02  # "reached the best": within 2% of the experiment's final best CD
 
 

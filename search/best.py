@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 
 from p2m.config import TrainConfig, from_dict, to_plain
-from p2m.names import (CONFIG_PREFIX, OBJECTIVE, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE,
-                       test_column, train_best_dir)
+from p2m.names import (CONFIG_PREFIX, OBJECTIVE, POPULATION_SCHEDULERS, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE,
+                       TRAIN_BEST_VIEWS_FILE, test_column, train_best_dir)
 from results import storage
 from results.pareto import pick_on_front
 from results.runs import check_epochs, read_race, read_runs, summarise_runs
@@ -34,7 +34,7 @@ from results.schema import (BASELINE, BEST_ARM, ERROR, ITERATION, LAST_OBJECTIVE
 from results.store import read_results, read_trials, write_table_atomic
 from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
-from search.population import POPULATION_SCHEDULERS, changing_keys
+from search.population import changing_keys
 from search.runs import Run, run_phase
 
 TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objective in the search

@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from p2m.atomic import atomic_write_bytes
-from p2m.names import JOURNAL_FILE
+from p2m.names import JOURNAL_FILE, RANDOM, TPE
 from results import storage
 
 STUDY_NAME = "p2m-search"
@@ -90,11 +90,11 @@ class SnapshotJournalBackend(JournalFileBackend):
 
 def build_sampler(algorithm: str, seed: int, n_startup_trials: int):
     """Multivariate TPE (seeded, random for its first ``n_startup_trials``) or random search."""
-    if algorithm == "tpe":
+    if algorithm == TPE:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
-    if algorithm == "random":
+    if algorithm == RANDOM:
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"search.algorithm must be 'tpe' or 'random', got {algorithm!r}")
+    raise ValueError(f"search.algorithm must be {TPE!r} or {RANDOM!r}, got {algorithm!r}")
 
 
 def stored_trial(study: optuna.Study, number: int) -> FrozenTrial:

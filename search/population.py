@@ -26,13 +26,12 @@ import math
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.schedulers.pb2 import PB2
+from ray.tune.schedulers.pb2 import PB2 as RayPB2
 
-from p2m.names import MODE, OBJECTIVE
+from p2m.names import MODE, OBJECTIVE, PB2, PBT, POPULATION_SCHEDULERS
 from results.schema import ITERATION
 from search.space import baseline_name
 
-POPULATION_SCHEDULERS = ("pbt", "pb2")
 LOG10 = "log10:"  # prefix of a weight's log10 in a PB2 trial's config
 
 
@@ -51,7 +50,7 @@ def param_space(space: dict[str, BaseDistribution], kind: str, baseline_keys: tu
     for key, d in space.items():
         if isinstance(d, CategoricalDistribution):
             out[key] = tune.choice(list(d.choices))
-        elif kind == "pb2" and d.log:
+        elif kind == PB2 and d.log:
             out[LOG10 + key] = tune.uniform(math.log10(d.low), math.log10(d.high))
         else:
             out[key] = tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
@@ -73,10 +72,10 @@ def build_population_scheduler(kind: str, space: dict[str, BaseDistribution], in
     the ``baselines`` alone."""
     common = dict(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, perturbation_interval=interval,
                   quantile_fraction=0.25, max_t=max_t)
-    if kind == "pbt":
-        mutations = {key: param_space({key: space[key]}, "pbt")[key] for key in changing_keys(space)}
+    if kind == PBT:
+        mutations = {key: param_space({key: space[key]}, PBT)[key] for key in changing_keys(space)}
         return BaselinePBT(baselines=baselines, hyperparam_mutations=mutations, resample_probability=0.25, **common)
-    if kind == "pb2":
+    if kind == PB2:
         bounds = {}
         for key in changing_keys(space):
             d = space[key]
@@ -114,5 +113,5 @@ class BaselinePBT(_KeepBaselines, PopulationBasedTraining):
     pass
 
 
-class BaselinePB2(_KeepBaselines, PB2):
+class BaselinePB2(_KeepBaselines, RayPB2):
     pass

@@ -17,7 +17,8 @@ from ray.tune.logger import CSVLoggerCallback
 from ray.tune.search import BasicVariantGenerator
 
 from p2m.config import to_plain
-from p2m.names import MODE, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column, weight
+from p2m.names import (ASHA, MODE, OBJECTIVE, POPULATION_SCHEDULERS, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column,
+                       weight)
 from results import storage
 from results.schema import ITERATION, KEY
 from results.lease import LEASE_FILE, Lease
@@ -29,7 +30,7 @@ from search.optuna_adapter import optuna_storage
 from search.optuna_adapter import quiet as quiet_optuna
 from search.outcome import Outcome, fit
 from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
-from search.population import POPULATION_SCHEDULERS, build_population_scheduler, changing_keys
+from search.population import build_population_scheduler, changing_keys
 from search.population import param_space as population_space
 from search.preflight import preflight_config
 from search.retention import Retention
@@ -73,7 +74,7 @@ def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbo
         scheduler = build_population_scheduler(cfg.scheduler, space, cfg.perturbation_interval, baselines, cfg.max_t)
     else:
         scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
-    if cfg.scheduler == "asha":  # recorded as the scheduler computed them: the analysis reads them back
+    if cfg.scheduler == ASHA:  # recorded as the scheduler computed them: the analysis reads them back
         cfg = dataclasses.replace(cfg, rungs=asha_milestones(scheduler))
     write_space(exp, space)
     storage.write_bytes(storage.join(exp, SETTINGS_FILE),
@@ -135,7 +136,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
                 raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
             tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=restart_errored)
-            if cfg.scheduler == "asha":  # Ray restores ASHA as pickled at launch, its rungs empty (ray#30838)
+            if cfg.scheduler == ASHA:  # Ray restores ASHA as pickled at launch, its rungs empty (ray#30838)
                 print(restore_rungs(tuner, exp, cfg.rungs), flush=True)
             return fit(tuner, exp, cfg.num_samples)
         finally:

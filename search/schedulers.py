@@ -8,7 +8,7 @@ import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from p2m.names import MODE, OBJECTIVE, RESULTS_DIR
+from p2m.names import ASHA, FIFO, MODE, OBJECTIVE, RESULTS_DIR, TPE
 from results import storage
 from results.schema import BASELINE, ITERATION, KEY, TRIAL_ID
 from results.store import list_parts, read_results
@@ -44,7 +44,7 @@ class BaselineASHA(ASHAScheduler):
 
 
 def build_searcher(space: dict, points: list[dict], storage, seed: int, max_t: int, max_concurrent: int,
-                   algorithm: str = "tpe", side_points: list[dict] | None = None,
+                   algorithm: str = TPE, side_points: list[dict] | None = None,
                    objectives: dict[str, str] | None = None):
     """``P2MOptunaSearch`` over ``space`` (Optuna distributions), behind a ConcurrencyLimiter: first the
     ``side_points`` (baselines outside the space, never told to Optuna), then the baseline ``points`` of the
@@ -64,10 +64,10 @@ def build_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: 
                     baselines: dict[str, dict] | None = None):
     """ASHA over ``training_iteration`` (epochs) that never stops the ``baselines`` (name -> point), or FIFO
     (no early stopping)."""
-    if kind == "asha":
+    if kind == ASHA:
         return BaselineASHA(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, max_t=max_t, grace_period=grace_period,
                             reduction_factor=reduction_factor, baselines=baselines)
-    if kind == "fifo":
+    if kind == FIFO:
         return FIFOScheduler()
     raise ValueError(f"scheduler.type must be 'asha' or 'fifo', got {kind!r}")
 

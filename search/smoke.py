@@ -14,7 +14,7 @@ from pathlib import Path
 
 from p2m.config import TrainConfig
 from p2m.data.synth import SynthConfig, generate
-from p2m.data.synth.generate import META_FILE
+from p2m.names import SYNTH_META_FILE
 from results import storage
 
 SMOKE_DATA = "smoke-data"  # its directory beside local experiments, and its kind in a machine's cache
@@ -69,7 +69,7 @@ def make_smoke_data(path: str | Path) -> Path:
 
 def _complete(root: Path) -> bool:
     """Whether ``root`` holds a whole synthetic dataset (``generate`` writes its settings last, then renames)."""
-    return (root / META_FILE).is_file()
+    return (root / SYNTH_META_FILE).is_file()
 
 
 __all__ = ["SMOKE_DATA", "SMOKE_SYNTH", "local_data", "make_smoke_data", "smoke_cache_dir", "smoke_data"]

@@ -10,6 +10,7 @@ from p2m.data.datfile import read_dat
 from p2m.data.errors import DataError
 from p2m.data.image import read_image
 from p2m.data.layout import SPLITS, available_splits, find_samples, list_file, read_list
+from p2m.names import RENDERING_DIR
 
 POSES_FILE = "rendering_metadata.txt"  # 3D-R2N2's per-model poses in the original layout: one line per view
 
@@ -84,12 +85,12 @@ def _incomplete(root: Path, splits: list[str]) -> list[str]:
     ground truth, a model with fewer views than its poses file lists or with none."""
     problems = []
     models = sorted(p for p in root.glob("*/*") if p.is_dir() and p.parent.name.isdigit() and len(p.parent.name) == 8)
-    if not splits and any((m / "rendering").is_dir() for m in models):
+    if not splits and any((m / RENDERING_DIR).is_dir() for m in models):
         names = ", ".join(list_file(root, s).name for s in SPLITS)
         problems.append(f"{root}: no file lists ({names}): a dataset in the original layout is read through them "
                         "(an interrupted `p2m data synth`?)")
     for model in models:
-        folder = model / "rendering" if (model / "rendering").is_dir() else model
+        folder = model / RENDERING_DIR if (model / RENDERING_DIR).is_dir() else model
         dats = {p.stem for p in folder.glob("*.dat")}
         pngs = {p.stem for p in folder.glob("*.png")}
         for view in sorted(pngs - dats):

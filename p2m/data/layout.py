@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2m.data.errors import DataError
+from p2m.names import RENDERING_DIR
 
 SPLITS = ("train", "val", "test")
 
@@ -117,7 +118,7 @@ def _synset_of(path: Path, root: Path) -> str:
 
 def _sample_from_path(dat_path: Path, root: Path) -> Sample:
     rel = dat_path.relative_to(root).parts
-    if len(rel) == 4 and rel[2] == "rendering":
+    if len(rel) == 4 and rel[2] == RENDERING_DIR:
         synset, model_id = rel[0], rel[1]
     elif len(rel) == 3:
         synset, model_id = rel[0], rel[1]

@@ -10,7 +10,7 @@ import pytest
 
 from p2m.config import TrainConfig
 from p2m.data.layout import SPLITS, find_samples, list_file
-from p2m.data.synth.generate import META_FILE
+from p2m.names import SYNTH_META_FILE
 from search import smoke
 from search.smoke import local_data, make_smoke_data, smoke_cache_dir
 
@@ -36,9 +36,9 @@ def test_a_smoke_trial_on_a_node_without_the_dataset_makes_the_same_one_in_its_c
         assert list_file(root, split).read_text() == list_file(driver, split).read_text()
     first = find_samples(root, "train")[0]
     assert first.dat_path.read_bytes() == (driver / first.dat_path.relative_to(root)).read_bytes()
-    made = (root / META_FILE).stat().st_mtime_ns
+    made = (root / SYNTH_META_FILE).stat().st_mtime_ns
     assert local_data(cfg) == local  # the next trial on this node uses it as it is
-    assert (root / META_FILE).stat().st_mtime_ns == made
+    assert (root / SYNTH_META_FILE).stat().st_mtime_ns == made
     assert not list(root.parent.glob(".*synth-*"))  # no temporary directory left
 
 
@@ -49,7 +49,7 @@ def test_a_config_whose_root_is_there_or_which_is_not_the_smoke_dataset_is_left_
     assert local_data(user_data) is user_data
     there = tmp_path / "shared" / "smoke-data"  # the driver's copy, seen here too (a shared file system)
     there.mkdir(parents=True)
-    (there / META_FILE).write_text("{}")
+    (there / SYNTH_META_FILE).write_text("{}")
     assert local_data(_cfg(there)) == _cfg(there)
     assert not (tmp_path / "node-cache").exists()
 
@@ -95,5 +95,5 @@ def test_trials_of_one_node_make_it_once_and_a_lost_rename_is_harmless(tmp_path,
                                 progress=False)
     shutil.rmtree(other)
     assert make_smoke_data(other) == other and find_samples(other, "val")
-    assert (other / META_FILE).read_bytes() == (path / META_FILE).read_bytes()
+    assert (other / SYNTH_META_FILE).read_bytes() == (path / SYNTH_META_FILE).read_bytes()
     assert not list(other.parent.glob(".*synth-*"))

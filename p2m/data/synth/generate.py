@@ -31,6 +31,7 @@ from p2m.data.datfile import write_dat
 from p2m.data.layout import SPLITS, list_file
 from p2m.data.synth.render import render_rgba
 from p2m.data.synth.shapes import FAMILIES
+from p2m.names import LAYOUTS, RENDERING_DIR, SYNTH_META_FILE
 
 # 3D-R2N2's rendering ranges, with distances in Pixel2Mesh camera-frame units (checked against the
 # real sample: object centres at 0.6-0.96 from the camera).
@@ -39,7 +40,6 @@ ELEVATION_RANGE_DEG = (25.0, 30.0)
 DISTANCE_RANGE = (0.62, 0.95)
 POINTS_RANGE = (7500, 9200)  # ground-truth points per model, as in the real files
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train / val / test, by model
-META_FILE = "synth_meta.json"  # the generator's settings, written last
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SynthConfig:
     seed: int = 0
     image_size: int = 137
     supersample: int = 2
-    layout: str = "rendering"  # "rendering" (original, with file lists) or "flat" (as the public sample)
+    layout: str = RENDERING_DIR  # one of LAYOUTS: the original, with file lists, or "flat" (as the public sample)
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
 
     def __post_init__(self):
@@ -63,8 +63,8 @@ class SynthConfig:
         for name in ("models_per_category", "views", "image_size", "supersample", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.layout not in ("rendering", "flat"):
-            raise ValueError(f"layout must be 'rendering' or 'flat', got {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
@@ -83,13 +83,13 @@ def generate(cfg: SynthConfig, progress: bool = True) -> SynthReport:
 
     It is written into a temporary directory beside ``cfg.out`` and renamed into place at the end, so an
     interrupted run leaves no half dataset at ``cfg.out`` (only a ``.<name>.synth-*`` directory beside it). A
-    dataset this function wrote before (it holds ``META_FILE``) is replaced whole, once the new one is complete.
+    dataset this function wrote before (it holds ``SYNTH_META_FILE``) is replaced whole, once the new one is complete.
 
     Raises:
         ValueError: when ``cfg.out`` exists and is neither an empty directory nor a synthetic dataset.
     """
     out = Path(cfg.out)
-    previous = out.is_dir() and (out / META_FILE).is_file()
+    previous = out.is_dir() and (out / SYNTH_META_FILE).is_file()
     if out.exists() and not previous and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: already exists and is neither empty nor a synthetic dataset (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> SynthReport:
         report = _generate_into(replace(cfg, out=str(work)), progress)
         meta = {"generator": "p2m data synth", "config": {**asdict(cfg), "categories": list(cfg.categories)},
                 "synsets": {c: FAMILIES[c][0] for c in cfg.categories}}
-        atomic_write_bytes(work / META_FILE, json.dumps(meta, indent=2).encode())
+        atomic_write_bytes(work / SYNTH_META_FILE, json.dumps(meta, indent=2).encode())
         os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700
         if previous:
             os.replace(out, old)
@@ -211,8 +211,8 @@ def _make_model(job) -> tuple[str, str, list[str]]:
     poses = sample_views(rng, cfg.views)
     synset, mid = FAMILIES[category][0], model_id(cfg.seed, category, index)
     folder = Path(cfg.out) / synset / mid
-    if cfg.layout == "rendering":
-        folder = folder / "rendering"
+    if cfg.layout == RENDERING_DIR:
+        folder = folder / RENDERING_DIR
     rel = []
     for v, (azimuth, elevation, distance) in enumerate(poses):
         distance = poses[v, 2] = fit_distance(points[:, :3], azimuth, elevation, distance, cfg.image_size)
@@ -224,7 +224,7 @@ def _make_model(job) -> tuple[str, str, list[str]]:
         _write_png(folder / f"{name}.png", rgba)
         write_dat(folder / f"{name}.dat", np.concatenate([xyz, nrm], axis=1).astype(np.float32))
         rel.append((folder / f"{name}.dat").relative_to(cfg.out).as_posix())
-    if cfg.layout == "rendering":  # 3D-R2N2's per-model pose file: azimuth elevation in-plane distance fov
+    if cfg.layout == RENDERING_DIR:  # 3D-R2N2's per-model pose file: azimuth elevation in-plane distance fov
         lines = "".join(f"{a:.6f} {e:.6f} 0 {d:.6f} {_fov_deg():.6f}\n" for a, e, d in poses)
         atomic_write_bytes(folder / "rendering_metadata.txt", lines.encode())
     return category, mid, rel
