@@ -235,7 +235,7 @@ def synthetic_trial(params: dict) -> None:
 
     from ray import tune
 
-    from p2m.names import METRICS, STAGES, val_column
+    from p2m.names import EPOCH, EPOCH_SECONDS, LR, METRICS, STAGES, TRAIN_LOSS, val_column
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # as search.trainable: no line per checkpoint
     rng = random.Random(hash(tuple(sorted(params.items()))))
@@ -257,7 +257,7 @@ def synthetic_trial(params: dict) -> None:
         checkpoint = Path(tempfile.mkdtemp(prefix="p2m-bench-checkpoint-"))  # reported: Ray copies it into the trial's
         (checkpoint / KIND_FILE).write_text(FINAL if epoch == max_t else FULL)
         try:
-            tune.report({**metrics, "epoch": epoch, "train_loss": 10 * cd, "lr": 1e-4, "epoch_seconds": 0.0},
+            tune.report({**metrics, EPOCH: epoch, TRAIN_LOSS: 10 * cd, LR: 1e-4, EPOCH_SECONDS: 0.0},
                         checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoints else None)
         except SystemExit:  # Ray stops the trial: park the thread, as search.trainable does
             shutil.rmtree(checkpoint, ignore_errors=True)

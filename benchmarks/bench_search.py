@@ -104,7 +104,7 @@ def time_shares(exp: Path) -> None:
     import yaml
 
     from p2m.data.layout import find_samples
-    from p2m.names import SETTINGS_FILE
+    from p2m.names import EPOCH_SECONDS, SAMPLES_PER_SECOND, SETTINGS_FILE
     from results.store import read_results
 
     rows = read_results(exp)
@@ -112,8 +112,8 @@ def time_shares(exp: Path) -> None:
     batch, steps = cfg["optim"]["batch_size"], cfg["optim"]["steps_per_epoch"]
     train_views = len(find_samples(cfg["data"]["root"], cfg["data"]["train_split"]))
     seen = steps * batch if steps else (train_views // batch) * batch  # drop_last when a batch would be short
-    train_s = (seen / rows["train_samples_per_second"]).sum()
-    epoch_s = rows["epoch_seconds"].sum()
+    train_s = (seen / rows[SAMPLES_PER_SECOND]).sum()
+    epoch_s = rows[EPOCH_SECONDS].sum()
     total_s = rows["time_this_iter_s"].sum()
     print(f"real search {exp.name}: {len(rows)} trial-epochs, {total_s / 3600:.2f} trial-hours "
           f"({seen} training samples per epoch, batch {batch})")

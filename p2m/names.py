@@ -74,6 +74,15 @@ def _metric_column(prefix: str, stage: int, metric: str) -> str:
     return f"{prefix}_{stage_key(stage, metric)}"
 
 
+# what training reports each epoch besides the per-stage metrics (p2m.train.fit's history, a trial's results rows)
+EPOCH = "epoch"  # epochs completed
+TRAIN_LOSS = "train_loss"  # the epoch's mean weighted training loss
+VAL_VIEWS = "val_views"  # the validation views measured
+LR = "lr"  # the learning rate at the epoch's end
+EPOCH_SECONDS = "epoch_seconds"  # training and validation
+SAMPLES_PER_SECOND = "train_samples_per_second"  # training only
+REPORTED = (EPOCH, TRAIN_LOSS, VAL_VIEWS, LR, EPOCH_SECONDS, SAMPLES_PER_SECOND)
+
 OBJECTIVE = val_column(3, "cd")  # what a search minimises: the stage-3 validation chamfer distance, "val_s3_cd"
 MODE = "min"
 HIGHER_IS_BETTER = tuple(m.name for m in METRIC_TABLE if m.higher_is_better)  # what a search maximises

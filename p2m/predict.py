@@ -13,7 +13,7 @@ from p2m.data.datfile import read_dat
 from p2m.data.image import read_image
 from p2m.data.layout import Sample
 from p2m.evaluate import evaluate
-from p2m.names import PREVIEWS_DIR, STAGES, stage_key, val_column
+from p2m.names import EPOCH, PREVIEWS_DIR, STAGES, TRAIN_LOSS, stage_key, val_column
 from p2m.render import preview_png, save_figure, write_obj
 
 
@@ -66,9 +66,9 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
 
     if not history:
         raise ValueError("history is empty: nothing to plot")
-    epochs = [row["epoch"] for row in history]
+    epochs = [row[EPOCH] for row in history]
     fig, (ax_loss, ax_cd) = plt.subplots(1, 2, figsize=(9, 3.4))
-    losses = [row["train_loss"] for row in history]
+    losses = [row[TRAIN_LOSS] for row in history]
     ax_loss.plot(epochs, losses, marker="o", ms=3)
     # learned weighting's log-variance terms can take the total below 0: a log axis only when it can hold it
     ax_loss.set(xlabel="epoch", ylabel="weighted training loss", yscale="log" if min(losses) > 0 else "linear",

@@ -34,8 +34,9 @@ from p2m.ema import ModelEMA, decay_for
 from p2m.evaluate import evaluate
 from p2m.loss import p2m_loss
 from p2m.model import Pixel2Mesh
-from p2m.names import (BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CURVES_FILE, LOSS_TERMS, METRICS, METRICS_FILE,
-                       OBJECTIVE, RUN_CONFIG_FILE, STAGES, learned_column, stage_key, train_column, val_column)
+from p2m.names import (BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CURVES_FILE, EPOCH, EPOCH_SECONDS, LOSS_TERMS, LR,
+                       METRICS, METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, SAMPLES_PER_SECOND, STAGES, TRAIN_LOSS,
+                       VAL_VIEWS, learned_column, stage_key, train_column, val_column)
 from p2m.weighting import LearnedWeights
 
 OnEpoch = Callable[[dict, Path, list[dict]], None]
@@ -209,14 +210,14 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         train_seconds = time.perf_counter() - t0
         ev = evaluate(evaluated, val_loader, device, amp_dtype)
         terms = dict(zip(term_names, (term_sums / seen).tolist()))
-        metrics = {"epoch": epoch, "train_loss": loss_sum / seen,
+        metrics = {EPOCH: epoch, TRAIN_LOSS: loss_sum / seen,
                    **{train_column(s, t): terms[stage_key(s, t)] for s in STAGES for t in LOSS_TERMS},
                    **{val_column(s, m): ev.means[stage_key(s, m)] for s in STAGES for m in METRICS},
-                   "val_views": len(ev.items),
+                   VAL_VIEWS: len(ev.items),
                    **({learned_column(s): float(w) for s, w in zip(STAGES, loss_weights.weights().detach())}
                       if loss_weights is not None else {}),
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
-                   "train_samples_per_second": seen / train_seconds}
+                   LR: optimizer.param_groups[0]["lr"], EPOCH_SECONDS: time.perf_counter() - t0,
+                   SAMPLES_PER_SECOND: seen / train_seconds}
         history.append(metrics)
         if not best or metrics[OBJECTIVE] < best[OBJECTIVE]:
             best = metrics
@@ -331,8 +332,8 @@ def _progress(loader, epoch: int, epochs: int, enabled: bool):
 
 def _summary(m: dict, epochs: int) -> str:
     cds = " / ".join(f"{m[val_column(s, 'cd_x1000')]:.3f}" for s in STAGES)
-    return (f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4g}  val CDx1000 s1/s2/s3 {cds}  "
-            f"F@tau {m[val_column(3, 'f_tau')]:.1f}  ({m['epoch_seconds']:.1f} s, {m['train_samples_per_second']:.1f} samples/s)")
+    return (f"epoch {m[EPOCH]}/{epochs}  loss {m[TRAIN_LOSS]:.4g}  val CDx1000 s1/s2/s3 {cds}  "
+            f"F@tau {m[val_column(3, 'f_tau')]:.1f}  ({m[EPOCH_SECONDS]:.1f} s, {m[SAMPLES_PER_SECOND]:.1f} samples/s)")
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from p2m.names import STAGES, metric_row, stage_key
-from results.schema import VIEW_KEY
+from results.schema import SEED, VIEW_KEY
 
 # metric: (lower is better, relative change), from the metric table
 COMPARED = {m: (not metric_row(m).higher_is_better, metric_row(m).relative) for m in ("cd_x1000", "f_tau", "f_2tau",
@@ -37,7 +37,7 @@ def model_matrix(views: pd.DataFrame, column: str) -> tuple[np.ndarray, list]:
     Args:
         views: one row per seed and view, with ``seed`` and the ``VIEW_KEY`` columns.
     """
-    table = views.pivot_table(index="seed", columns=MODEL, values=column, aggfunc="mean")
+    table = views.pivot_table(index=SEED, columns=MODEL, values=column, aggfunc="mean")
     return table.to_numpy(dtype=float), list(table.columns)
 
 
@@ -196,9 +196,9 @@ def compare_arms(best: pd.DataFrame, base: pd.DataFrame, n_boot: int = 4000, see
     interval alone (:func:`verdict`), :func:`decide_family` the whole family.
     """
     best, base = _ranked_seeds(best), _ranked_seeds(base)
-    seeds = sorted(set(best["seed"]) & set(base["seed"]))
+    seeds = sorted(set(best[SEED]) & set(base[SEED]))
     keys = set(map(tuple, best[list(VIEW_KEY)].to_numpy())) & set(map(tuple, base[list(VIEW_KEY)].to_numpy()))
-    both = [df[df["seed"].isin(seeds) & df[list(VIEW_KEY)].apply(tuple, axis=1).isin(keys)] for df in (best, base)]
+    both = [df[df[SEED].isin(seeds) & df[list(VIEW_KEY)].apply(tuple, axis=1).isin(keys)] for df in (best, base)]
     rows = []
     for s in STAGES:
         for metric, (lower_better, relative) in COMPARED.items():
@@ -216,8 +216,8 @@ def compare_arms(best: pd.DataFrame, base: pd.DataFrame, n_boot: int = 4000, see
 def _ranked_seeds(views: pd.DataFrame) -> pd.DataFrame:
     """``seed`` replaced by its rank among the arm's seeds (0, 1, ...), so arms retrained from different base
     seeds still pair their k-th runs."""
-    order = {s: k for k, s in enumerate(sorted(views["seed"].unique()))}
-    return views.assign(seed=views["seed"].map(order))
+    order = {s: k for k, s in enumerate(sorted(views[SEED].unique()))}
+    return views.assign(**{SEED: views[SEED].map(order)})
 
 
 def _counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:

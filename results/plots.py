@@ -18,8 +18,8 @@ from p2m.names import ASHA, OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa
 from results.experiment import Experiment  # noqa: E402
 from results.pareto import front  # noqa: E402
 from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
-from results.schema import (BASELINE, ITERATION, LAST_PREFIX, PHASE_RACE, ROUND, SAMPLE_COLUMNS, SEED,  # noqa: E402
-                            STOP_COMPLETED, STOP_REASON, TRIAL_ID, WEIGHT_COLUMNS)
+from results.schema import (BASELINE, EPOCHS, ITERATION, LAST_PREFIX, PHASE_RACE, ROUND, SAMPLE_COLUMNS,  # noqa: E402
+                            SEED, STOP_COMPLETED, STOP_REASON, TRIAL_ID, WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
 from results.tables import CD, anytime, ranked, short  # noqa: E402
 from results.trials import lineage, pick_best  # noqa: E402
@@ -135,7 +135,7 @@ def stage_cd(exp: Experiment, path: str | os.PathLike, top: int = 8) -> Path:
     table = ranked(exp)
     shown = pd.concat([table.head(top), table[table[BASELINE].notna()]]).drop_duplicates(TRIAL_ID)
     labels = [f"#{r} {t}" + (f"\n({b})" if isinstance(b, str) else "") + f"\n{e} ep"
-              for r, t, b, e in zip(shown["rank"], shown[TRIAL_ID], shown[BASELINE], shown["epochs"])]
+              for r, t, b, e in zip(shown["rank"], shown[TRIAL_ID], shown[BASELINE], shown[EPOCHS])]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(shown) + 1), 4.2), constrained_layout=True)
     x = np.arange(len(shown))
     for k, s in enumerate(STAGES):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from p2m.names import CONFIG_PREFIX, STAGES, metric_row, val_column
 from results.experiment import Experiment, last_rows
-from results.schema import (BASELINE, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
+from results.schema import (BASELINE, EPOCHS, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
                             STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID, WEIGHT_COLUMNS,
                             WRITTEN_AT)
 from results.store import ResultsError
@@ -45,7 +45,7 @@ def ranked(exp: Experiment) -> pd.DataFrame:
     for col in WEIGHT_COLUMNS + SAMPLE_COLUMNS:  # the config: from the trials table, else from the rows
         source = trials[col] if col in trials else last[col].reindex(out.index) if col in last else np.nan
         out[short(col)] = source
-    return out.reset_index(drop=True).rename(columns={ITERATIONS: "epochs"})
+    return out.reset_index(drop=True).rename(columns={ITERATIONS: EPOCHS})
 
 
 def leaderboard(exp: Experiment, top: int = 10) -> pd.DataFrame:

@@ -33,9 +33,9 @@ import ray
 from ray import tune
 
 from p2m.config import TrainConfig, from_dict, to_plain
-from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, METRICS, METRICS_FILE, PREVIEWS_DIR,
-                       RUN_CONFIG_FILE, STAGES, VIEWS_DIR, WEIGHTS_FILE, stage_key, test_column, train_best_dir,
-                       val_column)
+from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, EPOCH, METRICS, METRICS_FILE,
+                       PREVIEWS_DIR, RUN_CONFIG_FILE, STAGES, VIEWS_DIR, WEIGHTS_FILE, stage_key, test_column,
+                       train_best_dir, val_column)
 from p2m.train import fit, resolve_device
 from results import storage
 from results.lease import pid_alive
@@ -76,11 +76,11 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
             trial_id = tune.get_context().get_trial_id()
             (checkpoint_dir / OWNER_FILE).write_text(f"{trial_id}\n{metrics['epoch']}\n")  # whose: see _parent
-            if experiment_dir and previews and metrics["epoch"] == cfg.optim.max_epochs:
+            if experiment_dir and previews and metrics[EPOCH] == cfg.optim.max_epochs:
                 _write_previews(cfg, checkpoint_dir, storage.join(experiment_dir, PREVIEWS_DIR, trial_id), previews)
             if experiment_dir and val_per_view:
                 writer = ResultsWriter(experiment_dir, flush_every=len(views), table=VIEWS_DIR, key=VIEWS_KEY)
-                writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics["epoch"], **row} for row in views])
+                writer.extend([{TRIAL_ID: trial_id, ITERATION: metrics[EPOCH], **row} for row in views])
             _report({**metrics, **extra, **parent}, checkpoint_dir, workdir)
             parent.clear()  # said once, with the first epoch trained from it
 
@@ -128,7 +128,7 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
         run_dir = workdir / "run"
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
-            if metrics["epoch"] < epochs:
+            if metrics[EPOCH] < epochs:
                 _report({**metrics, **extra}, checkpoint_dir, workdir)
                 return
             # the run is recorded in the ledger here: its last epoch is reported without a checkpoint (the search

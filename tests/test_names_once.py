@@ -6,6 +6,8 @@ What counts as a second definition:
   the benchmark scripts;
 - a string equal to a scheduler's or a search algorithm's name, or to an Optuna direction, in the packages (the
   benchmark scripts write search configs as a user does, in the user's words);
+- a string equal to a key training reports each epoch (``train_loss``, ...; not ``epoch`` or ``lr``, words with
+  other meanings too);
 - a metric's direction or change unit written down: ``("f_tau", False)``, ``{"cd_x1000": True}``,
   ``{"cd_x1000": (True, True)}``, or a collection of metric names bound to a name that says which way is better.
 
@@ -41,15 +43,19 @@ def _strings(tree):
 FILE_NAMES = {value for key, value in vars(names).items()
               if key.isupper() and key.endswith("_FILE") and isinstance(value, str) and "." in value}
 WORDS = set(names.SCHEDULERS) | set(names.ALGORITHMS) | set(names.DIRECTIONS.values())
+# the reported keys whose words mean nothing else ("epoch" and "lr" also name a checkpoint's key, a config field)
+REPORTED = set(names.REPORTED) - {names.EPOCH, names.LR}
 
 
 def test_the_names_module_defines_what_this_test_looks_for():
     assert {"trials.parquet", "synth_meta.json", "checkpoint.pt", "weights.pt"} <= FILE_NAMES
     assert {"asha", "fifo", "pbt", "pb2", "tpe", "random", "minimize", "maximize"} <= WORDS
+    assert {"train_loss", "val_views", "epoch_seconds", "train_samples_per_second"} <= REPORTED
 
 
-@pytest.mark.parametrize("folders, words", [(PACKAGES + ("benchmarks",), FILE_NAMES), (PACKAGES, WORDS)],
-                         ids=["file names", "scheduler, algorithm and direction names"])
+@pytest.mark.parametrize("folders, words", [(PACKAGES + ("benchmarks",), FILE_NAMES), (PACKAGES, WORDS),
+                                            (PACKAGES + ("benchmarks",), REPORTED)],
+                         ids=["file names", "scheduler, algorithm and direction names", "reported keys"])
 def test_a_name_is_spelled_only_in_the_names_module(folders, words):
     found = [f"{rel}:{node.lineno}: {node.value!r}" for rel, tree in _sources(folders) for node in _strings(tree)
              if node.value in words]
