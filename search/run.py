@@ -7,6 +7,7 @@ settings file (``SETTINGS_FILE``: what ``resume``, ``train-best`` and the analys
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -35,7 +36,9 @@ from search.population import param_space as population_space
 from search.preflight import preflight_config
 from search.retention import Retention
 from search.schedulers import build_scheduler, build_searcher, restore_rungs
+from search.space import baseline_name
 from search.trainable import train_trial, trial_resources
+from search.trial_dirs import TrialDirName
 from search.trust import SIGNATURES, SignState, restore_key, verify
 
 
@@ -99,7 +102,8 @@ def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbo
             # metric and mode live in the searcher, ASHA and the reporter; TuneConfig must not repeat them.
             # Actors are not reused: a stopped trial's thread parks instead of ending (search.trainable).
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
-                                        reuse_actors=False),
+                                        reuse_actors=False, trial_dirname_creator=TrialDirName(
+                                            functools.partial(baseline_name, baselines=baselines))),
             run_config=_run_config(cfg, exp, verbose))
         return fit(tuner, exp, cfg.num_samples)
     finally:

@@ -28,6 +28,7 @@ from search.outcome import Interrupted, fit
 from search.preflight import preflight_config
 from search.retention import Retention
 from search.trainable import RUN_PARAM, train_run, trial_resources
+from search.trial_dirs import TrialDirName
 from search.trust import SignState, restore_key, verify
 
 
@@ -43,6 +44,12 @@ class Run:
 
     def params(self) -> dict:
         return {TRIAL_ID: self.trial_id, SEED: self.seed, ARM: self.arm, PHASE: self.phase, ROUND: self.round}
+
+
+def run_label(config: dict) -> str:
+    """A run's trial directory label: its arm and seed (:class:`search.trial_dirs.TrialDirName`)."""
+    params = config[RUN_PARAM]
+    return f"{params[ARM]}_seed{params[SEED]}"
 
 
 class RunsError(ValueError):
@@ -79,7 +86,8 @@ def run_phase(cfg: SearchConfig, experiment_dir: storage.Location, name: str, ru
         tuner = tune.Tuner.restore(str(phase), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space={RUN_PARAM: tune.grid_search([r.params() for r in pending])},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent, reuse_actors=False),
+                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent, reuse_actors=False,
+                                                       trial_dirname_creator=TrialDirName(run_label)),
                            run_config=_run_config(cfg, phase, epochs, verbose))
     outcome = fit(tuner, phase, len(pending))
     if outcome.interrupted:

@@ -1,5 +1,6 @@
 """A real search on a private local Ray: ASHA, PRUNED in Optuna, Parquet rows, baselines, a NaN trial."""
 import json
+import re
 
 import numpy as np
 import optuna
@@ -9,7 +10,7 @@ import torch
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from p2m.names import JOURNAL_FILE, OBJECTIVE
-from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
+from results.schema import BEST_ARM, BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
 from results.store import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME
 from results.pareto import pick_on_front
@@ -139,6 +140,13 @@ def test_search_end_to_end(synth_dir, tmp_path, ray_env, search_yaml, p2m_run, c
     assert trials.loc[trials["baseline"] == "diverges", "config.optim.lr"].tolist() == [1e6]
     in_rows = rows.groupby("trial_id")["baseline"].first()  # trials that reported (not the diverging one)
     assert in_rows.equals(named.reindex(in_rows.index))
+
+    # short trial directories: the trainable, the trial id and a baseline's name; a retrained run's, its arm and seed
+    assert sorted(p.name for p in exp.glob("train_trial_*")) == sorted(
+        f"train_trial_{trial_id}" + (f"_{name}" if isinstance(name, str) else "") for trial_id, name in named.items())
+    runs = [re.fullmatch(r"train_run_[0-9a-f]+_\d{5}_(\w+)_seed(\d+)", p.name) for p in exp.glob("runs/*/train_run_*")]
+    assert runs and all(runs), [p.name for p in exp.glob("runs/*/*")]
+    assert {(m[1], int(m[2])) for m in runs} >= {(arm, seed) for arm in [BEST_ARM, *rivals] for seed in seeds}
 
     # trials that reached max_t saved previews of their meshes
     for trial_id in done["trial_id"]:
