@@ -69,8 +69,7 @@ class Retention(Callback):
         """Apply the rule to the ended trials of ``trials``; returns the checkpoint directories deleted."""
         if self.until_all_ended and any(t.trial_id not in self._ended and str(t.status) != ERROR for t in trials):
             return []
-        ended = [t for t in trials if t.trial_id in self._ended and str(t.status) != ERROR
-                 and t.trial_id not in self._done]
+        ended = [t for t in self._ended_trials(trials) if t.trial_id not in self._done]
         if not ended:
             return []
         keep = self.kept(trials)
@@ -90,9 +89,13 @@ class Retention(Callback):
                 deleted.append(f"{trial.trial_id}/{name}")
         return deleted
 
+    def _ended_trials(self, trials) -> list:
+        """The trials of ``trials`` that ended in this driver's view, errored ones aside (they keep everything)."""
+        return [t for t in trials if t.trial_id in self._ended and str(t.status) != ERROR]
+
     def kept(self, trials) -> set[str]:
         """The ended trials whose last checkpoint the rule keeps: the baselines and the ``keep_best`` best."""
-        ended = [t for t in trials if t.trial_id in self._ended and str(t.status) != ERROR]
+        ended = self._ended_trials(trials)
         baselines = {t.trial_id for t in ended if baseline_name(t.config, self.baselines) is not None}
         if not ended or self.keep_best == 0:
             return baselines
