@@ -95,22 +95,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
             not fit the model its config builds (naming the first key that differs), or a weight is NaN or
             infinite (naming the first such tensor).
     """
+    path = checkpoint_file(path)
+    return model_from_state(load_checkpoint(path), str(path), device)
+
+
+def model_from_state(state: dict, source: str, device: str | torch.device = "cpu"):
+    """(model in eval mode, its TrainConfig) from a checkpoint ``state`` already read from ``source`` (named in
+    errors, as :func:`load_model`'s)."""
     import dataclasses
     import warnings
 
     from p2m.model import Pixel2Mesh
     from p2m.model.backbone import resolve_norm
 
-    path = checkpoint_file(path)
-    state = load_checkpoint(path)
-    cfg = checkpoint_config(state, str(path))
+    cfg = checkpoint_config(state, source)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the saved weights replace the backbone's init, so its weights file need not exist here
         norm = resolve_norm(cfg.model.backbone_norm, bool(cfg.model.backbone_weights))
         model = Pixel2Mesh(dataclasses.replace(cfg.model, backbone_weights="", backbone_norm=norm), cfg.data.image_size)
     weights = state["ema"]["module"] if "ema" in state else state["model"]
-    check_weights(weights, model.state_dict(), str(path))
+    check_weights(weights, model.state_dict(), source)
     model.load_state_dict(weights)
     return model.to(device).eval(), cfg
 

@@ -161,7 +161,7 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
         return {}
     from torch.utils.data import DataLoader
 
-    from p2m.checkpoint import final_weights, load_checkpoint, load_model, save_checkpoint
+    from p2m.checkpoint import checkpoint_file, final_weights, load_checkpoint, model_from_state, save_checkpoint
     from p2m.data.dataset import P2MDataset, collate_p2m
     from p2m.data.layout import find_samples
     from p2m.evaluate import evaluate
@@ -171,13 +171,15 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
     if not samples:
         raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
     device = resolve_device(extra["device"])
-    model, _ = load_model(checkpoint_dir, device)  # the last epoch, as the search compared
+    source = checkpoint_file(checkpoint_dir)
+    state = load_checkpoint(source)  # read once: the model to test, and the weights to publish
+    model, _ = model_from_state(state, str(source), device)  # the last epoch, as the search compared
     loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size),
                         batch_size=cfg.optim.batch_size, collate_fn=collate_p2m)
     test = evaluate(model, loader, device)
     out = run_dir / "outputs"  # the run's config, metrics, curves, previews and weights, published beside the tables
     out.mkdir()
-    save_checkpoint(out / WEIGHTS_FILE, final_weights(load_checkpoint(checkpoint_dir)))  # for p2m predict
+    save_checkpoint(out / WEIGHTS_FILE, final_weights(state))  # for p2m predict
     for name in (RUN_CONFIG_FILE, METRICS_FILE):
         shutil.copy2(run_dir / name, out / name)
     history = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
