@@ -34,7 +34,7 @@ class SearchSettings:
     # (what ASHA stops on and the trials table ranks by), e.g. (val_s3_cd, val_s3_normal_consistency)
     objectives: tuple[str, ...] = ()
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
-    scheduler: str = ASHA  # or FIFO (no early stopping), "pbt" or "pb2" (weights that change during a trial)
+    scheduler: str = ASHA  # or FIFO (no early stopping), PBT or PB2 (weights that change during a trial)
     max_t: int = 8  # epochs per trial
     grace_period: int = 1
     reduction_factor: float = 2.0
