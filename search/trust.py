@@ -10,11 +10,15 @@ it. Here every such file carries an HMAC-SHA256 made with a key that is kept *ou
   the templates hold Ray's token), else the file ``$XDG_CONFIG_HOME/p2m-search/restore.key``
   (``~/.config/p2m-search/restore.key``), made with 32 random bytes and mode 0600 the first time a search is
   launched on a machine without either;
-- the signatures: ``SIGNATURES`` in the experiment (file name -> hex HMAC over the file's name and bytes),
-  written by :class:`SignState` into Ray's driver staging directory each time Ray snapshots its state there (from
-  its first snapshot, which already holds the first trial), so that Ray's own sync carries them to the experiment
-  with the state they sign; ``tuner.pkl``, which Ray writes
-  straight to the experiment, is signed by :func:`sign_tuner` once the Tuner has written it.
+- the signatures: ``SIGNATURES`` in the experiment (file name -> the hex HMACs, over the file's name and bytes,
+  of its last ``KEPT_VERSIONS`` versions, newest first), written by :class:`SignState` straight to the experiment
+  each time Ray snapshots its state, *before* Ray's sync carries that snapshot there; ``tuner.pkl``, which Ray
+  writes straight to the experiment, is signed by :func:`sign_tuner` once the Tuner has written it.
+
+Ray's sync copies the files of a snapshot one by one, in no fixed order, in a background thread, and a driver can
+die between any two: the experiment then holds some files of the new snapshot and some of older ones. Each of
+them verifies, since the signatures (which only this driver writes, one after the other) already named the new
+versions when the sync began, and still name the older ones.
 
 :func:`verify` runs before ``Tuner.restore``: a state file that is not signed, or whose HMAC differs, is refused in
 one line naming it, and nothing is unpickled. Ray's pickled trial errors (``error.pkl``, which only rebuild an
@@ -22,8 +26,9 @@ exception object for the result grid; ``error.txt`` beside them keeps the messag
 deleted before a restore. Checkpoints are read with ``torch.load(weights_only=True)`` and the results are
 Parquet: neither can run code, so neither is signed.
 
-A driver killed in the instant between Ray's write and its signature, or a copy of an experiment to a machine
-with another key, leaves state that does not verify: ``p2m search trust EXP`` signs it with this machine's key,
+A driver killed in the step that adds the first trials, after Ray's first sync and before their signatures (Ray
+takes that snapshot before any callback sees a trial), or a copy of an experiment to a machine with another key,
+leaves state that does not verify: ``p2m search trust EXP`` signs it with this machine's key,
 for the user who knows every writer of the experiment.
 """
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -41,12 +47,15 @@ from results import storage
 
 KEY_ENV = "P2M_RESTORE_KEY"
 SIGNATURES = "p2m-signatures.json"  # the state files of Ray's staging directory, signed at each snapshot
+KEPT_VERSIONS = 64  # versions signed per file: a sync of Ray's more than 64 snapshots (10 s or more each) late fails
 TUNER_SIGNATURE = "p2m-tuner-signature.json"  # tuner.pkl, signed after the Tuner wrote it
 TUNER_FILE = "tuner.pkl"
 ERROR_PICKLE = "error.pkl"
 _STATE_PREFIXES = ("experiment_state", "searcher-state", "search_gen_state", "callback-states", "basic-variant-state")
 PICKLE_HEADER = b"\x80"  # the PROTO opcode every pickle of protocol 2 or later opens with
 MIN_KEY_LENGTH = 16
+
+logger = logging.getLogger(__name__)
 
 
 class UntrustedState(ValueError):
@@ -95,17 +104,16 @@ def digest(key: bytes, name: str, data: bytes) -> str:
     return hmac.new(key, name.encode() + b"\0" + data, hashlib.sha256).hexdigest()
 
 
-def sign_dir(directory: str | os.PathLike, key: bytes) -> dict[str, str]:
-    """Sign the state files directly in the local ``directory`` into its ``SIGNATURES`` (written atomically);
-    returns the signatures. Entries of files no longer there are dropped."""
-    from p2m.atomic import atomic_write_bytes
-
+def sign_files(directory: str | os.PathLike, key: bytes) -> dict[str, str]:
+    """The signatures of the state files directly in the local ``directory`` (file name -> hex HMAC)."""
     root = Path(directory)
     contents = {p.name: p.read_bytes() for p in sorted(root.iterdir())
                 if p.is_file() and not p.name.startswith(".") and p.name not in (SIGNATURES, TUNER_FILE)}
-    signed = {name: digest(key, name, data) for name, data in contents.items() if is_state_file(name, data)}
-    atomic_write_bytes(root / SIGNATURES, json.dumps(signed, indent=0, sort_keys=True).encode())
-    return signed
+    return {name: digest(key, name, data) for name, data in contents.items() if is_state_file(name, data)}
+
+
+def _encode(signed: dict[str, list[str]]) -> bytes:
+    return json.dumps(signed, indent=0, sort_keys=True).encode()
 
 
 def sign_tuner(experiment: storage.Location, key: bytes) -> None:
@@ -119,8 +127,8 @@ def sign_experiment(experiment: storage.Location, key: bytes) -> int:
     """Sign every state file of ``experiment`` as it is now (``p2m search trust``); returns how many."""
     names = [storage.name_of(f) for f in storage.list_files(experiment)]
     contents = {n: storage.read_bytes(storage.join(experiment, n)) for n in names if n != TUNER_FILE}
-    signed = {n: digest(key, n, data) for n, data in contents.items() if is_state_file(n, data)}
-    storage.write_bytes(storage.join(experiment, SIGNATURES), json.dumps(signed, indent=0, sort_keys=True).encode())
+    signed = {n: [digest(key, n, data)] for n, data in contents.items() if is_state_file(n, data)}
+    storage.write_bytes(storage.join(experiment, SIGNATURES), _encode(signed))
     if TUNER_FILE in names:
         sign_tuner(experiment, key)
     return len(signed) + (TUNER_FILE in names)
@@ -140,7 +148,8 @@ def verify(experiment: storage.Location, key: bytes) -> None:
         expected = signed.get(name)
         if expected is None and not is_state_file(name, data):
             continue
-        if expected is None or not hmac.compare_digest(expected, digest(key, name, data)):
+        actual = digest(key, name, data)
+        if expected is None or not any(hmac.compare_digest(e, actual) for e in expected):
             what = "is not signed" if expected is None else "does not match its signature"
             raise UntrustedState(
                 f"{loc}: {what} with this machine's restore key; refused without reading it (Ray would unpickle "
@@ -151,18 +160,22 @@ def verify(experiment: storage.Location, key: bytes) -> None:
 
 
 class SignState(Callback):
-    """Signs Ray's snapshot of its state in the driver's staging directory each time Ray writes one.
+    """Signs each snapshot Ray takes of its state, in the driver's staging directory, and writes the signatures
+    to the experiment before Ray's sync carries the snapshot there.
 
     Ray's controller writes ``experiment_state-*.json``, then the searcher's state, then asks the callbacks for
-    theirs (:meth:`get_state`), then syncs the staging directory to the experiment: the signatures written here
-    travel with the state they sign. The staging directory is read off the first trial (``Trial.storage``) at
-    the end of the step that added it, whose snapshot Ray has taken by then: that snapshot is signed there and
-    the signatures written to the experiment directly. A restored experiment with nothing left to run takes
-    its only snapshot before any callback sees a trial, so at its end the state is signed again and written
-    the same way. The key is read when signing, never kept: Ray pickles its callbacks into ``tuner.pkl``."""
+    theirs (:meth:`get_state`: the snapshot is signed and its signatures written to the experiment here), then
+    syncs the staging directory to the experiment. The signatures are never in the staging directory, so Ray's
+    sync (in the background, perhaps still carrying an older snapshot) never writes an older version of them over
+    a newer one. The staging directory is read off the first trial (``Trial.storage``): Ray's first snapshot, in
+    the step that adds the first trials, is taken before any callback sees one, so it is signed at that step's end.
+    A restored experiment with nothing left to run takes its only snapshot before any callback sees a trial, so
+    at its end the state is signed again. The key is read when signing, never kept: Ray pickles its callbacks into
+    ``tuner.pkl``."""
 
     def __init__(self):
         self._storage = None  # the first trial's ray.train StorageContext
+        self._signed: dict[str, list[str]] = {}  # file name -> the digests of its last versions, newest first
         self._sent = False  # whether a snapshot's signatures were written to the experiment by this driver
 
     def __getstate__(self):
@@ -176,47 +189,60 @@ class SignState(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         # Ray's first snapshot of a new experiment is taken in the step that adds its first trials, before any
-        # callback has seen one (callbacks hear of no trial being added): sign it here, once, and send the
-        # signatures after it, so that a driver killed before Ray's next snapshot (10 s or more later) resumes.
+        # callback has seen one (callbacks hear of no trial being added): sign it here, once, so that a driver
+        # killed before Ray's next snapshot (10 s or more later) resumes.
         self._learn(trials)
         if not self._sent:
-            self._sent = self._upload(self._sign())
+            self._sent = self._send(self._sign())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._learn(trials)
 
     def get_state(self):
-        self._sign()
+        self._sent = self._send(self._sign()) or self._sent
         return None  # nothing of ours to pickle into the experiment
 
     def on_experiment_end(self, trials, **info):
         self._learn(trials)
-        self._upload(self._sign())  # Ray's last sync is done: send the signatures after it
+        self._send(self._sign())
 
     def _learn(self, trials) -> None:
         if self._storage is None and trials:
             self._storage = trials[0].storage
 
     def _sign(self) -> bytes | None:
+        """Signs the staging directory's state files, keeping the digests of their last ``KEPT_VERSIONS`` versions;
+        returns the signature file's bytes (None: no snapshot yet)."""
         staging = None if self._storage is None else Path(self._storage.experiment_driver_staging_path)
         if staging is None or not staging.is_dir() or not any(staging.glob("experiment_state-*.json")):
             return None
-        sign_dir(staging, restore_key())
-        return (staging / SIGNATURES).read_bytes()
+        (staging / SIGNATURES).unlink(missing_ok=True)  # a restore's copy of the experiment: Ray would sync it back
+        current = sign_files(staging, restore_key())
+        self._signed = {name: [d, *(old for old in self._signed.get(name, ()) if old != d)][:KEPT_VERSIONS]
+                        for name, d in current.items()}
+        return _encode(self._signed)
 
-    def _upload(self, signed: bytes | None) -> bool:
-        """Writes the signatures into the experiment, under a temporary name first (a reader never sees half)."""
+    def _send(self, signed: bytes | None) -> bool:
+        """Writes the signatures into the experiment, under a temporary name first (a reader never sees half).
+        A failed write is logged, not raised: the search goes on, and the next snapshot writes them again."""
         if signed is None:
             return False
         fs, path = self._storage.storage_filesystem, self._storage.experiment_fs_path
         part = f"{path}/{SIGNATURES}.{os.getpid()}.part"
-        with fs.open_output_stream(part) as out:
-            out.write(signed)
-        fs.move(part, f"{path}/{SIGNATURES}")
+        try:
+            with fs.open_output_stream(part) as out:
+                out.write(signed)
+            fs.move(part, f"{path}/{SIGNATURES}")
+        except OSError as e:
+            logger.warning("%s/%s: could not write the signatures of Ray's snapshot (%s); a resume before the next "
+                           "snapshot would refuse it", path, SIGNATURES, e)
+            return False
         return True
 
 
-def _signatures(experiment: storage.Location, name: str) -> dict[str, str]:
+def _signatures(experiment: storage.Location, name: str) -> dict[str, list[str]]:
+    """A signature file: file name -> accepted digests (one string per name in files written before versions
+    were kept)."""
     loc = storage.join(experiment, name)
     if not storage.is_file(loc):
         return {}
@@ -224,10 +250,13 @@ def _signatures(experiment: storage.Location, name: str) -> dict[str, str]:
         signed = json.loads(storage.read_bytes(loc))
     except ValueError:
         raise UntrustedState(f"{loc}: not a signature file") from None
-    if not isinstance(signed, dict) or not all(isinstance(v, str) for v in signed.values()):
+    if not isinstance(signed, dict):
+        raise UntrustedState(f"{loc}: not a signature file")
+    signed = {n: [d] if isinstance(d, str) else d for n, d in signed.items()}
+    if not all(isinstance(d, list) and all(isinstance(x, str) for x in d) for d in signed.values()):
         raise UntrustedState(f"{loc}: not a signature file")
     return signed
 
 
-__all__ = ["KEY_ENV", "SIGNATURES", "SignState", "UntrustedState", "restore_key", "sign_experiment", "sign_tuner",
-           "verify"]
+__all__ = ["KEPT_VERSIONS", "KEY_ENV", "SIGNATURES", "SignState", "UntrustedState", "restore_key", "sign_experiment",
+           "sign_files", "sign_tuner", "verify"]

@@ -2,6 +2,8 @@
 time, no experiment stuck by an early death, and exit codes that say how a search ended."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import pickle
@@ -22,7 +24,8 @@ from results.lease import LEASE_FILE
 from results.schema import STOP_REASON, STOP_UNFINISHED, TRIAL_ID
 from results.store import read_trials
 from search.outcome import Outcome, outcome_of
-from search.trust import SIGNATURES, TUNER_FILE, UntrustedState, restore_key, sign_dir, verify
+from search.trust import (KEPT_VERSIONS, SIGNATURES, TUNER_FILE, SignState, UntrustedState, restore_key,
+                          sign_files, verify)
 
 ESCAPES = ["../../escape", "..", "/", "/etc/cron.d", ".hidden", "a/b", "", "x\\y", "name with space"]
 
@@ -171,23 +174,22 @@ def test_state_signed_with_another_key_is_refused_until_trusted(signed_experimen
         restore_key()
 
 
-def test_sign_dir_signs_pickles_by_name_and_by_header(tmp_path):
+def test_sign_files_signs_pickles_by_name_and_by_header(tmp_path):
     (tmp_path / "experiment_state-1.json").write_text("{}")
     (tmp_path / "renamed-by-a-later-ray.bin").write_bytes(pickle.dumps({"a": 1}))
     (tmp_path / "optuna_journal.log").write_text('{"op_code": 0}\n')
-    signed = sign_dir(tmp_path, b"k" * 32)
+    (tmp_path / SIGNATURES).write_text("{}")
+    signed = sign_files(tmp_path, b"k" * 32)
     assert set(signed) == {"experiment_state-1.json", "renamed-by-a-later-ray.bin"}
-    assert json.loads((tmp_path / SIGNATURES).read_text()) == signed
+    assert signed["experiment_state-1.json"] == hmac.new(b"k" * 32, b"experiment_state-1.json\0{}",
+                                                         hashlib.sha256).hexdigest()
 
 
-def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(tmp_path, monkeypatch):
-    """Ray snapshots a new experiment in the step that adds its first trials, before any callback sees one; the
-    signatures reach the experiment at that step's end, not at Ray's next snapshot 10 s or more later."""
+def _staged_driver(tmp_path, monkeypatch):
+    """A SignState, the staging directory and experiment of its (stand-in) first trial."""
     from types import SimpleNamespace
 
     import pyarrow.fs
-
-    from search.trust import SignState
 
     monkeypatch.setenv("P2M_RESTORE_KEY", "k" * 32)  # the key of its own, not one a launch made before it
     staging, exp = tmp_path / "staging", tmp_path / "exp"
@@ -195,21 +197,86 @@ def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(t
     trial = SimpleNamespace(storage=SimpleNamespace(
         experiment_driver_staging_path=str(staging), storage_filesystem=pyarrow.fs.LocalFileSystem(),
         experiment_fs_path=str(exp)))
-    sign = SignState()
+    return SignState(), trial, staging, exp
+
+
+def _snapshot(staging: Path, version: int) -> dict[str, bytes]:
+    """Ray's snapshot number ``version`` written into the staging directory; returns its files."""
+    files = {"experiment_state-1.json": json.dumps({"trial_data": list(range(version))}).encode(),
+             "searcher-state-1.pkl": pickle.dumps({"trials": version}),
+             "basic-variant-state-1.json": b"{}"}
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    return files
+
+
+def test_the_first_snapshot_is_signed_in_the_experiment_at_the_end_of_its_step(tmp_path, monkeypatch):
+    """Ray snapshots a new experiment in the step that adds its first trials, before any callback sees one; the
+    signatures reach the experiment at that step's end, not at Ray's next snapshot 10 s or more later."""
+    sign, trial, staging, exp = _staged_driver(tmp_path, monkeypatch)
     sign.on_step_begin(0, [])
     sign.get_state()  # Ray's first snapshot: no trial seen yet, nothing to sign with
     sign.on_step_end(0, [trial])  # ... and no snapshot in the staging directory yet: nothing sent
     assert not (exp / SIGNATURES).exists()
-    (staging / "experiment_state-1.json").write_text('{"trial_data": []}')
+    first = _snapshot(staging, 1)
     sign.on_step_end(1, [trial])
-    assert json.loads((exp / SIGNATURES).read_text()) == json.loads((staging / SIGNATURES).read_text())
-    assert set(json.loads((exp / SIGNATURES).read_text())) == {"experiment_state-1.json"}
-    assert sorted(p.name for p in exp.iterdir()) == [SIGNATURES]  # no temporary left beside it
-    first = (exp / SIGNATURES).read_bytes()
-    (staging / "experiment_state-1.json").write_text('{"trial_data": [1]}')
-    sign.get_state()  # a later snapshot is signed in the staging directory and travels with Ray's own sync ...
-    sign.on_step_end(2, [trial])  # ... not sent again here
-    assert (exp / SIGNATURES).read_bytes() == first != (staging / SIGNATURES).read_bytes()
+    for name, data in first.items():  # Ray's sync of the first snapshot, after the signatures or before them
+        (exp / name).write_bytes(data)
+    verify(exp, restore_key())
+    assert sorted(p.name for p in exp.iterdir()) == sorted([SIGNATURES, *first])  # no temporary left beside it
+    assert not (staging / SIGNATURES).exists()  # Ray's sync never carries them
+
+
+def test_a_sync_cut_anywhere_leaves_an_experiment_that_verifies(tmp_path, monkeypatch):
+    """Ray's sync carries a snapshot's files one by one, in the background, in no fixed order, and a driver can die
+    between any two: every mix of the new snapshot's files and the older ones' in the experiment verifies, since
+    each snapshot's signatures reach the experiment (at ``get_state``) before Ray starts to sync it."""
+    sign, trial, staging, exp = _staged_driver(tmp_path, monkeypatch)
+    (staging / SIGNATURES).write_text("{}")  # a restore's copy of an older experiment's signatures
+    snapshots = [_snapshot(staging, 1)]
+    sign.on_step_end(0, [trial])
+    assert not (staging / SIGNATURES).exists()
+    for version in range(2, 5):
+        for name, data in snapshots[-1].items():  # the previous snapshot is in the experiment
+            (exp / name).write_bytes(data)
+        snapshots.append(_snapshot(staging, version))
+        sign.get_state()  # Ray asks for the callbacks' state after writing its own, and syncs after that
+        names = sorted(snapshots[-1])
+        for mask in range(2 ** len(names)):  # the sync cut after any subset of the new snapshot's files
+            for i, name in enumerate(names):
+                (exp / name).write_bytes(snapshots[-1 if mask >> i & 1 else -2][name])
+            verify(exp, restore_key())
+    (exp / "searcher-state-1.pkl").write_bytes(pickle.dumps({"trials": 99}))  # a version no snapshot had
+    with pytest.raises(UntrustedState, match="searcher-state-1.pkl: does not match its signature"):
+        verify(exp, restore_key())
+
+
+def test_the_signatures_keep_the_last_versions_only(tmp_path, monkeypatch):
+    sign, trial, staging, exp = _staged_driver(tmp_path, monkeypatch)
+    first = _snapshot(staging, 1)
+    sign.on_step_end(0, [trial])
+    (exp / "searcher-state-1.pkl").write_bytes(first["searcher-state-1.pkl"])
+    for version in range(2, KEPT_VERSIONS + 1):
+        _snapshot(staging, version)
+        sign.get_state()
+    verify(exp, restore_key())  # the first of the last KEPT_VERSIONS versions
+    _snapshot(staging, KEPT_VERSIONS + 1)
+    sign.get_state()
+    with pytest.raises(UntrustedState, match="does not match its signature"):
+        verify(exp, restore_key())
+    signed = json.loads((exp / SIGNATURES).read_text())
+    assert len(signed["searcher-state-1.pkl"]) == KEPT_VERSIONS and len(signed["basic-variant-state-1.json"]) == 1
+
+
+def test_signatures_of_one_digest_per_file_still_verify(tmp_path, monkeypatch):
+    """An experiment signed before versions were kept (one digest string per file) resumes."""
+    monkeypatch.setenv("P2M_RESTORE_KEY", "k" * 32)
+    (tmp_path / "experiment_state-1.json").write_text("{}")
+    (tmp_path / SIGNATURES).write_text(json.dumps(sign_files(tmp_path, restore_key())))
+    verify(tmp_path, restore_key())
+    (tmp_path / SIGNATURES).write_text(json.dumps({"experiment_state-1.json": [1]}))
+    with pytest.raises(UntrustedState, match="not a signature file"):
+        verify(tmp_path, restore_key())
 
 
 def test_a_second_driver_is_refused_while_the_first_runs(signed_experiment, tmp_path, search_yaml):
