@@ -27,7 +27,7 @@ from results.settings import SearchSettings
 from results.space import write_space
 from search.config import load_experiment_config
 from search.ray_adapter import asha_milestones
-from search.schedulers import build_scheduler
+from search.schedulers import strategy
 
 
 def migrate(exp: Path) -> list[str]:
@@ -38,8 +38,9 @@ def migrate(exp: Path) -> list[str]:
     if "rungs" not in data:
         rungs = ()
         if data["scheduler"] == "asha":
-            rungs = asha_milestones(build_scheduler("asha", data["max_t"], data["grace_period"],
-                                                    data["reduction_factor"]))
+            rungs = asha_milestones(strategy("asha").build(SearchSettings(
+                max_t=data["max_t"], grace_period=data["grace_period"], reduction_factor=data["reduction_factor"]),
+                {}, {}))
         data["rungs"] = list(rungs)
         data["base"]["model"].pop("template_levels", None)
         for w in FIXED_WEIGHTS:

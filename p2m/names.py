@@ -158,8 +158,8 @@ SAMPLE_PARAMS = ("data.gt_samples",) + tuple(f"loss.{pred_samples_field(s)}" for
 TPE, RANDOM = "tpe", "random"
 ALGORITHMS = (TPE, RANDOM)
 ASHA, FIFO, PBT, PB2 = "asha", "fifo", "pbt", "pb2"
-SCHEDULERS = (ASHA, FIFO, PBT, PB2)
-POPULATION_SCHEDULERS = (PBT, PB2)  # weight schedules: Ray's generator draws the population, no searcher
+# weight schedules, whose trials the analysis draws (search.schedulers: those whose Strategy shares checkpoints)
+POPULATION_SCHEDULERS = (PBT, PB2)
 
 # a dataset in the ShapeNet-P2M format (p2m.data.layout)
 RENDERING_DIR = "rendering"  # <synset>/<model_id>/rendering/<view>.{png,dat}: the original layout

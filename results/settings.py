@@ -12,8 +12,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from p2m.names import (ALGORITHMS, ASHA, OBJECTIVE, POPULATION_SCHEDULERS, SCHEDULERS, SETTINGS_FILE, TPE,
-                       val_metric_mode)
+from p2m.names import ALGORITHMS, ASHA, OBJECTIVE, SETTINGS_FILE, TPE, val_metric_mode
 from p2m.yamlio import parse_yaml
 from results import storage
 
@@ -34,7 +33,7 @@ class SearchSettings:
     # (what ASHA stops on and the trials table ranks by), e.g. (val_s3_cd, val_s3_normal_consistency)
     objectives: tuple[str, ...] = ()
     baselines: dict = field(default_factory=lambda: {"published": {}})  # name -> {config key: value}
-    scheduler: str = ASHA  # or FIFO (no early stopping), PBT or PB2 (weights that change during a trial)
+    scheduler: str = ASHA  # a name of search.schedulers' registry (which checks it), as recorded at launch
     max_t: int = 8  # epochs per trial
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -77,8 +76,6 @@ class SearchSettings:
             raise ValueError(f"storage.keep_best must be >= 0, got {self.keep_best}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"search.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler.type must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.objectives:
             if len(self.objectives) < 2 or self.objectives[0] != OBJECTIVE or len(set(self.objectives)) != len(
                     self.objectives):
@@ -86,9 +83,6 @@ class SearchSettings:
                                  f"each once, got {list(self.objectives)}")
             for column in self.objectives:
                 val_metric_mode(column)  # a validation metric, else a ValueError naming it
-            if self.scheduler in POPULATION_SCHEDULERS:
-                raise ValueError(f"search.objectives needs Optuna's sampler, which scheduler.type {self.scheduler} "
-                                 "does without: give one objective or another scheduler")
 
     def objective_modes(self) -> dict[str, str]:
         """Objective column -> "min" or "max", in order (one entry, OBJECTIVE, for a single-objective search)."""

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from p2m.config import TrainConfig, from_dict, to_plain
-from p2m.names import (CONFIG_PREFIX, OBJECTIVE, POPULATION_SCHEDULERS, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE,
+from p2m.names import (CONFIG_PREFIX, OBJECTIVE, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE,
                        TRAIN_BEST_VIEWS_FILE, test_column, train_best_dir)
 from results import storage
 from results.pareto import pick_on_front
@@ -36,6 +36,7 @@ from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
 from search.population import changing_keys
 from search.runs import Run, run_phase
+from search.schedulers import strategy
 
 TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objective in the search
 
@@ -150,7 +151,7 @@ def arms_for(exp, cfg, trials: pd.DataFrame, trial_ids: list[str], epochs: int) 
     """What :func:`search.trainable.train_run` trains for each of ``trial_ids``: ``{trial_id: {"config": its
     TrainConfig as a dict, for ``epochs`` epochs, "segments": its weight schedule or []}}``, and the config keys the
     schedules change."""
-    population = cfg.scheduler in POPULATION_SCHEDULERS
+    population = strategy(cfg.scheduler).shares_checkpoints
     results = read_results(exp) if population else None
     keys = changing_keys(cfg.space()) if population else ()
     rows = trials.set_index(TRIAL_ID)

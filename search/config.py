@@ -37,6 +37,7 @@ from optuna.distributions import BaseDistribution
 from p2m.config import TrainConfig, from_dict, read_yaml
 from results import storage
 from results.settings import SearchSettings, read_settings_file
+from search.schedulers import strategy
 from search.space import NAMED_BASELINES, BaselinePoint, baseline_points, space_from_dict
 
 SECTIONS = ("name", "base", "search", "baselines", "scheduler", "resources", "failure", "storage", "space", "race")
@@ -52,6 +53,9 @@ class SearchConfig(SearchSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        if not strategy(self.scheduler).uses_searcher and self.objectives:  # strategy(): a registered name
+            raise ValueError(f"search.objectives needs Optuna's sampler, which scheduler.type {self.scheduler} "
+                             "does without: give one objective or another scheduler")
         if self.base.optim.max_epochs != self.max_t:  # one iteration = one epoch
             raise ValueError(f"base.optim.max_epochs ({self.base.optim.max_epochs}) must equal scheduler.max_t "
                              f"({self.max_t}): a trial trains max_t epochs")

@@ -18,6 +18,9 @@ asynchronously: a trial exploits when it reaches an interval, against the scores
   point for a sampler to learn from).
 - **Baselines** run first with their own values and are never perturbed, exploited or ranked (they stay out of
   the population's quantiles), like ASHA's.
+
+The schedulers are :mod:`search.schedulers.pbt` and :mod:`search.schedulers.pb2`; this module holds what they
+share with the trials, the results callback and ``train-best``.
 """
 from __future__ import annotations
 
@@ -25,12 +28,8 @@ import math
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.schedulers.pb2 import PB2 as RayPB2
 
-from p2m.names import MODE, OBJECTIVE, PB2, PBT, POPULATION_SCHEDULERS
-from results.schema import ITERATION
-from search.space import baseline_name
+from p2m.names import PB2
 
 LOG10 = "log10:"  # prefix of a weight's log10 in a PB2 trial's config
 
@@ -66,52 +65,10 @@ def trial_params(params: dict) -> dict:
     return out
 
 
-def build_population_scheduler(kind: str, space: dict[str, BaseDistribution], interval: int,
-                               baselines: dict[str, dict], max_t: int):
-    """PBT or PB2 over ``space``'s continuous keys every ``interval`` epochs of trials of ``max_t`` epochs, leaving
-    the ``baselines`` alone."""
-    common = dict(time_attr=ITERATION, metric=OBJECTIVE, mode=MODE, perturbation_interval=interval,
-                  quantile_fraction=0.25, max_t=max_t)
-    if kind == PBT:
-        mutations = {key: param_space({key: space[key]}, PBT)[key] for key in changing_keys(space)}
-        return BaselinePBT(baselines=baselines, hyperparam_mutations=mutations, resample_probability=0.25, **common)
-    if kind == PB2:
-        bounds = {}
-        for key in changing_keys(space):
-            d = space[key]
-            bounds[LOG10 + key if d.log else key] = ([math.log10(d.low), math.log10(d.high)] if d.log
-                                                     else [d.low, d.high])
-        return BaselinePB2(baselines=baselines, hyperparam_bounds=bounds, **common)
-    raise ValueError(f"scheduler.type must be one of {POPULATION_SCHEDULERS} here, got {kind!r}")
-
-
-class _KeepBaselines:
-    """Baseline trials train to the end untouched: their results never enter the population's quantiles (their
-    state keeps no score), so they are neither exploited nor cloned.
-
-    Nor does a trial's last epoch (``max_t``): Ray learns that the trial has finished only after that result, so
-    the result would enter the quantiles while the trial still counts as live. As a donor, its checkpoint would
-    give the trial that clones it no epoch left to train (it would end at once, without a row for the epoch it
-    was given); in the bottom quarter, the finished trial would be sent back to train another's checkpoint. The
-    trial stays in the population with the score and checkpoint of its last interval before ``max_t``.
-    """
-
-    max_t: float = math.inf  # what a scheduler pickled (launched) before it knew max_t resumes with
-
-    def __init__(self, *args, baselines: dict[str, dict] | None = None, max_t: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.baselines = dict(baselines or {})
-        self.max_t = max_t
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if baseline_name(trial.config, self.baselines) is not None or result.get(ITERATION, 0) >= self.max_t:
-            return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
-
-
-class BaselinePBT(_KeepBaselines, PopulationBasedTraining):
-    pass
-
-
-class BaselinePB2(_KeepBaselines, RayPB2):
-    pass
+def __getattr__(name: str):
+    """The class paths of PBT and PB2 schedulers pickled (into ``tuner.pkl``) by launches before
+    :mod:`search.schedulers` held them: a resume of such a search finds them here."""
+    if name in ("BaselinePBT", "BaselinePB2"):
+        from search.schedulers import pb2, pbt
+        return getattr(pbt if name == "BaselinePBT" else pb2, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,6 @@ templates, needs 2.52). What each piece relies on, to check when Ray moves:
   ``AsyncHyperBandScheduler._brackets`` and ``_metric_op`` (+1.0 for mode "max", -1.0 for "min": the rungs hold
   ``_metric_op * value``, higher is better) and calls ``_Bracket.on_result(trial, cur_iter, cur_rew)``, which records
   a trial's value at the highest milestone <= ``cur_iter`` it has no value at (only ``trial.trial_id`` is read).
-- :func:`forget_trial` calls ``AsyncHyperBandScheduler.on_trial_remove``, which only drops the trial from
-  ``_trial_info`` (its bracket), where ``on_trial_complete`` would first record its last result in a rung.
 - :func:`tuner_scheduler` reads ``Tuner._local_tuner._tune_config.scheduler``: the scheduler a restored Tuner runs
   with, unpickled from the state saved at launch (ray-project/ray#30838: its rungs are those of launch, empty).
 - :func:`init_local_ray` sets ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``: Ray's single-machine mode,
@@ -184,11 +182,6 @@ class P2MOptunaSearch(OptunaSearch):
 def asha_milestones(scheduler: AsyncHyperBandScheduler) -> tuple[float, ...]:
     """The epochs (training iterations) at which ASHA compares trials, ascending, as Ray computed them."""
     return tuple(sorted(float(milestone) for milestone, _ in scheduler._brackets[0]._rungs))
-
-
-def forget_trial(scheduler: AsyncHyperBandScheduler, tune_controller, trial) -> None:
-    """End ``trial`` in ASHA ``scheduler`` without recording its result in a rung (a baseline's: ``BaselineASHA``)."""
-    AsyncHyperBandScheduler.on_trial_remove(scheduler, tune_controller, trial)
 
 
 def record_rungs(scheduler: AsyncHyperBandScheduler, curves: dict[str, list[tuple[int, float]]]) -> int:

@@ -15,11 +15,9 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback
-from ray.tune.search import BasicVariantGenerator
 
 from p2m.config import to_plain
-from p2m.names import (ASHA, MODE, OBJECTIVE, POPULATION_SCHEDULERS, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column,
-                       weight)
+from p2m.names import MODE, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column, weight
 from results import storage
 from results.schema import ITERATION, KEY
 from results.lease import LEASE_FILE, Lease
@@ -27,15 +25,13 @@ from results.space import write_space
 from results.store import VIEWS_KEY, compact, remove_temporaries
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
-from search.optuna_adapter import optuna_storage
 from search.optuna_adapter import quiet as quiet_optuna
 from search.outcome import Outcome, fit
-from search.ray_adapter import LostCheckpoints, asha_milestones, init_local_ray, quiet_logs
-from search.population import build_population_scheduler, changing_keys
-from search.population import param_space as population_space
+from search.population import changing_keys
+from search.ray_adapter import LostCheckpoints, init_local_ray, quiet_logs
 from search.preflight import preflight_config
 from search.retention import Retention
-from search.schedulers import build_scheduler, build_searcher, restore_rungs
+from search.schedulers import strategy
 from search.space import baseline_name
 from search.trainable import train_trial, trial_resources
 from search.trial_dirs import TrialDirName
@@ -72,13 +68,9 @@ def launch(cfg: SearchConfig, address: str | None = None, verbose: int = 1, trai
 def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbose: int, trainable) -> Outcome:
     baselines = cfg.named_points()
     space = cfg.space()
-    population = cfg.scheduler in POPULATION_SCHEDULERS
-    if population:
-        scheduler = build_population_scheduler(cfg.scheduler, space, cfg.perturbation_interval, baselines, cfg.max_t)
-    else:
-        scheduler = build_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, baselines)
-    if cfg.scheduler == ASHA:  # recorded as the scheduler computed them: the analysis reads them back
-        cfg = dataclasses.replace(cfg, rungs=asha_milestones(scheduler))
+    scheduling = strategy(cfg.scheduler)
+    scheduler = scheduling.build(cfg, space, baselines)
+    cfg = dataclasses.replace(cfg, rungs=scheduling.rungs(scheduler))  # the analysis reads them back
     write_space(exp, space)
     storage.write_bytes(storage.join(exp, SETTINGS_FILE),
                         yaml.safe_dump(to_plain(cfg.to_dict()), sort_keys=False).encode())
@@ -86,16 +78,8 @@ def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbo
     try:
         check_resources(cfg.cpu, cfg.gpu, local=address is None)
         preflight_config(cfg.base.data, exp)  # every node reads the data, writes the experiment
-        param_space = None
-        if population:  # Ray's own generator draws the population (it refuses a searcher with PBT and PB2)
-            param_space = population_space(space, cfg.scheduler,
-                                           tuple(dict.fromkeys(k for p in baselines.values() for k in p)))
-            searcher = BasicVariantGenerator(points_to_evaluate=list(baselines.values()) or None,
-                                             max_concurrent=cfg.max_concurrent, random_state=cfg.seed)
-        else:
-            study_storage = optuna_storage(exp, cfg.optuna_url, new=True)
-            searcher = build_searcher(space, cfg.points_to_evaluate(), study_storage, cfg.seed, cfg.max_t,
-                                      cfg.max_concurrent, cfg.algorithm, cfg.side_points(), cfg.objective_modes())
+        param_space = scheduling.param_space(space, tuple(dict.fromkeys(k for p in baselines.values() for k in p)))
+        searcher = scheduling.search_algorithm(cfg, exp, space)
         tuner = tune.Tuner(
             _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable),
             param_space=param_space,
@@ -140,8 +124,9 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
                 raise ValueError(f"{exp}: no Ray Tune experiment state to resume from")
             tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=restart_errored)
-            if cfg.scheduler == ASHA:  # Ray restores ASHA as pickled at launch, its rungs empty (ray#30838)
-                print(restore_rungs(tuner, exp, cfg.rungs), flush=True)
+            restored = strategy(cfg.scheduler).restored(tuner, exp, cfg)
+            if restored:
+                print(restored, flush=True)
             return fit(tuner, exp, cfg.num_samples)
         finally:
             ray.shutdown()
@@ -174,7 +159,7 @@ def _start_over(exp: storage.Location) -> None:
 
 
 def _trainable(cfg: SearchConfig, exp: storage.Location):
-    changing = changing_keys(cfg.space()) if cfg.scheduler in POPULATION_SCHEDULERS else ()
+    changing = changing_keys(cfg.space()) if strategy(cfg.scheduler).shares_checkpoints else ()
     fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
                               val_per_view=cfg.val_per_view, changing=changing)
     return _with_resources(cfg, fn)
@@ -185,6 +170,7 @@ def _with_resources(cfg: SearchConfig, trainable):
 
 
 def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.RunConfig:
+    scheduling = strategy(cfg.scheduler)
     reporter = tune.CLIReporter(
         metric_columns={ITERATION: "epochs", OBJECTIVE: "val CD s3", val_column(3, "f_tau"): "F@tau s3"},
         parameter_columns={w.param: w.field for w in (weight(1, "chamfer"), weight(2, "edge"), weight(3, "laplacian"))},
@@ -193,18 +179,13 @@ def _run_config(cfg: SearchConfig, exp: storage.Location, verbose: int) -> tune.
         name=storage.name_of(exp), storage_path=str(storage.parent_of(exp)), verbose=verbose,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        # 2: the latest, and the one before it, which the last uploaded snapshot may still call the latest (with 1,
-        # a driver killed before the next snapshot leaves a trial whose checkpoint is gone: LostCheckpoints); a
-        # population scheduler clones another trial's checkpoint a few epochs after it was written. Ended trials:
-        # search.retention
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=2 * cfg.perturbation_interval + 2 if cfg.scheduler in POPULATION_SCHEDULERS else 2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=scheduling.checkpoints_to_keep(cfg)),
         # Ray's per-trial progress.csv stays; its JSON and TensorBoard loggers are off (init_ray): each costs the
         # driver time on every result (benchmarks/bench_scale.py), and the Parquet tables hold every result
         callbacks=[ParquetResults(exp, cfg.name, cfg.max_t, cfg.base.flat(), cfg.named_points()),
                    CSVLoggerCallback(), LostCheckpoints(),
                    Retention(exp, cfg.keep_best, cfg.max_t, cfg.named_points(),
-                             until_all_ended=cfg.scheduler in POPULATION_SCHEDULERS),
+                             until_all_ended=scheduling.shares_checkpoints),
                    SignState()])
 
 

@@ -42,7 +42,7 @@ def _strings(tree):
 
 FILE_NAMES = {value for key, value in vars(names).items()
               if key.isupper() and key.endswith("_FILE") and isinstance(value, str) and "." in value}
-WORDS = set(names.SCHEDULERS) | set(names.ALGORITHMS) | set(names.DIRECTIONS.values())
+WORDS = {names.ASHA, names.FIFO, names.PBT, names.PB2} | set(names.ALGORITHMS) | set(names.DIRECTIONS.values())
 # the reported keys whose words mean nothing else ("epoch" and "lr" also name a checkpoint's key, a config field)
 REPORTED = set(names.REPORTED) - {names.EPOCH, names.LR}
 

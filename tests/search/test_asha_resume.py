@@ -1,5 +1,5 @@
 """ASHA after ``resume`` (issue 29, defect 4): Ray restores the scheduler as pickled at launch, its rungs empty
-(ray-project/ray#30838); :func:`search.schedulers.rebuild_rungs` puts back every searched trial's value at each
+(ray-project/ray#30838); :func:`search.schedulers.asha.rebuild_rungs` puts back every searched trial's value at each
 milestone from the results rows, so a resumed search stops exactly the trials an uninterrupted one would."""
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from ray.tune.schedulers import TrialScheduler
 from p2m.names import OBJECTIVE
 from results.schema import BASELINE, ITERATION, TRIAL_ID
 from search.ray_adapter import asha_milestones
-from search.schedulers import build_scheduler, rebuild_rungs
+from results.settings import SearchSettings
+from search.schedulers import strategy
+from search.schedulers.asha import rebuild_rungs
 
 MAX_T, GRACE, RF, CONCURRENCY = 8, 1, 2, 4
 PUBLISHED = {"loss.w1_edge": 0.1}
@@ -39,8 +41,8 @@ def _curves(trials: int = 12, seed: int = 3) -> dict[str, np.ndarray]:
 
 
 def _scheduler():
-    return build_scheduler("asha", max_t=MAX_T, grace_period=GRACE, reduction_factor=RF,
-                           baselines={"published": PUBLISHED})
+    return strategy("asha").build(SearchSettings(max_t=MAX_T, grace_period=GRACE, reduction_factor=RF), {},
+                                  {"published": PUBLISHED})
 
 
 @dataclass

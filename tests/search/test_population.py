@@ -10,10 +10,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from p2m.config import load_config
 from p2m.names import METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, TERMS, TRAIN_BEST_RESULTS_FILE, train_best_dir, weight
 from results.schema import ITERATION, STOP_COMPLETED
+from results.settings import SearchSettings
 from results.store import read_results, read_trials
 from results.trials import lineage, pick_best
-from search.population import (LOG10, BaselinePB2, BaselinePBT, build_population_scheduler, changing_keys,
-                               param_space, trial_params)
+from search.population import LOG10, changing_keys, param_space, trial_params
+from search.schedulers import strategy
+from search.schedulers.pb2 import BaselinePB2
+from search.schedulers.pbt import BaselinePBT
 
 pytestmark = pytest.mark.timeout(900)
 SPACE = {"loss.w1_edge": FloatDistribution(3e-3, 3.0, log=True), "optim.lr": FloatDistribution(1e-5, 1e-3),
@@ -26,10 +29,11 @@ def test_population_schedulers_change_the_continuous_keys_pb2_in_log10():
     assert set(pb2_space) == {LOG10 + "loss.w1_edge", "optim.lr", "data.gt_samples"}
     assert (pb2_space[LOG10 + "loss.w1_edge"].lower, pb2_space[LOG10 + "loss.w1_edge"].upper) == \
         pytest.approx((math.log10(3e-3), math.log10(3.0)))
-    pb2 = build_population_scheduler("pb2", SPACE, 2, {"published": {"loss.w1_edge": 0.1}}, max_t=6)
+    pb2 = strategy("pb2").build(SearchSettings(max_t=6, perturbation_interval=2), SPACE,
+                                {"published": {"loss.w1_edge": 0.1}})
     assert isinstance(pb2, BaselinePB2)
     assert pb2._hyperparam_bounds[LOG10 + "loss.w1_edge"] == pytest.approx([math.log10(3e-3), math.log10(3.0)])
-    pbt = build_population_scheduler("pbt", SPACE, 2, {}, max_t=6)
+    pbt = strategy("pbt").build(SearchSettings(max_t=6, perturbation_interval=2), SPACE, {})
     assert isinstance(pbt, BaselinePBT) and set(pbt._hyperparam_mutations) == {"loss.w1_edge", "optim.lr"}
     # a trial's log10 weight becomes the weight; a baseline's own value wins over a drawn log10
     assert trial_params({LOG10 + "loss.w1_edge": -1.0, "data.gt_samples": 500}) == \
@@ -67,7 +71,7 @@ def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back():
     trials = [Trial("__fake", config={"loss.w1_edge": 0.1, "optim.lr": 1e-4, "data.gt_samples": 500},
                     trial_id=name, stub=True) for name in "abc"]
     a, b, c = trials
-    scheduler = build_population_scheduler("pbt", SPACE, 1, {}, max_t=3)
+    scheduler = strategy("pbt").build(SearchSettings(max_t=3, perturbation_interval=1), SPACE, {})
     scheduler._log_config = False  # no experiment directory here
     controller = _Controller(trials)
     for trial in trials:

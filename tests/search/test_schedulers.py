@@ -6,11 +6,11 @@ from ray.tune.schedulers import TrialScheduler
 
 from results.settings import SearchSettings
 from search.ray_adapter import asha_milestones
-from search.schedulers import build_scheduler
+from search.schedulers import strategy
 
 
 def test_recorded_rungs_are_the_milestones_ray_decides_at():
-    sched = build_scheduler("asha", max_t=8, grace_period=1, reduction_factor=2.5)
+    sched = strategy("asha").build(SearchSettings(max_t=8, grace_period=1, reduction_factor=2.5), {}, {})
     rungs = asha_milestones(sched)
     assert rungs == (1.0, 2.5, 6.25)
     assert SearchSettings(max_t=8, reduction_factor=2.5, rungs=rungs).rung_epochs() == [1, 3, 7]
@@ -106,7 +106,8 @@ def test_a_resumed_trial_whose_latest_checkpoint_is_gone_restarts_from_its_first
 
 def test_asha_never_stops_a_baseline_and_keeps_it_out_of_the_rungs():
     published = {"loss.w1_edge": 0.1}
-    sched = build_scheduler("asha", max_t=4, grace_period=1, reduction_factor=2, baselines={"published": published})
+    sched = strategy("asha").build(SearchSettings(max_t=4, grace_period=1, reduction_factor=2), {},
+                                   {"published": published})
     good, bad = SimpleNamespace(trial_id="good", config={"loss.w1_edge": 0.3}), \
         SimpleNamespace(trial_id="bad", config={"loss.w1_edge": 0.9})
     base = SimpleNamespace(trial_id="base", config=dict(published))
