@@ -114,3 +114,23 @@ def test_an_unknown_scheduler_is_one_line_naming_the_registered():
     with pytest.raises(ValueError, match="scheduler.type must be one of") as error:
         strategy("x")
     assert all(repr(name) in str(error.value) for name in REGISTRY) and str(error.value).endswith("got 'x'")
+
+
+def test_a_scheduler_pickled_by_an_older_launch_resumes():
+    """Ray pickles the scheduler into tuner.pkl at launch; a search launched before search.schedulers held the
+    classes names them by their old paths (search.schedulers.BaselineASHA, search.population.BaselinePBT and
+    BaselinePB2), and the population schedulers' epochs as max_t."""
+    import importlib
+    import pickle
+
+    from search.schedulers.pbt import BaselinePBT
+
+    old = {"search.schedulers": "BaselineASHA", "search.population": "BaselinePBT"}
+    for module, name in old.items():
+        assert getattr(importlib.import_module(module), name).__name__ == name
+    scheduler = strategy("pbt").build(SETTINGS, SPACE, {"published": PUBLISHED})
+    state = dict(scheduler.__dict__)
+    state["max_t"] = state.pop("max_epochs")  # what an older launch pickled
+    restored = BaselinePBT.__new__(BaselinePBT)
+    restored.__setstate__(state)
+    assert restored.max_epochs == MAX_T and pickle.loads(pickle.dumps(restored)).max_epochs == MAX_T
