@@ -25,7 +25,7 @@ CURVES = {f"s{i}": [1.0 + i * (0.3 + 0.1 * e) + 0.05 * ((i * 7 + e) % 3) for e i
 
 
 class _Controller:
-    """The part of Ray's TuneController a scheduler calls: its trials, a save, a pause."""
+    """The part of Ray's TuneController a scheduler calls: its trials (all, live), a save, a pause."""
 
     search_alg = None
 
@@ -34,6 +34,9 @@ class _Controller:
 
     def get_trials(self):
         return self.trials
+
+    def get_live_trials(self):
+        return [t for t in self.trials if t.status != Trial.TERMINATED]
 
     def _schedule_trial_save(self, trial, result=None):
         self.saves.append((trial.trial_id, result[ITERATION]))
@@ -71,6 +74,7 @@ def _run(name: str, baseline_curve: list[float] | None) -> dict:
         decisions[tid].append(scheduler.on_trial_result(controller, trials[tid], result))
         if epoch == MAX_T or decisions[tid][-1] == TrialScheduler.STOP:
             scheduler.on_trial_complete(controller, trials[tid], result)
+            trials[tid].set_status(Trial.TERMINATED)
     return {"decisions": decisions, "configs": {tid: dict(t.config) for tid, t in trials.items()},
             "saves": controller.saves, "paused": controller.paused}
 
