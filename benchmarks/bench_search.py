@@ -45,14 +45,14 @@ def cheap_search(trials: int, results: int) -> None:
     import ray
     from ray import tune
 
-    from p2m.names import OBJECTIVE
+    from p2m.names import EPOCH, OBJECTIVE
     from results.store import read_results
     from search.callbacks import ParquetResults
     from search.run import init_ray
 
     def trainable(config):
         for i in range(results):
-            tune.report({OBJECTIVE: 1.0 / (i + 1), "epoch": i + 1})
+            tune.report({OBJECTIVE: 1.0 / (i + 1), EPOCH: i + 1})
 
     class Timed(tune.Callback):
         def __init__(self, inner=None):

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from _study import met, run, write_verdict
 
-from p2m.names import RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRIALS_FILE
+from p2m.names import EPOCH, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRIALS_FILE
 
 HERE = Path(__file__).resolve().parent
 NAME = "fifo_const_ema1"
@@ -81,8 +81,8 @@ def write_config(path: Path, data: Path, work: Path, trials: int) -> Path:
 
 
 def verdict(out: Path) -> int:
-    old = pd.read_csv(out / "old_schedule" / "fidelity.csv").set_index("epoch")
-    new = pd.read_csv(out / "new_schedule" / "fidelity.csv").set_index("epoch")
+    old = pd.read_csv(out / "old_schedule" / "fidelity.csv").set_index(EPOCH)
+    new = pd.read_csv(out / "new_schedule" / "fidelity.csv").set_index(EPOCH)
     grace = next((int(e) for e, row in new.iterrows() if row["spearman_low"] >= 0.5), None)
     lines = [f"Spearman with the last epoch, 95% interval (old: cosine, {int(old['trials'].iloc[0])} trials; "
              f"new: constant + EMA, {int(new['trials'].iloc[0])} trials):"]

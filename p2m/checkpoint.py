@@ -24,7 +24,7 @@ import torch
 
 from p2m.atomic import atomic_write_bytes
 from p2m.config import TrainConfig, from_dict
-from p2m.names import BEST_FILE, CHECKPOINT_FILE, WEIGHTS_FILE
+from p2m.names import BEST_FILE, CHECKPOINT_FILE, EPOCH, WEIGHTS_FILE
 
 FORMAT = 1
 
@@ -72,7 +72,7 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 def final_weights(state: dict) -> dict:
     """The final checkpoint of the checkpoint ``state`` (module docstring): what is evaluated, not what resumes."""
     weights = state["ema"]["module"] if "ema" in state else state["model"]
-    return {"epoch": state["epoch"], "config": state["config"], "model": weights,
+    return {EPOCH: state[EPOCH], "config": state["config"], "model": weights,
             "history": state.get("history", []), "best": state.get("best", {})}
 
 

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from p2m.atomic import WriteError
 from p2m.data.errors import DataError
-from p2m.names import LAYOUTS, RENDERING_DIR
+from p2m.names import EPOCH, LAYOUTS, RENDERING_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +182,7 @@ def _train(args) -> int:
     result = train.run_training(cfg, args.out, resume=args.resume, previews=args.previews,
                                 progress=not args.no_progress and sys.stderr.isatty())
     best = result.best
-    print(f"best epoch {best['epoch']}: val CDx1000 s1/s2/s3 "
+    print(f"best epoch {best[EPOCH]}: val CDx1000 s1/s2/s3 "
           + " / ".join(f"{best[val_column(s, 'cd_x1000')]:.3f}" for s in STAGES) + f"; run in {result.out_dir}")
     return 0
 

@@ -19,7 +19,8 @@ import yaml
 
 from p2m import yamlio
 from p2m.atomic import atomic_write_bytes
-from p2m.names import FIXED_WEIGHTS, WEIGHTS, pred_samples_field, weight
+from p2m.names import (EDGE_FORMS, FIXED_WEIGHTS, FORM_P2M, LAPLACIAN_FORMS, NORMAL_FORMS, WEIGHTS, pred_samples_field,
+                       weight)
 PROFILES = ("tiny", "cpu", "paper")
 
 
@@ -116,13 +117,13 @@ class LossConfig:
     pred_samples1: int = 0
     pred_samples2: int = 0
     pred_samples3: int = 0
-    edge_form: str = "p2m"  # "p2m": the reference's squared length; "target": deviation from edge_target_length
+    edge_form: str = FORM_P2M  # "p2m": the reference's squared length; "target": deviation from edge_target_length
     edge_target_length: float = 0.0
     # "p2m": change through the block; "smooth": plain smoothness mean |delta|; "smooth_sq": mean |delta|^2
-    laplacian_form: str = "p2m"
+    laplacian_form: str = FORM_P2M
     # "p2m": the reference's edge vs GT normal; "consistency": adjacent-face normals; "vertex": 1 - cos of each
     # vertex normal and the nearest GT point's normal
-    normal_form: str = "p2m"
+    normal_form: str = FORM_P2M
     # "static": the weights above; "learned": the three chamfer weights are learned during training as
     # homoscedastic uncertainties (Kendall, Gal and Cipolla 2018; p2m.weighting), starting at w{s}_chamfer, the
     # other terms at their weights
@@ -135,9 +136,9 @@ class LossConfig:
                       "pred_samples3", "edge_target_length")
         if not any(getattr(self, key) for key in WEIGHT_KEYS):
             raise ValueError(f"{WEIGHT_KEYS[0]}..{WEIGHT_KEYS[-1]}: all loss weights are 0: nothing to train on")
-        _choice(self, "edge_form", ("p2m", "target"))
-        _choice(self, "laplacian_form", ("p2m", "smooth", "smooth_sq"))
-        _choice(self, "normal_form", ("p2m", "consistency", "vertex"))
+        _choice(self, "edge_form", EDGE_FORMS)
+        _choice(self, "laplacian_form", LAPLACIAN_FORMS)
+        _choice(self, "normal_form", NORMAL_FORMS)
         _choice(self, "weighting", ("static", "learned"))
         _positive(self, "weighting_lr")
         if self.weighting == "learned":

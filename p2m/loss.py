@@ -32,7 +32,7 @@ from p2m.geometry.move import move_loss
 from p2m.geometry.normal import edge_normal_loss, normal_consistency_loss, vertex_normal_loss
 from p2m.geometry.sample import sample_surface_points
 from p2m.model.pixel2mesh import LevelGraph, MeshOutput
-from p2m.names import LOSS_TERMS, STAGES, stage_key
+from p2m.names import FORM_P2M, LAPLACIAN_SMOOTH_SQ, LOSS_TERMS, NORMAL_VERTEX, STAGES, stage_key
 from p2m.weighting import uncertainty_weighted
 
 
@@ -88,22 +88,22 @@ def _stage_terms(cfg: LossConfig, stage: int, verts: Tensor, before: Tensor, lev
     if num_samples > 0:
         pred, _ = sample_surface_points(verts, level.faces, num_samples, generator)
         ch = chamfer_distance(pred, gt_points)
-        nearest_gt = nearest_indices(verts, gt_points) if cfg.normal_form in ("p2m", "vertex") else None
+        nearest_gt = nearest_indices(verts, gt_points) if cfg.normal_form in (FORM_P2M, NORMAL_VERTEX) else None
     else:
         ch = chamfer_distance(verts, gt_points)
         nearest_gt = ch.pred_nn
     out = {"chamfer": ch.gt_to_pred + cfg.chamfer_opposite * ch.pred_to_gt}
-    if cfg.edge_form == "p2m":
+    if cfg.edge_form == FORM_P2M:
         out["edge"] = p2m_edge_loss(verts, level.edges)
     else:
         out["edge"] = edge_target_loss(verts, level.edges, cfg.edge_target_length)
-    if cfg.laplacian_form == "p2m":
+    if cfg.laplacian_form == FORM_P2M:
         out["laplacian"] = laplacian_change_loss(before, verts, level.adjacency)
     else:
-        out["laplacian"] = laplacian_smoothing_loss(verts, level.adjacency, squared=cfg.laplacian_form == "smooth_sq")
-    if cfg.normal_form == "p2m":
+        out["laplacian"] = laplacian_smoothing_loss(verts, level.adjacency, squared=cfg.laplacian_form == LAPLACIAN_SMOOTH_SQ)
+    if cfg.normal_form == FORM_P2M:
         out["normal"] = edge_normal_loss(verts, level.edges, gt_normals, nearest_gt)
-    elif cfg.normal_form == "vertex":
+    elif cfg.normal_form == NORMAL_VERTEX:
         out["normal"] = vertex_normal_loss(verts, level.faces, gt_normals, nearest_gt)
     else:
         out["normal"] = normal_consistency_loss(verts, level.faces, level.face_pairs)

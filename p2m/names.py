@@ -151,6 +151,15 @@ def pred_samples_field(stage: int) -> str:
     return f"pred_samples{stage}"
 
 
+# the forms of the regularising terms (LossConfig.edge_form, laplacian_form, normal_form; p2m.loss)
+FORM_P2M = "p2m"  # each term's form in the reference implementation, the default
+EDGE_TARGET = "target"  # squared deviation of each edge length from loss.edge_target_length
+LAPLACIAN_SMOOTH, LAPLACIAN_SMOOTH_SQ = "smooth", "smooth_sq"  # mean |delta|, mean |delta|^2
+NORMAL_CONSISTENCY, NORMAL_VERTEX = "consistency", "vertex"  # adjacent-face normals; vertex vs nearest GT normal
+EDGE_FORMS = (FORM_P2M, EDGE_TARGET)
+LAPLACIAN_FORMS = (FORM_P2M, LAPLACIAN_SMOOTH, LAPLACIAN_SMOOTH_SQ)
+NORMAL_FORMS = (FORM_P2M, NORMAL_CONSISTENCY, NORMAL_VERTEX)
+
 # the searched sample counts, as config keys
 SAMPLE_PARAMS = ("data.gt_samples",) + tuple(f"loss.{pred_samples_field(s)}" for s in STAGES)
 

@@ -110,8 +110,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
     device = resolve_device(cfg.device)
     state = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
     if state is not None and is_final(state):  # a finished run (its driver stopped it before it heard the end)
-        if int(state["epoch"]) < cfg.optim.max_epochs:
-            raise ValueError(f"{resume_from}: a finished run's final weights (epoch {state['epoch']}, no optimizer "
+        if int(state[EPOCH]) < cfg.optim.max_epochs:
+            raise ValueError(f"{resume_from}: a finished run's final weights (epoch {state[EPOCH]}, no optimizer "
                              f"state) cannot be continued to epoch {cfg.optim.max_epochs}")
         return FitResult(list(state["history"]), dict(state["best"]), out_dir)
     torch.manual_seed(cfg.seed)
@@ -160,7 +160,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         if device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         history, best = list(state["history"]), dict(state["best"])
-        start_epoch = int(state["epoch"]) + 1
+        start_epoch = int(state[EPOCH]) + 1
     elif cfg.model.backbone_weights == "" and log:
         log("note: the ResNet-18 starts from random init (set model.backbone_weights to a local ImageNet file)")
     save_config(cfg, out_dir / RUN_CONFIG_FILE)
@@ -222,10 +222,10 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, on_epoch: OnEpoch | None =
         if not best or metrics[OBJECTIVE] < best[OBJECTIVE]:
             best = metrics
             if save_best:
-                save_checkpoint(out_dir / BEST_FILE, {"epoch": epoch, "config": cfg.to_dict(),
+                save_checkpoint(out_dir / BEST_FILE, {EPOCH: epoch, "config": cfg.to_dict(),
                                                       "model": evaluated.state_dict()})
         state = {
-            "epoch": epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            EPOCH: epoch, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             **({"loss_weights": loss_weights.state_dict()} if loss_weights is not None else {}),
             "scheduler": scheduler.state_dict(), "lr_horizon_steps": horizon, "scaler": scaler.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}), "torch_rng": torch.get_rng_state(),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from p2m.names import OBJECTIVE
+from p2m.names import EPOCH, OBJECTIVE
 from results.schema import ITERATION, TRIAL_ID, VIEW_KEY
 
 THRESHOLD = 0.5
@@ -34,7 +34,7 @@ def rank_fidelity(curves: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
     Args:
         curves: trial x epoch values (:func:`full_curves`); the last column is the final epoch.
     """
-    columns = ["epoch", "trials", "spearman", "spearman_low", "spearman_high", "kendall", "kendall_low",
+    columns = [EPOCH, "trials", "spearman", "spearman_low", "spearman_high", "kendall", "kendall_low",
                "kendall_high"]
     n, epochs = curves.shape
     if n < MIN_TRIALS or epochs < 2:
@@ -57,7 +57,7 @@ def rank_fidelity(curves: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
 def predictive_grace(table: pd.DataFrame, threshold: float = THRESHOLD) -> int | None:
     """The earliest epoch whose Spearman lower bound reaches ``threshold`` (None when none does)."""
     ok = table[table["spearman_low"] >= threshold]
-    return int(ok["epoch"].iloc[0]) if len(ok) else None
+    return int(ok[EPOCH].iloc[0]) if len(ok) else None
 
 
 def validation_reliability(views: pd.DataFrame, epoch: int, metric: str = "s3_cd", splits: int = 500,

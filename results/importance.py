@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from p2m.names import CONFIG_PREFIX, DIRECTIONS, MODE, OBJECTIVE, config_column
+from p2m.names import CONFIG_PREFIX, DIRECTIONS, EPOCH, MODE, OBJECTIVE, config_column
 from results.experiment import Experiment
 from results.schema import ITERATION, STOP_COMPLETED, STOP_REASON, TRIAL_ID
 from results.space import contains
@@ -62,7 +62,7 @@ def importance(exp: Experiment, epoch: int | None = None, seed: int = 0) -> Impo
     its column NaN and its error in ``failures``.
     """
     study = rebuild_study(exp, epoch)
-    columns = ["param", *EVALUATORS, "trials", "epoch"]
+    columns = ["param", *EVALUATORS, "trials", EPOCH]
     params = list(study.trials[0].distributions) if study.trials else []
     if len(study.trials) < MIN_TRIALS or not params:
         return Importance(pd.DataFrame(columns=columns), {})
@@ -80,7 +80,7 @@ def importance(exp: Experiment, epoch: int | None = None, seed: int = 0) -> Impo
                 failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         out[name] = [float(values.get(p, np.nan)) for p in params]
     out["trials"] = len(study.trials)
-    out["epoch"] = epoch or exp.settings.max_t
+    out[EPOCH] = epoch or exp.settings.max_t
     table = out.sort_values(["fanova", "ped_anova"], ascending=False, na_position="last",
                             kind="stable").reset_index(drop=True)
     return Importance(table, failures)

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from p2m.atomic import atomic_path  # noqa: E402
-from p2m.names import ASHA, OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
+from p2m.names import ASHA, EPOCH, OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
 from results.experiment import Experiment  # noqa: E402
 from results.pareto import front  # noqa: E402
 from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
@@ -90,7 +90,7 @@ def importance_bars(tables: dict[str, pd.DataFrame], path: str | os.PathLike) ->
         ax.set_yticks(y, t["param"], fontsize=8)
         n = int(t["trials"].iloc[0])
         ax.set(xlabel="importance (normalised)",
-               title=f"{name}: {n} trials at epoch {int(t['epoch'].iloc[0])}" + (" (rough: few trials)" if n < 20 else ""))
+               title=f"{name}: {n} trials at epoch {int(t[EPOCH].iloc[0])}" + (" (rough: few trials)" if n < 20 else ""))
         ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
@@ -254,8 +254,8 @@ def fidelity_curve(table: pd.DataFrame, exp: Experiment, threshold: float, path:
     intervals, and the lower bound a grace rung needs."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
     for name, color in (("spearman", "tab:blue"), ("kendall", "tab:green")):
-        ax.fill_between(table["epoch"], table[f"{name}_low"], table[f"{name}_high"], color=color, alpha=0.2)
-        ax.plot(table["epoch"], table[name], marker="o", color=color, label=f"{name} (95% interval)")
+        ax.fill_between(table[EPOCH], table[f"{name}_low"], table[f"{name}_high"], color=color, alpha=0.2)
+        ax.plot(table[EPOCH], table[name], marker="o", color=color, label=f"{name} (95% interval)")
     ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"lower bound a grace rung needs ({threshold})")
     ax.axhline(0, color="0.7", lw=0.8)
     ax.set(xlabel="epoch", ylabel=f"rank correlation with epoch {exp.settings.max_t}", ylim=(-1.05, 1.05),

@@ -20,7 +20,7 @@ from results import plots, storage
 from results.experiment import Experiment, load_experiment
 from results.importance import importance
 from p2m.atomic import atomic_write_bytes
-from p2m.names import POPULATION_SCHEDULERS, PREVIEWS_DIR, train_best_dir
+from p2m.names import EPOCH, POPULATION_SCHEDULERS, PREVIEWS_DIR, train_best_dir
 from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
 from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
@@ -176,7 +176,7 @@ def summary_lines(analysis: Analysis) -> list[str]:
         lines.append(line)
         mine = vs[(vs["experiment"] == e.name) & (vs["stage"] == 3) & (vs["metric"] == "cd_x1000")]
         for _, r in mine.iterrows():
-            lines.append(f"  vs baseline {r['baseline']} at epoch {r['epoch']}: stage-3 CD {r['baseline_value']:.3f} "
+            lines.append(f"  vs baseline {r['baseline']} at epoch {r[EPOCH]}: stage-3 CD {r['baseline_value']:.3f} "
                          f"-> {r['best_value']:.3f} ({100 * r['change']:+.1f}%)")
         lines.extend(f"  partial: {note}" for note in e.notes)
     lines.extend(f"warning: {w}" for w in analysis.warnings)

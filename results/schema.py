@@ -29,6 +29,14 @@ ITERATION = "training_iteration"
 WRITTEN_AT = "written_at"
 KEY = (TRIAL_ID, ITERATION)
 
+# Ray's bookkeeping kept in a result row (search.callbacks), and where the trial ran (search.trainable)
+TIME_TOTAL_S = "time_total_s"  # the trial's seconds so far
+TIME_THIS_ITER_S = "time_this_iter_s"  # this epoch's seconds
+TIMESTAMP = "timestamp"  # when the result was reported (seconds since the epoch)
+NODE_IP, NODE_ID, HOSTNAME, PID = "node_ip", "node_id", "hostname", "pid"
+RAY_KEYS = (TIME_TOTAL_S, TIME_THIS_ITER_S, TIMESTAMP, NODE_IP, NODE_ID, HOSTNAME, PID)
+DEVICE = "device"  # the torch device the trial trained on
+
 BASELINE = "baseline"  # the baseline's name in both tables (None for a searched trial)
 # a population search (pbt, pb2): with the first epoch a trial trained from another trial's checkpoint, that trial
 # and the checkpoint's epoch (results.trials.lineage follows them back)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from p2m.names import CONFIG_PREFIX, STAGES, metric_row, val_column
+from p2m.names import CONFIG_PREFIX, EPOCH, STAGES, metric_row, val_column
 from results.experiment import Experiment, last_rows
 from results.schema import (BASELINE, EPOCHS, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
-                            STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID, WEIGHT_COLUMNS,
-                            WRITTEN_AT)
+                            STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TIMESTAMP, TIME_THIS_ITER_S,
+                            TIME_TOTAL_S, TRIAL_ID, WEIGHT_COLUMNS, WRITTEN_AT)
 from results.store import ResultsError
 from results.trials import pick_best, rank_trials
 
@@ -60,7 +60,7 @@ def baselines_vs_best(exp: Experiment) -> pd.DataFrame:
     Columns: baseline, baseline_trial, best_trial, epoch, stage, metric, baseline_value, best_value,
     change (best / baseline - 1), improved (the best trial is better on this metric).
     """
-    columns = ["baseline", "baseline_trial", "best_trial", "epoch", "stage", "metric", "baseline_value",
+    columns = ["baseline", "baseline_trial", "best_trial", EPOCH, "stage", "metric", "baseline_value",
                "best_value", "change", "improved"]
     base = exp.trials[exp.trials[BASELINE].notna()]
     try:
@@ -105,7 +105,7 @@ def rung_table(exp: Experiment) -> pd.DataFrame:
         final = i == len(milestones) - 1
         values = at[m].dropna() if m in at else pd.Series(dtype=float)
         rows.append({
-            "milestone": "start" if m == 0 else "max_t" if final else f"rung {i}", "epoch": m,
+            "milestone": "start" if m == 0 else "max_t" if final else f"rung {i}", EPOCH: m,
             "entered": len(entered),
             "stopped_early": int((here[STOP_REASON] == STOP_EARLY).sum()),
             "errored": int((here[STOP_REASON] == STOP_ERRORED).sum()),
@@ -129,21 +129,21 @@ def cost_table(exp: Experiment) -> pd.DataFrame:
     last = last_rows(exp.results)
     t = exp.trials.set_index(TRIAL_ID)
     iters = t[ITERATIONS].astype(float)
-    seconds = last["time_total_s"].reindex(t.index).fillna(0.0).astype(float)
+    seconds = last[TIME_TOTAL_S].reindex(t.index).fillna(0.0).astype(float)
     errored = t[STOP_REASON] == STOP_ERRORED
     max_t = exp.settings.max_t
     per_epoch = seconds / iters.where(iters > 0)
     full_seconds = float(np.where(errored, seconds, per_epoch.fillna(0.0) * max_t).sum())
     full_epochs = float(np.where(errored, iters, max_t).sum())
     hours = float(seconds.sum()) / 3600
-    start = (exp.results["timestamp"] - exp.results["time_this_iter_s"]).min()
+    start = (exp.results[TIMESTAMP] - exp.results[TIME_THIS_ITER_S]).min()
     return pd.DataFrame([{
         "trials": len(t), "trial_epochs": int(iters.sum()), "no_stopping_epochs": int(full_epochs),
         "epochs_saved_share": 1 - float(iters.sum()) / full_epochs if full_epochs else np.nan,
         "trial_hours": hours, "cpu_hours": hours * exp.settings.cpu, "gpu_hours": hours * exp.settings.gpu,
         "no_stopping_hours": full_seconds / 3600,
         "hours_saved_share": 1 - hours * 3600 / full_seconds if full_seconds else np.nan,
-        "wall_hours": float(exp.results["timestamp"].max() - start) / 3600,
+        "wall_hours": float(exp.results[TIMESTAMP].max() - start) / 3600,
     }])
 
 

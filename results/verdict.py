@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from p2m.names import (OBJECTIVE, STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_column,
+from p2m.names import (EPOCH, OBJECTIVE, STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_column,
                        test_column, train_best_dir, val_column, weight)
 from results.experiment import Experiment
 from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
 from results.noise import POWER, resolvable_change, seed_sd, seeds_needed
 from results.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs, summarise_runs
-from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, REFERENCE, SEED, TRIAL_ID
+from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, SEED, TRIAL_ID
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
 
@@ -180,7 +180,7 @@ def _noise(exp: Experiment, changes: pd.DataFrame) -> dict:
         return out
     cd = test_column(3, DECISION_METRIC)
     for phase, column in (("verdict", cd), ("race", OBJECTIVE)):
-        mine = runs[(runs["phase"] == phase) & runs[column].notna()] if column in runs else runs.iloc[:0]
+        mine = runs[(runs[PHASE] == phase) & runs[column].notna()] if column in runs else runs.iloc[:0]
         sd, dof = seed_sd(mine, group=TRIAL_ID, value=column)
         if dof:
             scale = 1000 if column == OBJECTIVE else 1
@@ -312,7 +312,7 @@ def _fidelity_lines(exp: Experiment, table: pd.DataFrame, full: int) -> list[str
     rungs = exp.settings.rung_epochs()
     out = []
     if rungs:
-        row = table[table["epoch"] == rungs[0]].iloc[0]
+        row = table[table[EPOCH] == rungs[0]].iloc[0]
         status = "predicts" if row["spearman_low"] >= THRESHOLD else "WARNING: does not predict"
         out.append(f"  fidelity: the first rung (epoch {rungs[0]}) {status} the final ranking: Spearman "
                    f"{row['spearman']:.2f} [{row['spearman_low']:.2f}, {row['spearman_high']:.2f}] over {full} "

@@ -10,15 +10,13 @@ from ray.tune import Callback
 
 from p2m.names import CONFIG_PREFIX, VIEWS_DIR
 from results import storage
-from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, STATUS, TRIAL_ID
+from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, RAY_KEYS, STATUS, TRIAL_ID
 from results.store import (FANOUT, VIEWS_KEY, ResultsError, ResultsWriter, compact, maintain, read_results,
                            write_trials)
 from results.trials import summarise_trials
 from search.population import trial_params
 from search.space import baseline_name
 
-# Ray's own keys kept in a row (the rest of Ray's bookkeeping is dropped)
-RAY_KEYS = ("time_total_s", "time_this_iter_s", "timestamp", "node_ip", "node_id", "hostname", "pid")
 DROPPED = {"config", "done", "should_checkpoint", "checkpoint_dir_name", "trial_log_path", "date", "iterations_since_restore",
            "time_since_restore", "experiment_tag"}
 

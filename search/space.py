@@ -30,7 +30,7 @@ from typing import NamedTuple
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from p2m.config import LossConfig, TrainConfig, from_dict
-from p2m.names import STAGES, weight
+from p2m.names import EDGE_TARGET, LAPLACIAN_SMOOTH_SQ, NORMAL_VERTEX, STAGES, weight
 from results.space import contains
 
 ANCHOR = weight(3, "chamfer").param
@@ -111,8 +111,9 @@ SEED_STAGE_WEIGHTS = (1.0, 0.0, 0.0)  # as it ran: stages 2 and 3 got no loss at
 
 def seed_point(stage_weights: tuple[float, float, float]) -> dict:
     """The seed reimplementation's loss (see ``SEED_WEIGHTS``) with its stages multiplied by ``stage_weights``."""
-    point: dict = {"data.gt_samples": 4096, "loss.chamfer_opposite": 1.0, "loss.edge_form": "target",
-                   "loss.edge_target_length": 0.0, "loss.laplacian_form": "smooth_sq", "loss.normal_form": "vertex"}
+    point: dict = {"data.gt_samples": 4096, "loss.chamfer_opposite": 1.0, "loss.edge_form": EDGE_TARGET,
+                   "loss.edge_target_length": 0.0, "loss.laplacian_form": LAPLACIAN_SMOOTH_SQ,
+                   "loss.normal_form": NORMAL_VERTEX}
     for stage, factor in zip(STAGES, stage_weights):
         for term, value in zip(SEED_TERMS, SEED_WEIGHTS[stage]):
             point[weight(stage, term).param] = factor * value

@@ -40,8 +40,8 @@ from p2m.train import fit, resolve_device
 from results import storage
 from results.lease import pid_alive
 from results.runs import is_finished, write_run
-from results.schema import (ARM, BEST_ARM, EPOCHS, ITERATION, PARENT_EPOCH, PARENT_TRIAL, PHASE, ROUND, SEED, SPLIT,
-                            TRIAL_ID)
+from results.schema import (ARM, BEST_ARM, DEVICE, EPOCHS, HOSTNAME, ITERATION, NODE_ID, PARENT_EPOCH, PARENT_TRIAL,
+                            PHASE, ROUND, SEED, SPLIT, TRIAL_ID)
 from results.store import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.smoke import local_data
@@ -65,7 +65,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), trial_params(params))
     device = str(resolve_device(cfg.device))
-    extra = {"device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
+    extra = {DEVICE: device, HOSTNAME: platform.node(), NODE_ID: ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
     cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
@@ -75,7 +75,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
 
         def on_epoch(metrics: dict, checkpoint_dir: Path, views: list[dict]) -> None:
             trial_id = tune.get_context().get_trial_id()
-            (checkpoint_dir / OWNER_FILE).write_text(f"{trial_id}\n{metrics['epoch']}\n")  # whose: see _parent
+            (checkpoint_dir / OWNER_FILE).write_text(f"{trial_id}\n{metrics[EPOCH]}\n")  # whose: see _parent
             if experiment_dir and previews and metrics[EPOCH] == cfg.optim.max_epochs:
                 _write_previews(cfg, checkpoint_dir, storage.join(experiment_dir, PREVIEWS_DIR, trial_id), previews)
             if experiment_dir and val_per_view:
@@ -120,7 +120,7 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
     device = str(resolve_device(cfg.device))
     run = {PHASE: params[PHASE], ARM: params[ARM], TRIAL_ID: trial_id, SEED: seed, ROUND: int(params[ROUND]),
            SPLIT: split or cfg.data.val_split, EPOCHS: epochs}
-    extra = {**run, "device": device, "hostname": platform.node(), "node_id": ray.get_runtime_context().get_node_id(),
+    extra = {**run, DEVICE: device, HOSTNAME: platform.node(), NODE_ID: ray.get_runtime_context().get_node_id(),
              **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
     cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
@@ -170,7 +170,7 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
     samples = find_samples(cfg.data.root, split)
     if not samples:
         raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
-    device = resolve_device(extra["device"])
+    device = resolve_device(extra[DEVICE])
     source = checkpoint_file(checkpoint_dir)
     state = load_checkpoint(source)  # read once: the model to test, and the weights to publish
     model, _ = model_from_state(state, str(source), device)  # the last epoch, as the search compared

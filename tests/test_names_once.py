@@ -6,8 +6,11 @@ What counts as a second definition:
   the benchmark scripts;
 - a string equal to a scheduler's or a search algorithm's name, or to an Optuna direction, in the packages (the
   benchmark scripts write search configs as a user does, in the user's words);
-- a string equal to a key training reports each epoch (``train_loss``, ...; not ``epoch`` or ``lr``, words with
-  other meanings too);
+- a string equal to a key training reports each epoch (``epoch``, ``train_loss``, ...; not ``lr``, a config field
+  too), except as a picture's text (``xlabel="epoch"``);
+- a string equal to a loss term's form other than the reference's (``smooth_sq``, ``vertex``, ...), in the packages;
+- a string equal to a column of Ray's bookkeeping a result row keeps (``time_total_s``, ``hostname``, ...), in the
+  packages, outside ``results/schema.py``, which defines the tables' columns;
 - a metric's direction or change unit written down: ``("f_tau", False)``, ``{"cd_x1000": True}``,
   ``{"cd_x1000": (True, True)}``, or a collection of metric names bound to a name that says which way is better.
 
@@ -19,47 +22,61 @@ from pathlib import Path
 import pytest
 
 from p2m import names
+from results import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("p2m", "search", "results")
 FROZEN = {"benchmarks/study_third_edition.py"}  # a study's script as it ran; its committed outputs cite it
 NAMES_MODULE = "p2m/names.py"
+SCHEMA_MODULE = "results/schema.py"
+SHOWN = {"xlabel", "ylabel", "title", "label"}  # keyword arguments whose strings are a picture's text
 
 
-def _sources(folders):
+def _sources(folders, definer=NAMES_MODULE):
     for folder in folders:
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel != NAMES_MODULE and rel not in FROZEN:
+            if rel not in (NAMES_MODULE, definer) and rel not in FROZEN:
                 yield rel, ast.parse(path.read_text(), rel)
 
 
 def _strings(tree):
+    shown = {id(k.value) for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg in SHOWN}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in shown:
             yield node
 
 
 FILE_NAMES = {value for key, value in vars(names).items()
               if key.isupper() and key.endswith("_FILE") and isinstance(value, str) and "." in value}
 WORDS = {names.ASHA, names.FIFO, names.PBT, names.PB2} | set(names.ALGORITHMS) | set(names.DIRECTIONS.values())
-# the reported keys whose words mean nothing else ("epoch" and "lr" also name a checkpoint's key, a config field)
-REPORTED = set(names.REPORTED) - {names.EPOCH, names.LR}
+REPORTED = set(names.REPORTED) - {names.LR}  # "lr" is a config field's name too (optim.lr)
+FORMS = (set(names.EDGE_FORMS) | set(names.LAPLACIAN_FORMS) | set(names.NORMAL_FORMS)) - {names.FORM_P2M}
+RAY_COLUMNS = set(schema.RAY_KEYS) - {schema.PID}  # a lease's field too
 
 
 def test_the_names_module_defines_what_this_test_looks_for():
     assert {"trials.parquet", "synth_meta.json", "checkpoint.pt", "weights.pt"} <= FILE_NAMES
     assert {"asha", "fifo", "pbt", "pb2", "tpe", "random", "minimize", "maximize"} <= WORDS
-    assert {"train_loss", "val_views", "epoch_seconds", "train_samples_per_second"} <= REPORTED
+    assert {"epoch", "train_loss", "val_views", "epoch_seconds", "train_samples_per_second"} <= REPORTED
+    assert FORMS == {"target", "smooth", "smooth_sq", "consistency", "vertex"}
+    assert {"time_total_s", "timestamp", "hostname", "node_id"} <= RAY_COLUMNS
 
 
-@pytest.mark.parametrize("folders, words", [(PACKAGES + ("benchmarks",), FILE_NAMES), (PACKAGES, WORDS),
-                                            (PACKAGES + ("benchmarks",), REPORTED)],
-                         ids=["file names", "scheduler, algorithm and direction names", "reported keys"])
-def test_a_name_is_spelled_only_in_the_names_module(folders, words):
-    found = [f"{rel}:{node.lineno}: {node.value!r}" for rel, tree in _sources(folders) for node in _strings(tree)
-             if node.value in words]
-    assert not found, "defined again (import it from p2m.names):\n" + "\n".join(found)
+@pytest.mark.parametrize("folders, words, definer", [
+    (PACKAGES + ("benchmarks",), FILE_NAMES, NAMES_MODULE), (PACKAGES, WORDS, NAMES_MODULE),
+    (PACKAGES + ("benchmarks",), REPORTED, NAMES_MODULE), (PACKAGES, FORMS, NAMES_MODULE),
+    (PACKAGES, RAY_COLUMNS, SCHEMA_MODULE)],
+    ids=["file names", "scheduler, algorithm and direction names", "reported keys", "loss forms", "Ray's columns"])
+def test_a_name_is_spelled_only_in_the_names_module(folders, words, definer):
+    found = [f"{rel}:{node.lineno}: {node.value!r}" for rel, tree in _sources(folders, definer)
+             for node in _strings(tree) if node.value in words]
+    assert not found, f"defined again (import it from {definer}):\n" + "\n".join(found)
+
+
+def test_a_pictures_text_is_not_a_definition():
+    tree = ast.parse('ax.set(xlabel="epoch", title="train_loss")\nrow = {"epoch": 1}')
+    assert [node.value for node in _strings(tree)] == ["epoch"]
 
 
 def _is_metric(node) -> bool:
