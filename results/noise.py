@@ -18,11 +18,12 @@ import pandas as pd
 from scipy import stats
 
 from results.paired import ALPHA
+from results.race import CANDIDATE, VALUE
 
 POWER = 0.8  # the chance a real change of the stated size is detected
 
 
-def seed_sd(runs: pd.DataFrame, group: str = "candidate", value: str = "value") -> tuple[float, int]:
+def seed_sd(runs: pd.DataFrame, group: str = CANDIDATE, value: str = VALUE) -> tuple[float, int]:
     """The pooled within-configuration standard deviation of ``value`` over seeds.
 
     Args:

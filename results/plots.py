@@ -305,7 +305,7 @@ def race_picture(exp: Experiment, path: str | os.PathLike) -> Path:
         diff = 1000 * (rows.set_index(SEED)[OBJECTIVE] - winner.reindex(rows[SEED]).to_numpy())
         paired.plot(rows[ROUND], diff.to_numpy(), color=color, marker="o", ms=3.5, lw=1.2, label=label)
         if candidate in record["dropped"]:
-            at = record["dropped"][candidate]["round"]
+            at = record["dropped"][candidate][ROUND]
             ax.scatter([at], [mean[list(rows[ROUND]).index(at)]], marker="x", s=80, color=color, zorder=3)
             paired.scatter([at], [diff.to_numpy()[list(rows[ROUND]).index(at)]], marker="x", s=80, color=color,
                            zorder=3)

@@ -22,8 +22,10 @@ import pandas as pd
 from scipy import stats
 
 from results.paired import ALPHA, holm
+from results.schema import ROUND, SEED
 
-RUN_COLUMNS = ("candidate", "round", "seed", "value")  # one row per finished run of a race
+CANDIDATE, VALUE = "candidate", "value"  # a race run's candidate (a trial id) and its validation figure
+RUN_COLUMNS = (CANDIDATE, ROUND, SEED, VALUE)  # one row per finished run of a race
 ROUNDING = 1e-12  # relative: a per-seed difference that varies less than this is constant (float64 values)
 
 
@@ -155,13 +157,13 @@ def _runs_by_candidate(runs: pd.DataFrame, candidates: tuple[str, ...], rounds: 
     missing = [c for c in RUN_COLUMNS if c not in runs.columns]
     if missing:
         raise ValueError(f"runs must have the columns {list(RUN_COLUMNS)}; missing {missing}")
-    strays = sorted(set(runs["candidate"]) - set(candidates))
+    strays = sorted(set(runs[CANDIDATE]) - set(candidates))
     if strays:
         raise ValueError(f"runs name candidates {strays} that are not among candidates {list(candidates)}")
-    bad = sorted(set(runs["round"]) - set(range(1, rounds + 1)))
+    bad = sorted(set(runs[ROUND]) - set(range(1, rounds + 1)))
     if bad:
         raise ValueError(f"runs' rounds must be integers from 1 to rounds ({rounds}), got {bad}")
-    if not np.isfinite(runs["value"].to_numpy(dtype=float)).all():
+    if not np.isfinite(runs[VALUE].to_numpy(dtype=float)).all():
         raise ValueError("runs' values must be finite (record a diverged run as a large value of your choosing)")
     round_seed = {}
     for c, r, seed, value in runs[list(RUN_COLUMNS)].itertuples(index=False):

@@ -32,7 +32,7 @@ from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fide
 from results.noise import POWER, resolvable_change, seed_sd, seeds_needed
 from results.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs, summarise_runs
-from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, SEED, TRIAL_ID
+from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, ROUND, SEED, TRIAL_ID
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
 
@@ -281,7 +281,7 @@ def _lines(exp: Experiment, v: Verdict, importance: pd.DataFrame | None, full: i
         lines.append(f"  the best is the baseline {itself.iloc[0]}: the search found nothing better")
     record = v.race
     if record:
-        dropped = ", ".join(f"{record['labels'].get(c, c)} at round {d['round']}" for c, d in record["dropped"].items())
+        dropped = ", ".join(f"{record['labels'].get(c, c)} at round {d[ROUND]}" for c, d in record["dropped"].items())
         lines.append(f"  race: {len(record['candidates'])} candidates over {record['rounds']} rounds of fresh seeds; "
                      f"dropped: {dropped or 'none'}; winner {record['labels'].get(record['winner'], record['winner'])}")
     for _, r in v.changes.iterrows():

@@ -17,7 +17,7 @@ import pandas as pd
 
 from p2m.names import OBJECTIVE, SETTINGS_FILE
 from results import storage
-from results.race import race_state, next_runs
+from results.race import CANDIDATE, RUN_COLUMNS, VALUE, next_runs, race_state
 from results.runs import read_runs, summarise_runs, write_race, check_epochs
 from results.schema import BASELINE, PHASE_RACE, REFERENCE, ROUND, SEED, TRIAL_ID
 from results.store import read_trials
@@ -68,7 +68,7 @@ def race(experiment_dir: str | Path, top: int, seeds: int, min_rounds: int = MIN
     record = {"candidates": list(candidates), "labels": {c: labels[c] for c in candidates}, "seeds": race_seeds,
               "min_rounds": min_rounds, "rounds": int(state.round), "winner": state.winner,
               "survivors": list(state.survivors),
-              "dropped": {c: {"round": int(r), "reason": reason} for c, (r, reason) in state.dropped.items()},
+              "dropped": {c: {ROUND: int(r), "reason": reason} for c, (r, reason) in state.dropped.items()},
               "means": {c: float(v) for c, v in state.means.items()}}
     write_race(exp, record)
     print(f"race winner: {labels[state.winner]} (mean val CDx1000 {1000 * state.means[state.winner]:.3f} over "
@@ -94,9 +94,9 @@ def _values(exp, epochs: int) -> pd.DataFrame:
     check_epochs(views, epochs)
     runs = summarise_runs(views)
     if runs.empty:
-        return pd.DataFrame(columns=["candidate", ROUND, SEED, "value"])
-    return pd.DataFrame({"candidate": runs[TRIAL_ID].astype(str), ROUND: runs[ROUND].astype(int),
-                         SEED: runs[SEED].astype(int), "value": runs[OBJECTIVE].astype(float)})
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    return pd.DataFrame({CANDIDATE: runs[TRIAL_ID].astype(str), ROUND: runs[ROUND].astype(int),
+                         SEED: runs[SEED].astype(int), VALUE: runs[OBJECTIVE].astype(float)})
 
 
 def _round_line(state, labels: dict[str, str]) -> str:
