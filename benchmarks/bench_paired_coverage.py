@@ -1,4 +1,4 @@
-"""How many seeds make the paired interval of ``results.paired`` trustworthy? Its coverage on synthetic paired
+"""How many seeds make the paired interval of ``results.analysis.paired`` trustworthy? Its coverage on synthetic paired
 data with a known effect, by seeds (K) and test models (J).
 
     python benchmarks/bench_paired_coverage.py [--reps 400]
@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from results.paired import CONFIDENCE, paired_change
+from results.analysis.paired import CONFIDENCE, paired_change
 
 EFFECT = -0.05
 

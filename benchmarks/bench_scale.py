@@ -59,7 +59,7 @@ def main() -> None:
                              "result with a commit of then, like for like); no checkpoint bytes are counted")
     args = parser.parse_args()
 
-    from results.report import analyze
+    from results.analysis.report import analyze
     from search.run import resume
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, "

@@ -8,7 +8,7 @@ trial-epochs. The second edition (``study_second_edition.py``, ``asha_replay``) 
 own 95% interval. This replays the same settings on the same bootstrap (the committed FIFO + random curves,
 graces 1-3 and reduction factors 2-4, 40 orderings, 200 resamples of the trials with replacement drawn from
 ``default_rng(0)``, resample b's orderings seeded with b), keeps every resample's epochs share and winner kept
-per setting, and judges the goal by :func:`results.replay.joint_goal`'s rule, decided before this was run:
+per setting, and judges the goal by :func:`results.analysis.replay.joint_goal`'s rule, decided before this was run:
 a setting meets the goal when both conditions hold together in >= 95% of the resamples, misses it when they
 do in <= 5%, and is inconclusive otherwise; the goal is met when any setting meets it, NOT met when every
 setting misses it. It prints, per setting, the point values and the per-condition 95% intervals as the
@@ -30,8 +30,8 @@ import yaml
 
 from p2m.atomic import atomic_write_bytes
 from p2m.names import SETTINGS_FILE
-from results.fidelity import full_curves
-from results.replay import JOINT_SHARE, POINT_MET, RESAMPLE, RESAMPLES, joint_goal, overall_verdict, replay
+from results.analysis.fidelity import full_curves
+from results.analysis.replay import JOINT_SHARE, POINT_MET, RESAMPLE, RESAMPLES, joint_goal, overall_verdict, replay
 from results.store import read_results
 
 HERE = Path(__file__).resolve().parent

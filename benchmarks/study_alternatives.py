@@ -30,7 +30,7 @@ from _study import run, write_verdict
 from study_asha_vs_fifo import copy_tables, make_data
 
 from p2m.names import STAGES, TRIALS_FILE, WEIGHTS, learned_column, val_column
-from results.pareto import front, pick_on_front
+from results.analysis.pareto import front, pick_on_front
 from results.schema import BASELINE, LAST_OBJECTIVE, TRIAL_ID
 from results.store import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME, optuna_storage

@@ -18,7 +18,7 @@ each) and on the 25 real ShapeNet-P2M sample views. The steps, each skipped when
    ASHA + TPE, the best of FIFO + random, the best PB2 schedule, and the front's pick of the two-objective
    search (the lowest CD whose normal consistency is at least ``published``'s).
 4. Every seed of every arm evaluated, view by view, on the test set and on the real views.
-5. The statistic (:mod:`results.paired`): changes paired by seed and bootstrapped over seeds and test models,
+5. The statistic (:mod:`results.analysis.paired`): changes paired by seed and bootstrapped over seeds and test models,
    95% intervals, a verdict per goal; the cost of each arm in trial-hours, its search included, and the
    anytime curves of the searches. Tables, verdicts and pictures go to ``--out``.
 
@@ -47,7 +47,7 @@ from _study import cpu_name, run, synth_data
 from p2m.atomic import atomic_write_bytes
 from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, STAGES,
                        TRAIN_BEST_RESULTS_FILE, TRIALS_FILE, stage_key, train_best_dir, val_column)
-from results.paired import model_matrix, paired_change
+from results.analysis.paired import model_matrix, paired_change
 from results.schema import BASELINE, ITERATION, TRIAL_ID, WRITTEN_AT
 from results.store import read_results, read_trials, write_table_atomic
 
@@ -426,7 +426,7 @@ def stage_order(views: pd.DataFrame, arms: list[str], out: Path) -> list[str]:
 def asha_replay(fifo: Path, setting, out: Path, boot: int = 200, orderings: int = 40) -> list[str]:
     """P3: the replayed ASHA settings' share of FIFO's trial-epochs and how often they keep the final winner,
     with 95% intervals from resampling the FIFO search's trials (its curves) with replacement."""
-    from results.fidelity import full_curves
+    from results.analysis.fidelity import full_curves
 
     curves = full_curves(read_results(fifo), int(yaml.safe_load((fifo / SETTINGS_FILE).read_text())["max_t"]))
     key = ["grace_period", "reduction_factor"]
@@ -451,7 +451,7 @@ def asha_replay(fifo: Path, setting, out: Path, boot: int = 200, orderings: int 
 
 def _replay_intervals(curves: pd.DataFrame, boot: int, orderings: int) -> pd.DataFrame:
     """Each ASHA setting's epochs share and winner kept, and their 95% intervals over resampled trials."""
-    from results.replay import replay
+    from results.analysis.replay import replay
 
     settings = dict(graces=[1, 2, 3], factors=[2.0, 3.0, 4.0], orderings=orderings, algorithms=("asha",))
     point = replay(curves, **settings)

@@ -13,9 +13,10 @@ edition"), written before it ran. The steps, each skipped when its output is in 
 3. ``p2m search train-best`` on seeds 2000..2007: the race's winner and the baselines; the search's single-seed best
    on the same seeds (when it is not the race's winner), as Ray trials of the same machinery.
 4. Every verdict run's last checkpoint evaluated view by view on the held-out set and the real views.
-5. The statistics (:mod:`results.paired`, :mod:`results.noise`): every arm against ``published`` on both test sets,
-   three stage-3 metrics, one family of 30, Bonferroni-level intervals and Holm's verdicts; the selection regret
-   at 95%; the noise floor. Tables and pictures go to ``--out``; everything printed is also in its ``verdict.txt``.
+5. The statistics (:mod:`results.analysis.paired`, :mod:`results.analysis.noise`): every arm against ``published`` on
+   both test sets, three stage-3 metrics, one family of 30, Bonferroni-level intervals and Holm's verdicts; the
+   selection regret at 95%; the noise floor. Tables and pictures go to ``--out``; everything printed is also in its
+   ``verdict.txt``.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from _study import cpu_name, run, synth_data
 
 from p2m.atomic import atomic_path, atomic_write_bytes
 from p2m.names import CHECKPOINT_FILE, OBJECTIVE, RUNS_DIR, SETTINGS_FILE, stage_key
-from results.noise import resolvable_change, seed_sd, seeds_needed
-from results.paired import ALPHA, EQUIVALENCE_MARGINS, compare_arms, decide_family
+from results.analysis.noise import resolvable_change, seed_sd, seeds_needed
+from results.analysis.paired import ALPHA, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs
 from results.schema import ARM, BEST_ARM, PHASE_VERDICT, SEED, TRIAL_ID
 from results.store import read_results, read_trials

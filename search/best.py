@@ -27,7 +27,7 @@ from p2m.config import TrainConfig, from_dict, to_plain
 from p2m.names import (CONFIG_PREFIX, OBJECTIVE, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE,
                        TRAIN_BEST_VIEWS_FILE, test_column, train_best_dir)
 from results import storage
-from results.pareto import pick_on_front
+from results.analysis.pareto import pick_on_front
 from results.runs import check_epochs, read_race, read_runs, summarise_runs
 from results.schema import (BASELINE, BEST_ARM, ERROR, ITERATION, LAST_OBJECTIVE, PHASE_RACE, PHASE_VERDICT, SEED,
                             STOP_ERRORED, STOP_REASON, TRIAL_ID)
@@ -67,8 +67,8 @@ def train_best(experiment_dir: str | Path, epochs: int | None = None, seeds: int
     :func:`p2m.names.train_best_dir` is (None: the best). Ray must be initialised.
 
     The best is the race's winner when the experiment raced, else the trial of the Pareto front that ``pick``
-    names (:func:`results.pareto.pick_on_front`), else the best trial. A baseline that errored in the search is not
-    retrained (it would fail the same way); one that is the best itself is retrained once, as the best.
+    names (:func:`results.analysis.pareto.pick_on_front`), else the best trial. A baseline that errored in the search
+    is not retrained (it would fail the same way); one that is the best itself is retrained once, as the best.
 
     Raises:
         ValueError: for bad arguments or seeds that the search or the race used.

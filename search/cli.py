@@ -65,7 +65,7 @@ def register(verbs) -> None:
     best.add_argument("--pick", default=None, metavar="RULE",
                       help="retrain the trial of the Pareto front of the search's objectives that RULE names instead of "
                            "the best by val_s3_cd, e.g. 'min val_s3_cd where val_s3_normal_consistency >= published' "
-                           "(results/pareto.py)")
+                           "(results/analysis/pareto.py)")
     arms = best.add_mutually_exclusive_group()
     arms.add_argument("--baseline", action="append", default=[], metavar="NAME",
                       help="retrain this baseline trial too, with the same seeds (repeatable; e.g. published)")
@@ -247,7 +247,7 @@ def _check_data(root: str) -> None:
 
 
 def _leaderboard(exp) -> int:
-    from results.leaderboard import format_leaderboard
+    from results.analysis.leaderboard import format_leaderboard
     from results.store import read_trials
 
     print(format_leaderboard(read_trials(exp)))

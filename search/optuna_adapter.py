@@ -4,7 +4,7 @@ the analysis needs too.)
 
 Only Optuna's public API is used here (no private attribute of Optuna's); tested with Optuna 5.0 (``setup.cfg``
 pins it: Optuna 4.0 failed the tests, its PED-ANOVA evaluator takes ``baseline_quantile`` where 5.0 takes
-``target_quantile``, in :mod:`results.importance`). What each function relies on:
+``target_quantile``, in :mod:`results.analysis.importance`). What each function relies on:
 - ``JournalStorage`` + ``JournalFileBackend`` (``optuna.storages.journal``, Optuna >= 4.0), and that the
   backend's constructor takes the file's path and sets all of its state (:class:`SnapshotJournalBackend`
   pickles the journal's bytes and calls it again when unpickled);

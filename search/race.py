@@ -2,10 +2,10 @@
 paired test leaves one or the seeds are spent (F-race, SMAC's intensification).
 
 Round r trains every surviving candidate once with the race's r-th seed (the same seed for all: runs pair by
-seed), as Ray trials (:mod:`search.runs`). After each round from ``min_rounds`` on, a candidate that a one-sided
-paired test over the seeds, Holm-corrected over the candidates compared, finds worse than the leader is dropped
-(:mod:`results.race`, which judges on each run's last-epoch validation CD: the test split stays for the verdict).
-The winner is the survivor with the lowest mean over the race's seeds. The race's seeds are never the search's
+seed), as Ray trials (:mod:`search.runs`). After each round from ``min_rounds`` on, a candidate that a one-sided paired
+test over the seeds, Holm-corrected over the candidates compared, finds worse than the leader is dropped
+(:mod:`results.analysis.race`, which judges on each run's last-epoch validation CD: the test split stays for the
+verdict). The winner is the survivor with the lowest mean over the race's seeds. The race's seeds are never the search's
 (its trials all trained with the base seed) and never ``train-best``'s; its state is replayed from the finished
 runs every time, so a killed race resumes where it stood, and its record (``RUNS_DIR/RACE_FILE``) says who won.
 """
@@ -17,7 +17,7 @@ import pandas as pd
 
 from p2m.names import OBJECTIVE, SETTINGS_FILE
 from results import storage
-from results.race import CANDIDATE, RUN_COLUMNS, VALUE, next_runs, race_state
+from results.analysis.race import CANDIDATE, RUN_COLUMNS, VALUE, next_runs, race_state
 from results.runs import read_runs, summarise_runs, write_race, check_epochs
 from results.schema import BASELINE, PHASE_RACE, REFERENCE, ROUND, SEED, TRIAL_ID
 from results.store import read_trials

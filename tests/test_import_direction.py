@@ -1,5 +1,6 @@
 """The dependency direction, over every module of each package (walked, not listed by hand): p2m never imports
-Ray, search or results; results never imports torch, Ray or search, and of p2m only its import-free modules."""
+Ray, search or results; results never imports torch, Ray or search, and of p2m only its import-free modules; the
+I/O layer of results (its modules outside results.analysis) never imports the analysis."""
 import json
 import subprocess
 import sys
@@ -38,6 +39,25 @@ def test_no_module_of_the_package_imports_what_it_must_not(package):
             f"importing every module of {package} pulled in {forbidden}"
     if package == "results":
         assert {m for m in loaded if m.split(".")[0] == "p2m"} <= RESULTS_MAY_USE
+
+
+IO_LAYER = """
+import importlib, json, pkgutil, sys
+import results
+names = [m.name for m in pkgutil.iter_modules(results.__path__, "results.") if not m.ispkg]
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"modules": names, "loaded": sorted(sys.modules)}))
+"""
+
+
+def test_the_io_layer_of_results_never_imports_the_analysis():
+    out = subprocess.run([sys.executable, "-c", IO_LAYER], capture_output=True, text=True, check=True, timeout=300)
+    walked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"results.storage", "results.store", "results.schema", "results.lease"} <= set(walked["modules"])
+    assert not [m for m in walked["modules"] if m.startswith("results.analysis")]
+    pulled = [m for m in walked["loaded"] if m == "results.analysis" or m.startswith("results.analysis.")]
+    assert not pulled, f"the I/O layer of results imported the analysis: {pulled}"
 
 
 def test_the_names_module_imports_only_the_standard_library():

@@ -121,8 +121,8 @@ def test_the_derived_tables_agree_with_the_metric_table():
     assert names.HIGHER_IS_BETTER == ("f_tau", "f_2tau", "normal_consistency")  # hand-written: the table's meaning
     assert [names.val_metric_mode(names.val_column(3, m)) for m in ("cd", "f_tau", "smoothness")] == ["min", "max",
                                                                                                      "min"]
-    from results.paired import COMPARED as PAIRED
-    from results.tables import COMPARED
+    from results.analysis.paired import COMPARED as PAIRED
+    from results.analysis.tables import COMPARED
     assert dict(COMPARED) == {"cd_x1000": True, "f_tau": False, "f_2tau": False, "normal_consistency": False,
                               "smoothness": True}
     assert PAIRED == {"cd_x1000": (True, True), "f_tau": (False, False), "f_2tau": (False, False),

@@ -14,16 +14,16 @@ from PIL import Image
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from p2m.names import METRICS, SETTINGS_FILE, STAGES, val_column
-from results.experiment import load_experiment
-from results.importance import importance, rebuild_study
-from results.pareto import front, pareto_mask, pick_on_front
+from results.analysis.experiment import load_experiment
+from results.analysis.importance import importance, rebuild_study
+from results.analysis.pareto import front, pareto_mask, pick_on_front
 from results.trials import lineage
-from results.report import analyze, format_tables, markdown_table
+from results.analysis.report import analyze, format_tables, markdown_table
 from results.schema import SAMPLE_COLUMNS, WEIGHT_COLUMNS
 from results.settings import SearchSettings
 from results.space import write_space
 from results.store import ResultsError, ResultsWriter, read_results, write_trials
-from results.tables import anytime, baselines_vs_best, comparison, cost_table, leaderboard, rung_table
+from results.analysis.tables import anytime, baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 
 MAX_T = 4
 # trial: (baseline, stop reason, Ray status, stage-3 CD x 1000 per epoch, seconds per epoch)
@@ -435,7 +435,7 @@ def test_an_importance_evaluator_that_fails_is_named_in_the_report(exp, tmp_path
 
 def test_console_report_and_train_best_rank_alike(tmp_path):
     """Trial "x" had the best single epoch but ended worse than "y": every ranking puts y first."""
-    from results.leaderboard import format_leaderboard
+    from results.analysis.leaderboard import format_leaderboard
     from results.trials import pick_best
 
     trials = {"x": (None, "completed", "TERMINATED", [5, 9, 11, 13], 1.0),

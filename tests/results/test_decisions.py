@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results.fidelity import full_curves, predictive_grace, rank_fidelity
-from results.paired import compare_arms, paired_change, verdict
-from results.replay import milestones, replay, replay_asha, replay_sha
+from results.analysis.fidelity import full_curves, predictive_grace, rank_fidelity
+from results.analysis.paired import compare_arms, paired_change, verdict
+from results.analysis.replay import milestones, replay, replay_asha, replay_sha
 
 
 def test_fidelity_recovers_known_correlations():
@@ -37,7 +37,7 @@ def test_bootstrap_correlations_equal_scipys_on_each_resample():
     (a resample repeats trials, and two trials here tie)."""
     from scipy import stats
 
-    from results.fidelity import _resampled_correlations
+    from results.analysis.fidelity import _resampled_correlations
 
     rng = np.random.default_rng(3)
     for n in (4, 9, 30):
@@ -136,7 +136,7 @@ def test_verdicts_and_arm_comparison():
 def test_validation_reliability_matches_the_classical_formula():
     """Trials with true effects (sd 1) measured on M models with independent model-level noise (sd 2): the
     reliability of the mean over M models is 1 / (1 + 4 / M) (for normal data Spearman is close to it)."""
-    from results.fidelity import validation_reliability
+    from results.analysis.fidelity import validation_reliability
 
     rng = np.random.default_rng(2)
     T, M = 60, 40

@@ -1,10 +1,10 @@
-"""results.replay.joint_goal: a goal of several conditions judged on all of them together in each resample
+"""results.analysis.replay.joint_goal: a goal of several conditions judged on all of them together in each resample
 (issue 27), against hand-built draws tables whose answer is known."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from results.replay import (INCONCLUSIVE, JOINT_SHARE, MET, MET_SHARE, NOT_MET, NOT_MET_SHARE, POINT_MET,
+from results.analysis.replay import (INCONCLUSIVE, JOINT_SHARE, MET, MET_SHARE, NOT_MET, NOT_MET_SHARE, POINT_MET,
                             RESAMPLES, joint_goal, overall_verdict)
 
 P3 = [("winner_kept", ">=", 0.9), ("epochs_share", "<=", 0.4)]  # the second edition's P3 goal

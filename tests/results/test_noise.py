@@ -1,4 +1,4 @@
-"""The noise floor (:mod:`results.noise`): the pooled seed standard deviation and the paired comparison's
+"""The noise floor (:mod:`results.analysis.noise`): the pooled seed standard deviation and the paired comparison's
 resolution, against hand-computed values and scipy's normal quantiles."""
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from results.noise import POWER, resolvable_change, seed_sd, seeds_needed
+from results.analysis.noise import POWER, resolvable_change, seed_sd, seeds_needed
 
 
 def test_seed_sd_pools_within_groups():

@@ -1,10 +1,10 @@
-"""Multiplicity and equivalence in the paired verdict (:mod:`results.paired`): the bootstrap p-value beside
+"""Multiplicity and equivalence in the paired verdict (:mod:`results.analysis.paired`): the bootstrap p-value beside
 the interval, Holm's step-down adjustment against hand-worked cases, and a family's verdicts."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from results.paired import (ALPHA, CONFIDENCE, EQUIVALENCE_MARGINS, bootstrap_change, bootstrap_p, compare_arms,
+from results.analysis.paired import (ALPHA, CONFIDENCE, EQUIVALENCE_MARGINS, bootstrap_change, bootstrap_p, compare_arms,
                             decide_family, holm, paired_change, percentile_interval)
 
 
@@ -128,7 +128,7 @@ def test_decide_family_keeps_nan_inconclusive_and_rejects_bad_tables():
 
 def test_bootstrap_p_of_a_change_that_is_not_finite_is_nan():
     """An arm without rows gives NaN changes: no p-value, so Holm leaves it out and no verdict is drawn from it."""
-    from results.paired import bootstrap_p
+    from results.analysis.paired import bootstrap_p
 
     assert np.isnan(bootstrap_p(np.array([0.1, np.nan, -0.2])))
     assert np.isnan(bootstrap_p(np.array([])))

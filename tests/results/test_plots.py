@@ -1,5 +1,5 @@
 """The learning-curve picture tells every baseline apart."""
-from results.plots import baseline_styles
+from results.analysis.plots import baseline_styles
 
 
 def _look(style):

@@ -1,10 +1,10 @@
-"""The elimination rule of a race (:mod:`results.race`): simulated races with known means, replayed round by
+"""The elimination rule of a race (:mod:`results.analysis.race`): simulated races with known means, replayed round by
 round as a driver would, and hand-made tables for the rule's edges."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from results.race import RUN_COLUMNS, RaceState, next_runs, race_state
+from results.analysis.race import RUN_COLUMNS, RaceState, next_runs, race_state
 
 MEANS = {"a": 10.0, "b": 10.0, "c": 10.05, "d": 11.5}  # a and b tie; c is a hair worse; d is clearly worse
 ROUNDS = 10

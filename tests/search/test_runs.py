@@ -18,7 +18,7 @@ import pytest
 from p2m.config import load_config
 from p2m.names import (CURVES_FILE, METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, RUNS_DIR, RUNS_FINISHED_DIR,
                        TRAIN_BEST_RESULTS_FILE, TRAIN_BEST_VIEWS_FILE, train_best_dir)
-from results.race import race_state
+from results.analysis.race import race_state
 from results.runs import read_race, read_runs, summarise_runs
 from results.schema import ARM, BASELINE, PHASE, PHASE_RACE, PHASE_VERDICT, ROUND, SEED, STOP_COMPLETED, TRIAL_ID
 from results.store import read_results, read_trials

@@ -13,7 +13,7 @@ from p2m.names import JOURNAL_FILE, OBJECTIVE
 from results.schema import BEST_ARM, BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
 from results.store import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME
-from results.pareto import pick_on_front
+from results.analysis.pareto import pick_on_front
 from search.space import PUBLISHED
 
 pytestmark = pytest.mark.timeout(900)

@@ -146,7 +146,7 @@ def test_side_points_still_to_run_survive_a_save_and_restore(tmp_path):
 def test_two_objectives_tell_both_values_and_the_study_front_is_the_told_front(tmp_path):
     """A toy two-objective search driven by hand: full trials are told (cd, normal consistency), early stops
     PRUNED with no values, nothing reported per epoch; Optuna's front is the front of what was told."""
-    from results.pareto import pareto_mask
+    from results.analysis.pareto import pareto_mask
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     s = P2MOptunaSearch(space=SPACE, metric=["val_s3_cd", "val_s3_normal_consistency"], mode=["min", "max"],

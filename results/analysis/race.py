@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from results.paired import ALPHA, holm
+from results.analysis.paired import ALPHA, holm
 from results.schema import ROUND, SEED
 
 CANDIDATE, VALUE = "candidate", "value"  # a race run's candidate (a trial id) and its validation figure

@@ -17,10 +17,10 @@ import optuna
 import pandas as pd
 
 from p2m.names import CONFIG_PREFIX, DIRECTIONS, EPOCH, MODE, OBJECTIVE, config_column
-from results.experiment import Experiment
+from results.analysis.experiment import Experiment
 from results.schema import ITERATION, STOP_COMPLETED, STOP_REASON, TRIAL_ID
 from results.space import contains
-from results.tables import short
+from results.analysis.tables import short
 
 EVALUATORS = ("fanova", "ped_anova")
 MIN_TRIALS = 3  # fewer trials than this and no evaluator is run

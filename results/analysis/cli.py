@@ -42,7 +42,7 @@ def register(verbs) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from results.report import analyze, format_tables, summary_lines
+    from results.analysis.report import analyze, format_tables, summary_lines
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
@@ -57,9 +57,9 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from results.fidelity import predictive_grace, rank_fidelity
-    from results.plots import fidelity_curve
-    from results.report import format_tables
+    from results.analysis.fidelity import predictive_grace, rank_fidelity
+    from results.analysis.plots import fidelity_curve
+    from results.analysis.report import format_tables
 
     exp, curves = _pooled_curves(args.experiments)
     table = rank_fidelity(curves, n_boot=args.boot)
@@ -81,9 +81,9 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from results.plots import replay_picture
-    from results.replay import replay
-    from results.report import format_tables
+    from results.analysis.plots import replay_picture
+    from results.analysis.replay import replay
+    from results.analysis.report import format_tables
 
     exp, curves = _pooled_curves(args.experiments)
     if len(curves) < 3:
@@ -103,7 +103,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _print_reliability(exp) -> None:
     """With per-view validation rows: how reproducible the last epoch's ranking is on this validation set."""
-    from results.fidelity import validation_reliability
+    from results.analysis.fidelity import validation_reliability
     from results.store import ResultsError, read_views
 
     try:
@@ -120,8 +120,8 @@ def _pooled_curves(paths: list[str]):
     config and curve repeat one already seen (a baseline every search runs) counts once."""
     import pandas as pd
 
-    from results.experiment import load_experiment
-    from results.fidelity import full_curves
+    from results.analysis.experiment import load_experiment
+    from results.analysis.fidelity import full_curves
 
     experiments = [load_experiment(p) for p in paths]
     first = experiments[0]
@@ -141,7 +141,7 @@ def _out_dir(out: str | None, exp):
 
 def _publish(out, exp, given_out) -> None:
     """Upload the default output directory of an experiment on object storage beside it."""
-    from results.report import publish
+    from results.analysis.report import publish
 
     target = None if given_out else publish(out, exp)
     if target:

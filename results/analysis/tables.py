@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from p2m.names import CONFIG_PREFIX, EPOCH, STAGES, metric_row, val_column
-from results.experiment import Experiment, last_rows
+from results.analysis.experiment import Experiment, last_rows
 from results.schema import (BASELINE, EPOCHS, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
                             STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TIMESTAMP, TIME_THIS_ITER_S,
                             TIME_TOTAL_S, TRIAL_ID, WEIGHT_COLUMNS, WRITTEN_AT)

@@ -3,19 +3,19 @@ how noisy the objective is, whether its early stopping could trust its rungs, an
 
 - **Decision**: the first sentence. The configuration ``train-best`` retrained as the best (the race's winner, else
   the search's best trial) against ``published`` on stage-3 test CD: ``better``, ``worse``, ``equivalent`` (the
-  whole interval inside the margin, :data:`results.paired.EQUIVALENCE_MARGINS`: searching did not pay) or undecided,
-  and then how many seeds the measured noise says would decide a change of the size seen.
+  whole interval inside the margin, :data:`results.analysis.paired.EQUIVALENCE_MARGINS`: searching did not pay) or
+  undecided, and then how many seeds the measured noise says would decide a change of the size seen.
 - **Changes** (stage 3: CD, F@tau, normal consistency), from the best evidence the experiment holds:
   ``train-best`` retrains of the best and the baseline on the same fresh seeds, evaluated on the test
-  views (paired by seed and view, :mod:`results.paired`); else the two trials' per-view validation at their
+  views (paired by seed and view, :mod:`results.analysis.paired`); else the two trials' per-view validation at their
   last common epoch (one seed: the interval covers test models only); else their mean validation figures,
   without an interval. All the comparisons with intervals are one family: their intervals are at the Bonferroni
-  level ``1 - ALPHA / m`` and their verdicts Holm-corrected (:func:`results.paired.decide_family`).
-- **Noise floor**: the within-configuration seed standard deviation of the retrained runs (:mod:`results.noise`),
-  and the smallest change the seeds spent can resolve.
+  level ``1 - ALPHA / m`` and their verdicts Holm-corrected (:func:`results.analysis.paired.decide_family`).
+- **Noise floor**: the within-configuration seed standard deviation of the retrained runs
+  (:mod:`results.analysis.noise`), and the smallest change the seeds spent can resolve.
 - **Weights**: each configuration's 12 weights as a stage x term matrix.
 - **Fidelity**: how the first rung's ranking agrees with the last epoch's over the trials with full curves
-  (:mod:`results.fidelity`), and a warning when its lower bound is under 0.5.
+  (:mod:`results.analysis.fidelity`), and a warning when its lower bound is under 0.5.
 - **Importance**: the three searched parameters fANOVA ranks highest.
 """
 from __future__ import annotations
@@ -27,12 +27,13 @@ import pandas as pd
 
 from p2m.names import (EPOCH, OBJECTIVE, STAGES, TERMS, TRAIN_BEST_VIEWS_FILE, learned_column,
                        test_column, train_best_dir, val_column, weight)
-from results.experiment import Experiment
-from results.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
-from results.noise import POWER, resolvable_change, seed_sd, seeds_needed
-from results.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compare_arms, decide_family
+from results.analysis.experiment import Experiment
+from results.analysis.fidelity import THRESHOLD, full_curves, predictive_grace, rank_fidelity
+from results.analysis.noise import POWER, resolvable_change, seed_sd, seeds_needed
+from results.analysis.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs, summarise_runs
-from results.schema import BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, ROUND, SEED, TRIAL_ID
+from results.schema import (BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, ROUND, SEED,
+                            TRIAL_ID)
 from results.store import ResultsError, read_table, read_views
 from results.trials import pick_best
 
@@ -47,7 +48,7 @@ class Verdict:
     best_trial: str | None
     weights: pd.DataFrame  # index: stage; columns: (arm, term)
     changes: pd.DataFrame  # baseline, source, metric, best, baseline_value, change, low, high, p, p_holm, verdict
-    fidelity: pd.DataFrame  # results.fidelity.rank_fidelity's table
+    fidelity: pd.DataFrame  # results.analysis.fidelity.rank_fidelity's table
     noise: dict = field(default_factory=dict)  # the noise floor (see _noise)
     race: dict | None = None  # the race's record (results.runs.read_race), when the experiment raced
     lines: list[str] = field(default_factory=list)  # what the console and the report's head say; the first decides

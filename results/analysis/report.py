@@ -16,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import plots, storage
-from results.experiment import Experiment, load_experiment
-from results.importance import importance
+from results import storage
+from results.analysis import plots
+from results.analysis.experiment import Experiment, load_experiment
+from results.analysis.importance import importance
 from p2m.atomic import atomic_write_bytes
 from p2m.names import EPOCH, POPULATION_SCHEDULERS, PREVIEWS_DIR, train_best_dir
 from results.schema import LAST_OBJECTIVE, TRIAL_ID
 from results.store import ResultsError
-from results.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
+from results.analysis.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 from results.trials import pick_best
 from results.runs import read_race
-from results.verdict import Verdict, decide
+from results.analysis.verdict import Verdict, decide
 
 FORMATS = ("text", "markdown", "csv", "json")
 

@@ -15,13 +15,13 @@ import pandas as pd  # noqa: E402
 
 from p2m.atomic import atomic_path  # noqa: E402
 from p2m.names import ASHA, EPOCH, OBJECTIVE, STAGES, TERMS, val_column, weight  # noqa: E402
-from results.experiment import Experiment  # noqa: E402
-from results.pareto import front  # noqa: E402
+from results.analysis.experiment import Experiment  # noqa: E402
+from results.analysis.pareto import front  # noqa: E402
 from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
 from results.schema import (BASELINE, EPOCHS, ITERATION, LAST_PREFIX, PHASE_RACE, ROUND, SAMPLE_COLUMNS,  # noqa: E402
                             SEED, STOP_COMPLETED, STOP_REASON, TRIAL_ID, WEIGHT_COLUMNS)
 from results.store import ResultsError  # noqa: E402
-from results.tables import CD, anytime, ranked, short  # noqa: E402
+from results.analysis.tables import CD, anytime, ranked, short  # noqa: E402
 from results.trials import lineage, pick_best  # noqa: E402
 
 CD3 = val_column(3, CD)

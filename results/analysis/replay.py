@@ -124,7 +124,7 @@ def replay(curves: pd.DataFrame, graces: list[int], factors: list[float], concur
     """The replay table: one row per algorithm, grace period and reduction factor.
 
     Args:
-        curves: trial x epoch (1..max_t) objective, lower is better (:func:`results.fidelity.full_curves`).
+        curves: trial x epoch (1..max_t) objective, lower is better (:func:`results.analysis.fidelity.full_curves`).
         orderings: how many random trial orderings (seeded), or the orderings themselves.
 
     Columns: algorithm, grace_period, reduction_factor, orderings, epochs_share (mean trial-epochs / FIFO's),

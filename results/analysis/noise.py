@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from results.paired import ALPHA
-from results.race import CANDIDATE, VALUE
+from results.analysis.paired import ALPHA
+from results.analysis.race import CANDIDATE, VALUE
 
 POWER = 0.8  # the chance a real change of the stated size is detected
 
