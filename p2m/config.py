@@ -19,6 +19,7 @@ import yaml
 
 from p2m import yamlio
 from p2m.atomic import atomic_write_bytes
+from p2m.codec import coerce, flatten, to_plain
 from p2m.names import (EDGE_FORMS, FIXED_WEIGHTS, FORM_P2M, LAPLACIAN_FORMS, NORMAL_FORMS, WEIGHTS, pred_samples_field,
                        weight)
 PROFILES = ("tiny", "cpu", "paper")
@@ -198,13 +199,7 @@ class TrainConfig:
 
     def flat(self) -> dict[str, object]:
         """``{"section.field": value}`` for every leaf, e.g. for a results-table row."""
-        out = {}
-        for key, value in self.to_dict().items():
-            if isinstance(value, dict):
-                out.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                out[key] = value
-        return out
+        return flatten(self.to_dict())
 
 
 def profile_config(name: str) -> TrainConfig:
@@ -255,7 +250,7 @@ def from_dict(data: dict, base: TrainConfig | None = None, source: str = "config
                 raise ValueError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
             updates[key] = _replace_section(current, value, f"{source}: {key}")
         else:
-            updates[key] = _convert(value, type(current), f"{source}: {key}")
+            updates[key] = coerce(value, type(current), f"{source}: {key}")
     try:
         return dataclasses.replace(base, **updates)
     except ValueError as exc:
@@ -319,52 +314,11 @@ def _replace_section(section, values: dict, where: str):
     for key, value in values.items():
         if key not in fields:
             raise ValueError(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
-        updates[key] = _convert(value, hints[key], f"{where}.{key}")
+        updates[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
         return dataclasses.replace(section, **updates)
     except ValueError as exc:
         raise ValueError(f"{where}.{exc}") from None  # section messages start with the field name
-
-
-def _convert(value, hint, where: str):
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        item_type = args[0]
-        return tuple(_convert(v, item_type, where) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def to_plain(value):
-    """Dicts, lists and tuples of plain values as dicts and lists (for YAML, JSON and Parquet)."""
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [to_plain(v) for v in value]
-    return value
 
 
 def _field_hint(section, name: str):

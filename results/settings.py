@@ -12,6 +12,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from p2m.codec import coerce
 from p2m.names import ALGORITHMS, ASHA, OBJECTIVE, SETTINGS_FILE, TPE, val_metric_mode
 from p2m.yamlio import parse_yaml
 from results import storage
@@ -116,7 +117,7 @@ class SearchSettings:
             raise ValueError(f"{source}: missing field {missing[0]!r}")
         hints = typing.get_type_hints(SearchSettings)
         try:
-            return SearchSettings(**{name: _typed(data[name], hints[name], name) for name in fields if name in data})
+            return SearchSettings(**{name: coerce(data[name], hints[name], name) for name in fields if name in data})
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
 
@@ -143,14 +144,3 @@ def read_settings_file(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: expected a mapping of search settings")
     return data
 
-
-def _typed(value, hint, where: str):
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        return tuple(_typed(v, typing.get_args(hint)[0], where) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
-        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value

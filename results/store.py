@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from p2m.codec import to_plain
 from p2m.names import RESULTS_DIR, TRIALS_FILE, VIEWS_DIR
 from results import storage
 from results.schema import ITERATION, KEY, TRIAL_ID, VIEW_KEY, WRITTEN_AT
@@ -269,14 +270,8 @@ def _to_table(rows: list[dict]) -> pa.Table:
     for row in rows:  # union of the rows' keys, in first-seen order
         for key in row:
             columns.setdefault(key, [])
-    data = {key: [_plain(row.get(key)) for row in rows] for key in columns}
+    data = {key: [to_plain(row.get(key)) for row in rows] for key in columns}
     return pa.Table.from_pydict(data)
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -18,12 +18,11 @@ import dataclasses
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-
 import pyarrow as pa
 
-from p2m.config import TrainConfig, from_dict, to_plain
+from p2m.codec import to_plain, unflatten
+from p2m.config import TrainConfig, from_dict
 from p2m.names import (CONFIG_PREFIX, OBJECTIVE, SETTINGS_FILE, TRAIN_BEST_RESULTS_FILE,
                        TRAIN_BEST_VIEWS_FILE, test_column, train_best_dir)
 from results import storage
@@ -43,17 +42,8 @@ TRIAL_LAST = f"trial_{LAST_OBJECTIVE}"  # the retrained trial's own last objecti
 
 def trial_config(row: pd.Series) -> TrainConfig:
     """The trial's full TrainConfig from its ``config.*`` columns."""
-    nested: dict = {}
-    for key, value in row.items():
-        if not key.startswith(CONFIG_PREFIX):
-            continue
-        parts = key[len(CONFIG_PREFIX):].split(".")
-        value = _plain(value)
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return from_dict(nested, base=TrainConfig(), source=f"trial {row[TRIAL_ID]}")
+    flat = {key[len(CONFIG_PREFIX):]: to_plain(value) for key, value in row.items() if key.startswith(CONFIG_PREFIX)}
+    return from_dict(unflatten(flat), base=TrainConfig(), source=f"trial {row[TRIAL_ID]}")
 
 
 VERDICT_SEED_OFFSET = 2000  # train-best's seeds by default: base seed + 2000, + 2001, ... (the race's start at + 1000)
@@ -179,20 +169,13 @@ def weight_segments(results: pd.DataFrame, trial_id: str, keys: tuple[str, ...],
         return [(epochs, {})]
     segments: list[tuple[int, dict]] = []
     for _, row in rows[rows[ITERATION] <= epochs].iterrows():
-        values = {c[len(CONFIG_PREFIX):]: _plain(row[c]) for c in columns}
+        values = {c[len(CONFIG_PREFIX):]: to_plain(row[c]) for c in columns}
         if segments and segments[-1][1] == values:
             segments[-1] = (int(row[ITERATION]), values)
         else:
             segments.append((int(row[ITERATION]), values))
     segments[-1] = (epochs, segments[-1][1])
     return segments
-
-
-def _plain(value):
-    """A table cell as plain Python: a NumPy array as a list, a NumPy scalar as its Python number."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _describe(segment: tuple[int, dict]) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from optuna.distributions import BaseDistribution
 
+from p2m.codec import coerce
 from p2m.config import TrainConfig, from_dict, read_yaml
 from results import storage
 from results.settings import SearchSettings, read_settings_file
@@ -165,13 +166,7 @@ def _take(kwargs: dict, data: dict, section: str, types: dict, source: str, rena
     for key, value in values.items():
         if key not in types:
             raise ValueError(f"{source}: {section}.{key}: unknown key (known: {', '.join(types)})")
-        want = types[key]
-        ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ValueError(f"{source}: {section}.{key}: expected {want.__name__}, got {value!r}")
-        kwargs[(rename or {}).get(key, key)] = value
+        kwargs[(rename or {}).get(key, key)] = coerce(value, types[key], f"{source}: {section}.{key}")
 
 
 def load_experiment_config(path: str | Path) -> SearchConfig:

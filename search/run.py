@@ -16,7 +16,7 @@ import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback
 
-from p2m.config import to_plain
+from p2m.codec import to_plain
 from p2m.names import MODE, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, VIEWS_DIR, val_column, weight
 from results import storage
 from results.schema import ITERATION, KEY

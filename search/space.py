@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
+from p2m.codec import unflatten
 from p2m.config import LossConfig, TrainConfig, from_dict
 from p2m.names import EDGE_TARGET, LAPLACIAN_SMOOTH_SQ, NORMAL_VERTEX, STAGES, weight
 from results.space import contains
@@ -169,14 +170,7 @@ def baseline_points(space: dict[str, BaseDistribution], base: TrainConfig,
 
 def apply_params(base: TrainConfig, params: dict, source: str = "search point") -> TrainConfig:
     """``base`` with ``{"section.field": value}`` applied (checked as any config value; errors name ``source``)."""
-    nested: dict = {}
-    for key, value in params.items():
-        section, _, field = key.partition(".")
-        if field:
-            nested.setdefault(section, {})[field] = value
-        else:
-            nested[section] = value
-    return from_dict(nested, base=base, source=source)
+    return from_dict(unflatten(params), base=base, source=source)
 
 
 def baseline_name(config: dict | None, baselines: dict[str, dict]) -> str | None:

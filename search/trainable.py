@@ -32,7 +32,8 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from p2m.config import TrainConfig, from_dict, to_plain
+from p2m.codec import to_plain
+from p2m.config import TrainConfig, from_dict
 from p2m.names import (CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_PREFIX, CURVES_FILE, EPOCH, METRICS, METRICS_FILE,
                        PREVIEWS_DIR, RUN_CONFIG_FILE, STAGES, VIEWS_DIR, WEIGHTS_FILE, stage_key, test_column,
                        train_best_dir, val_column)

@@ -9,9 +9,9 @@ import pytest
 
 # what each package may not have in sys.modules after importing every one of its modules
 FORBIDDEN = {"p2m": ("ray", "search", "results"), "results": ("torch", "ray", "search")}
-# the p2m modules results may use: the shared names and the atomic writes, which import no third party, and the
-# limited YAML reader (PyYAML only)
-RESULTS_MAY_USE = {"p2m", "p2m.names", "p2m.atomic", "p2m.yamlio"}
+# the p2m modules results may use: the shared names, the atomic writes and the config codec, which import no third
+# party, and the limited YAML reader (PyYAML only)
+RESULTS_MAY_USE = {"p2m", "p2m.names", "p2m.atomic", "p2m.yamlio", "p2m.codec"}
 
 WALK = """
 import importlib, json, pkgutil, sys

@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from p2m.codec import to_plain
 from p2m.names import CONFIG_PREFIX, DIRECTIONS, EPOCH, MODE, OBJECTIVE, config_column
 from results.analysis.experiment import Experiment
 from results.schema import ITERATION, STOP_COMPLETED, STOP_REASON, TRIAL_ID
@@ -41,7 +42,7 @@ def rebuild_study(exp: Experiment, epoch: int | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     study = optuna.create_study(direction=DIRECTIONS[MODE])
     for _, row in rows.iterrows():
-        params = {key: _plain(row[config_column(key)]) for key in distributions}
+        params = {key: to_plain(row[config_column(key)]) for key in distributions}
         if not all(contains(distributions[key], value) for key, value in params.items()):
             continue  # a baseline outside the space: compared, but no point of the searched distributions
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
@@ -92,5 +93,3 @@ def _distributions(exp: Experiment, rows: pd.DataFrame) -> dict:
             if config_column(key) in rows and rows[config_column(key)].nunique(dropna=True) >= 2}
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value

@@ -395,7 +395,7 @@ def test_rung_epochs_are_the_recorded_milestones_rounded_up():
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("rungs"), "missing field 'rungs'"),
     (lambda d: d.update(max_tt=4), "unknown field 'max_tt'"),
-    (lambda d: d.update(max_t="4"), "max_t: expected int, got '4'"),
+    (lambda d: d.update(max_t="4"), "max_t: expected an integer, got '4'"),
     (lambda d: d.update(grace_period=9), r"grace_period \(9\) exceeds scheduler.max_t \(4\)"),
 ])
 def test_settings_are_read_strictly_and_errors_name_file_and_field(tmp_path, change, message):

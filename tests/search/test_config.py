@@ -93,7 +93,7 @@ def test_a_baseline_outside_the_space_runs_beside_the_search_and_one_inside_is_a
 @pytest.mark.parametrize("data, message", [
     ({"nmae": "x"}, "unknown key 'nmae'"),
     ({"search": {"num_sample": 3}}, "search.num_sample: unknown key"),
-    ({"search": {"num_samples": "many"}}, "search.num_samples: expected int"),
+    ({"search": {"num_samples": "many"}}, "search.num_samples: expected an integer"),
     ({"scheduler": {"max_t": 2, "grace_period": 3}}, "grace_period \\(3\\) exceeds scheduler.max_t \\(2\\)"),
     ({"space": {"loss.w9_edge": {"log_uniform": [0.1, 1]}}}, "space.loss.w9_edge: not a config key"),
     ({"space": {"loss.w1_edge": {"log_uniform": [1, 0.1]}}}, "space.loss.w1_edge: log_uniform needs 0 < low < high"),
@@ -138,7 +138,7 @@ def test_max_t_is_the_trials_epochs_without_mutating_a_frozen_config():
 @pytest.mark.parametrize("damage, message", [
     (lambda text: text + "\n: [", "not valid YAML"),
     (lambda text: text.replace("max_concurrent:", "max_concurrency:"), "unknown field 'max_concurrency'"),
-    (lambda text: text.replace("seed: 0\n", "seed: zero\n", 1), "seed: expected int, got 'zero'"),
+    (lambda text: text.replace("seed: 0\n", "seed: zero\n", 1), "seed: expected an integer, got 'zero'"),
     (lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("rungs")), "missing field"),
     (lambda text: text.replace("  loss:", "  losses:", 1), r"base: unknown key 'losses'"),
 ])
