@@ -66,7 +66,8 @@ class SearchConfig(SearchSettings):
         return dataclasses.replace(self, max_t=max_t, base=_with_epochs(self.base, max_t))
 
     def space(self) -> dict[str, BaseDistribution]:
-        return space_from_dict(self.space_overrides, self.base, self.search_lr)
+        """The search space: the default ranges under the YAML's ``space:`` overrides (resolved once per config)."""
+        return dict(self._resolved()[0])
 
     def points_to_evaluate(self) -> list[dict]:
         """The baselines inside the space, in the order the searcher evaluates them first."""
@@ -84,8 +85,15 @@ class SearchConfig(SearchSettings):
         """Baseline name -> its trial's params and whether they lie in the space. A name of
         ``search.space.NAMED_BASELINES`` (``published``, ``seed``, ``seed_all_stages``) starts from that baseline's
         values; the YAML's values override them."""
-        resolved = {name: {**NAMED_BASELINES.get(name, {}), **values} for name, values in self.baselines.items()}
-        return baseline_points(self.space(), self.base, resolved)
+        return dict(self._resolved()[1])
+
+    def _resolved(self) -> tuple[dict[str, BaseDistribution], dict[str, BaselinePoint]]:
+        """The space and the baselines' points, built at the first call and kept (the config is frozen)."""
+        if "_resolved_once" not in self.__dict__:
+            space = space_from_dict(self.space_overrides, self.base, self.search_lr)
+            named = {name: {**NAMED_BASELINES.get(name, {}), **values} for name, values in self.baselines.items()}
+            object.__setattr__(self, "_resolved_once", (space, baseline_points(space, self.base, named)))
+        return self.__dict__["_resolved_once"]
 
     def to_dict(self) -> dict:
         return {**SearchSettings.to_dict(self), "base": self.base.to_dict()}

@@ -162,3 +162,21 @@ def test_a_trial_is_named_after_the_baseline_that_sets_the_most_of_its_keys():
     assert baseline_name(points["learned"], points) == "learned"
     assert baseline_name(points["published"], points) == "published"
     assert baseline_name({**points["published"], "loss.w1_edge": 0.2}, points) is None
+
+
+def test_the_space_and_the_baselines_are_resolved_once_per_config(monkeypatch):
+    import dataclasses
+
+    from search import config as config_module
+
+    calls = []
+    real = config_module.space_from_dict
+    monkeypatch.setattr(config_module, "space_from_dict", lambda *a: calls.append(a) or real(*a))
+    cfg = config_module.SearchConfig(baselines={"published": {}, "mine": {"loss.w1_edge": 0.5}})
+    for _ in range(3):
+        cfg.space(), cfg.points_to_evaluate(), cfg.side_points(), cfg.named_points()
+    assert len(calls) == 1
+    cfg.space().clear()  # a caller's copy: the config's own space is untouched
+    assert len(cfg.space()) == len(real({}, cfg.base, False))
+    wider = dataclasses.replace(cfg, search_lr=True)  # another config resolves its own
+    assert "optim.lr" in wider.space() and "optim.lr" not in cfg.space() and len(calls) == 2
