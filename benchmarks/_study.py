@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from p2m.names import SYNTH_META_FILE
+import yaml
+
+from p2m.names import (PREVIEWS_DIR, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRAIN_BEST_DIR,
+                       TRIALS_FILE)
+from results.store import read_trials
+from results.trials import pick_best
+
+EVIDENCE = Path(__file__).resolve().parent / "evidence"  # the committed outputs of the studies, which BENCHMARKS.md links
 
 
 def run(cmd: list[str]) -> None:
@@ -46,3 +54,33 @@ def synth_data(path: Path, models_per_category: int, views: int, seed: int) -> P
                         str(models_per_category), "--views", str(views), "--seed", str(seed)], check=True,
                        capture_output=True)
     return path
+
+
+def search_config(path: Path, name: str, storage: Path, base: dict, search: dict, scheduler: dict,
+                  baselines: dict | None = None, cpu: float = 1, max_failures: int = 1) -> Path:
+    """A study's search YAML at ``path``, written as a user writes one (``docs/search-config.md``): ``base`` is the
+    training config's sections, ``search`` and ``scheduler`` those sections; baselines ``published`` unless
+    given; trials of ``cpu`` CPUs and no GPU; the experiment ``storage/name``."""
+    cfg = {"name": name, "base": base, "search": search,
+           "baselines": {"published": {}} if baselines is None else baselines, "scheduler": scheduler,
+           "resources": {"cpu": cpu, "gpu": 0}, "failure": {"max_failures": max_failures},
+           "storage": {"path": str(storage)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def copy_tables(exp: Path, dest: Path) -> None:
+    """The experiment's Parquet tables, settings and preview PNGs (small), not its checkpoints or meshes;
+    also train-best's results and previews when it has run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(exp / RESULTS_DIR, dest / RESULTS_DIR, dirs_exist_ok=True)
+    for name in (TRIALS_FILE, SETTINGS_FILE, SPACE_FILE):
+        shutil.copy2(exp / name, dest / name)
+    best = pick_best(read_trials(exp))["trial_id"]  # the only trial whose previews the report shows
+    for png in [*exp.glob(f"{PREVIEWS_DIR}/{best}/{PREVIEWS_DIR}/*.png"),
+                *exp.glob(f"{TRAIN_BEST_DIR}*/seed*/{PREVIEWS_DIR}/*.png"),
+                *exp.glob(f"{TRAIN_BEST_DIR}*/results.parquet")]:
+        target = dest / png.relative_to(exp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, target)

@@ -39,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from _study import cpu_name, synth_data
+from _study import cpu_name, search_config, synth_data
 
 BLOCKS = 20  # batch means: the driver's CPU per result in 20 consecutive blocks of the results, for its interval
 GOALS = {"driver": 5.0, "suggest": 0.100, "analyze": 30.0}  # ms per result, s per suggestion at 1000, s
@@ -285,20 +285,12 @@ def synthetic_trial(params: dict) -> None:
 
 
 def _config(trials: int, max_t: int, out: Path, checkpoints: bool) -> Path:
-    import yaml
-
     os.environ["P2M_BENCH_MAX_T"] = str(max_t)  # the trials' processes inherit them
     os.environ["P2M_BENCH_CHECKPOINTS"] = "1" if checkpoints else "0"
-    path = out / "scale.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({
-        "name": "scale", "base": {"profile": "tiny"},
-        "search": {"num_samples": trials, "max_concurrent": 8, "seed": 0, "algorithm": "tpe"},
-        "baselines": {"published": {}},
-        "scheduler": {"type": "asha", "max_t": max_t, "grace_period": 1, "reduction_factor": 3},
-        "resources": {"cpu": 0.25, "gpu": 0}, "failure": {"max_failures": 0},
-        "storage": {"path": str(out)}}))
-    return path
+    return search_config(out / "scale.yaml", "scale", out, {"profile": "tiny"},
+                         {"num_samples": trials, "max_concurrent": 8, "seed": 0, "algorithm": "tpe"},
+                         {"type": "asha", "max_t": max_t, "grace_period": 1, "reduction_factor": 3},
+                         cpu=0.25, max_failures=0)
 
 
 def _cpu() -> float:

@@ -8,7 +8,7 @@
    rows: per epoch, training seconds = samples seen / ``train_samples_per_second``.
 
     python benchmarks/bench_search.py [--trials 8 --results 50] [--experiment /tmp/p2m-study/experiments/asha_tpe]
-    python benchmarks/bench_search.py --shares-only --experiment benchmarks/fidelity/fifo_const_ema1
+    python benchmarks/bench_search.py --shares-only --experiment benchmarks/evidence/fidelity/fifo_const_ema1
 """
 from __future__ import annotations
 

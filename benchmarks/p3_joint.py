@@ -13,7 +13,7 @@ a setting meets the goal when both conditions hold together in >= 95% of the res
 do in <= 5%, and is inconclusive otherwise; the goal is met when any setting meets it, NOT met when every
 setting misses it. It prints, per setting, the point values and the per-condition 95% intervals as the
 second edition did, the share of resamples in which each condition holds alone and both together, and
-writes that table to ``benchmarks/study2/p3_joint/p3_joint.csv``.
+writes that table to ``benchmarks/evidence/study2/p3_joint/p3_joint.csv``.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from _study import EVIDENCE
 
 from p2m.atomic import atomic_write_bytes
 from p2m.names import SETTINGS_FILE
@@ -47,9 +48,9 @@ PROGRESS_EVERY = 20
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fifo", default=str(HERE / "study2" / "searches" / "fifo_random"),
+    parser.add_argument("--fifo", default=str(EVIDENCE / "study2" / "searches" / "fifo_random"),
                         help="the FIFO + random search whose full curves are replayed")
-    parser.add_argument("--out", default=str(HERE / "study2" / "p3_joint"), help="where p3_joint.csv goes")
+    parser.add_argument("--out", default=str(EVIDENCE / "study2" / "p3_joint"), help="where p3_joint.csv goes")
     parser.add_argument("--boot", type=int, default=BOOT, help="resamples of the trials")
     parser.add_argument("--orderings", type=int, default=ORDERINGS, help="trial orderings per replay")
     parser.add_argument("--smoke-test", action="store_true")
@@ -68,7 +69,7 @@ def main() -> int:
     overall = overall_verdict(table["verdict"])
     print(f"run time {time.perf_counter() - start:.0f} s; {len(curves)} FIFO curves (max_t {max_t}), "
           f"{args.orderings} orderings, {args.boot} resamples of the trials, {len(table)} ASHA settings")
-    print(_against_second_edition(table, HERE / "study2" / "asha_replay.csv", args))
+    print(_against_second_edition(table, EVIDENCE / "study2" / "asha_replay.csv", args))
     print(f"P3 (joint rule) ASHA keeps the final winner in >= 90% of replayed orderings AND spends <= 0.4 of "
           f"FIFO's trial-epochs, both in the same resample: met when they hold together in >= 95% of the "
           f"resamples, NOT met when in <= 5%")
@@ -140,7 +141,7 @@ def _provenance() -> str:
     commit = git("rev-parse", "HEAD")
     tree = git("status", "--porcelain", "--untracked-files=no")
     used = git("status", "--porcelain", "--", "benchmarks/p3_joint.py", "results", "p2m",
-               "benchmarks/study2/searches/fifo_random")
+               "benchmarks/evidence/study2/searches/fifo_random")
     clean = "yes" if not tree else f"no ({len(tree.splitlines())} tracked files changed)"
     return (f"commit {commit}; tree clean: {clean}; this script, results/, p2m/ and the FIFO search as "
             f"committed: {'yes' if not used else 'no'}")

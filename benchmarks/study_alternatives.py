@@ -9,7 +9,7 @@
     python benchmarks/study_alternatives.py               # about 30 min on 2 cores
     python benchmarks/study_alternatives.py --smoke-test  # minutes: the tiny profile, 2 epochs
 
-The data is the study's (``study_asha_vs_fifo.py``'s fixed synthetic dataset, made here when missing). The
+The data is the first edition's fixed synthetic dataset (4 views, seed 11; made here when missing). The
 search runs FIFO so that every trial reaches ``max_t``. Printed, and kept in ``--out`` with the tables and
 the analysis: each baseline's last-epoch validation figures per stage, the learned weights epoch by epoch,
 the front, and the trial ``train-best --pick`` would retrain for the rule below. One search of a few
@@ -25,9 +25,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import yaml
-from _study import run, write_verdict
-from study_asha_vs_fifo import copy_tables, make_data
+from _study import EVIDENCE, copy_tables, run, search_config, synth_data, write_verdict
 
 from p2m.names import STAGES, TRIALS_FILE, WEIGHTS, learned_column, val_column
 from results.analysis.pareto import front, pick_on_front
@@ -35,7 +33,6 @@ from results.schema import BASELINE, LAST_OBJECTIVE, TRIAL_ID
 from results.store import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME, optuna_storage
 
-HERE = Path(__file__).resolve().parent
 OBJECTIVES = {val_column(3, "cd"): "min", val_column(3, "normal_consistency"): "max"}
 RULE = "min val_s3_cd where val_s3_normal_consistency >= published"
 
@@ -43,7 +40,7 @@ RULE = "min val_s3_cd where val_s3_normal_consistency >= published"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/p2m-study", help="data and experiments (checkpoints: large)")
-    parser.add_argument("--out", default=str(HERE / "alternatives"), help="the Parquet tables, analysis, verdict")
+    parser.add_argument("--out", default=str(EVIDENCE / "alternatives"), help="the Parquet tables, analysis, verdict")
     parser.add_argument("--trials", type=int, default=8, help="trials, the 5 baselines included")
     parser.add_argument("--max-t", type=int, default=4, help="epochs per trial")
     parser.add_argument("--smoke-test", action="store_true")
@@ -53,7 +50,7 @@ def main() -> int:
     if args.smoke_test:
         profile, trials, max_t, models = "tiny", 6, 2, 3
         work, out = work / "smoke", work / "smoke" / "alternatives"
-    data = make_data(work / "data", models)
+    data = synth_data(work / "data", models, views=4, seed=11)  # the first edition's dataset
     searches = {
         "alternatives": ({"num_samples": trials, "max_concurrent": 2, "seed": 0, "objectives": list(OBJECTIVES)},
                          {"published": {}, "uniform": {"loss.w1_laplacian": 0.5}, "seed": {}, "seed_all_stages": {},
@@ -66,11 +63,8 @@ def main() -> int:
         exp = work / "experiments" / name
         if not (exp / TRIALS_FILE).is_file():
             shutil.rmtree(exp, ignore_errors=True)
-            cfg = {"name": name, "base": {"profile": profile, "data": {"root": str(data)}}, "search": search,
-                   "baselines": baselines, "scheduler": scheduler, "resources": {"cpu": 1, "gpu": 0},
-                   "storage": {"path": str(work / "experiments")}}
-            path = work / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            path = search_config(work / f"{name}.yaml", name, work / "experiments",
+                                 {"profile": profile, "data": {"root": str(data)}}, search, scheduler, baselines)
             run(["p2m", "search", "launch", "--config", str(path), "--quiet"])
         shutil.rmtree(out / name, ignore_errors=True)  # no part of an earlier run left beside this one's
         copy_tables(exp, out / name)

@@ -10,7 +10,7 @@ epoch (``optim.lr_schedule: constant``, ``optim.ema_epochs: 1``). ``p2m results 
 each epoch's rank correlation with the last, and ``p2m results replay`` what ASHA, asynchronous Hyperband
 and successive halving would have done with those curves; the old schedule's figures (cosine decay over
 the trial's horizon, 48 validation views) come from the first study's FIFO search, committed in
-``benchmarks/study/fifo_random``. The experiment's tables are copied into ``--out``; a search already
+``benchmarks/evidence/study/fifo_random``. The experiment's tables are copied into ``--out``; a search already
 in ``--work`` is not run again.
 
 Goal (issue 15): the grace rung's Spearman correlation with the final epoch has a bootstrap 95% lower
@@ -23,19 +23,17 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import yaml
-from _study import met, run, write_verdict
+from _study import EVIDENCE, met, run, search_config, write_verdict
 
 from p2m.names import EPOCH, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRIALS_FILE
 
-HERE = Path(__file__).resolve().parent
 NAME = "fifo_const_ema1"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/p2m-fid2", help="data and experiment (checkpoints: large)")
-    parser.add_argument("--out", default=str(HERE / "fidelity"))
+    parser.add_argument("--out", default=str(EVIDENCE / "fidelity"))
     parser.add_argument("--trials", type=int, default=30)
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
@@ -52,7 +50,7 @@ def main() -> int:
     shutil.copytree(exp / RESULTS_DIR, copy / RESULTS_DIR, dirs_exist_ok=True)
     for name in (TRIALS_FILE, SETTINGS_FILE, SPACE_FILE):
         shutil.copy2(exp / name, copy / name)
-    old = HERE / "study" / "fifo_random"
+    old = EVIDENCE / "study" / "fifo_random"
     run(["p2m", "results", "fidelity", str(old), "--out", str(out / "old_schedule")])
     # the work copy has the per-view rows too (5 MB, not copied): fidelity also says how reproducible the
     # validation's ranking is
@@ -63,21 +61,12 @@ def main() -> int:
 
 
 def write_config(path: Path, data: Path, work: Path, trials: int) -> Path:
-    cfg = {
-        "name": NAME,
-        "base": {"profile": "cpu", "data": {"root": str(data)},
-                 "optim": {"steps_per_epoch": 36, "lr_schedule": "constant", "ema_epochs": 1.0}},
-        "search": {"num_samples": trials, "max_concurrent": 2, "seed": 1, "algorithm": "random",
-                   "val_per_view": True},
-        "baselines": {"published": {}, "uniform": {"loss.w1_laplacian": 0.5}},
-        "scheduler": {"type": "fifo", "max_t": 6},
-        "resources": {"cpu": 1, "gpu": 0},
-        "failure": {"max_failures": 1},
-        "storage": {"path": str(work / "experiments")},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return search_config(
+        path, NAME, work / "experiments",
+        {"profile": "cpu", "data": {"root": str(data)},
+         "optim": {"steps_per_epoch": 36, "lr_schedule": "constant", "ema_epochs": 1.0}},
+        {"num_samples": trials, "max_concurrent": 2, "seed": 1, "algorithm": "random", "val_per_view": True},
+        {"type": "fifo", "max_t": 6}, {"published": {}, "uniform": {"loss.w1_laplacian": 0.5}})
 
 
 def verdict(out: Path) -> int:

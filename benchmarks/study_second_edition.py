@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
-from _study import cpu_name, run, synth_data
+from _study import EVIDENCE, cpu_name, run, search_config, synth_data
 
 from p2m.atomic import atomic_write_bytes
 from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, OBJECTIVE, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, STAGES,
@@ -72,12 +72,12 @@ DONE = ".study-done"  # in an experiment: its search finished
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/p2m-study2e", help="data, experiments, checkpoints (large)")
-    parser.add_argument("--out", default=str(HERE / "study2"), help="tables, verdicts and pictures (committed)")
+    parser.add_argument("--out", default=str(EVIDENCE / "study2"), help="tables, verdicts and pictures (committed)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--asha-trials", type=int, default=20, help="ASHA + TPE trials, the 5 baselines included")
     parser.add_argument("--other-trials", type=int, default=8, help="trials of the PB2 and two-objective searches")
     parser.add_argument("--fifo", choices=("committed", "run"), default="committed",
-                        help="reuse the fidelity study's FIFO + random search (benchmarks/fidelity) or run it")
+                        help="reuse the fidelity study's FIFO + random search (benchmarks/evidence/fidelity) or run it")
     parser.add_argument("--sample", default=str(SAMPLE), help="the real ShapeNet-P2M views")
     parser.add_argument("--smoke-test", action="store_true")
     parser.add_argument("--report-only", action="store_true",
@@ -135,7 +135,7 @@ def fifo_experiment(work: Path, base: dict, size: dict, how: str) -> Path:
                                           "algorithm": "random"}, {"published": {}, "uniform": BASELINES["uniform"]},
                {"type": "fifo", "max_t": size["max_t"]})
         return exp
-    committed = HERE / "fidelity" / "fifo_const_ema1"
+    committed = EVIDENCE / "fidelity" / "fifo_const_ema1"
     staging = exp.with_name(exp.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(committed, staging)
@@ -161,11 +161,7 @@ def launch(work: Path, name: str, base: dict, search: dict, baselines: dict, sch
         run(["p2m", "search", "resume", str(exp), "--quiet"])
         (exp / DONE).touch()
         return
-    cfg = {"name": name, "base": base, "search": search, "baselines": baselines, "scheduler": scheduler,
-           "resources": {"cpu": 1, "gpu": 0}, "failure": {"max_failures": 1},
-           "storage": {"path": str(work / "experiments")}}
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path = search_config(work / f"{name}.yaml", name, work / "experiments", base, search, scheduler, baselines)
     run(["p2m", "search", "launch", "--config", str(path), "--quiet"])
     (exp / DONE).touch()
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from _study import cpu_name, run, synth_data
+from _study import EVIDENCE, cpu_name, run, synth_data
 
 from p2m.atomic import atomic_path, atomic_write_bytes
 from p2m.names import CHECKPOINT_FILE, OBJECTIVE, RUNS_DIR, SETTINGS_FILE, stage_key
@@ -57,7 +57,7 @@ SMOKE = {"models": 3, "views": 2, "test_models": 2, "trials": 6, "max_t": 2, "gr
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/p2m-study3e", help="data, experiments, checkpoints (large)")
-    parser.add_argument("--out", default=str(HERE / "study3"), help="tables, verdict and pictures (committed)")
+    parser.add_argument("--out", default=str(EVIDENCE / "study3"), help="tables, verdict and pictures (committed)")
     parser.add_argument("--sample", default=str(SAMPLE), help="the real ShapeNet-P2M views")
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""``p2m search launch | resume | train-best`` (registered through the ``p2m.commands`` entry point)."""
+"""``p2m search launch | resume | race | trust | migrate | train-best`` (registered through the ``p2m.commands``
+entry point)."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,11 @@ def register(verbs) -> None:
                                           "(docs/security.md)")
     trust.add_argument("experiment_dir")
     trust.set_defaults(func=_trust)
+
+    migrate = sub.add_parser("migrate", help="bring experiments written before their settings and space were strict "
+                                             "records (before issue 14) up to date, in place")
+    migrate.add_argument("experiment_dirs", nargs="+")
+    migrate.set_defaults(func=_migrate)
 
     best = sub.add_parser("train-best", help="retrain the race's winner (else the best trial) and baselines on fresh "
                                              "seeds, as Ray trials, and test them")
@@ -171,6 +177,15 @@ def _trust(args: argparse.Namespace) -> int:
                   if storage.is_file(storage.join(exp, RUNS_DIR, name, TUNER_FILE))]
         for ray_experiment in [exp, *phases]:
             print(f"{ray_experiment}: {sign_experiment(ray_experiment, key)} state files signed")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from search.migrate import migrate
+
+    for exp in map(_experiment, args.experiment_dirs):
+        for line in migrate(exp) or [f"{exp}: already current"]:
+            print(line, flush=True)
     return 0
 
 
