@@ -220,22 +220,15 @@ def _evaluate(args) -> int:
     import csv
     import io
 
-    from p2m.checkpoint import load_model
-    from p2m.data.dataset import P2MDataset, collate_p2m
     from p2m.atomic import atomic_write_bytes
-    from p2m.data.layout import find_samples
-    from p2m.evaluate import evaluate
+    from p2m.checkpoint import load_model
+    from p2m.evaluate import evaluate, split_loader
     from p2m.names import STAGES, stage_key
     from p2m.train import resolve_device
-    from torch.utils.data import DataLoader
 
     device = resolve_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
-    samples = find_samples(args.data, None if args.split == "all" else args.split)
-    if not samples:
-        raise ValueError(f"{args.data}: no views in split {args.split!r}")
-    loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size), batch_size=cfg.optim.batch_size,
-                        collate_fn=collate_p2m, num_workers=cfg.data.num_workers)
+    _, loader = split_loader(args.data, None if args.split == "all" else args.split, cfg, cfg.data.num_workers)
     result = evaluate(model, loader, device, limit=args.limit)
     if args.out:
         buf = io.StringIO()

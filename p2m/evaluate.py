@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from p2m.data.dataset import P2MDataset, collate_p2m
+from p2m.data.layout import Sample, find_samples
 from p2m.geometry.metrics import mesh_metrics
 from p2m.names import METRICS, STAGES, stage_key
 
@@ -22,6 +24,21 @@ class Evaluation(NamedTuple):
 
     items: list[dict]
     means: dict[str, float]
+
+
+def split_loader(root, split: str | None, cfg, num_workers: int = 0) -> tuple[list[Sample], DataLoader]:
+    """The views of ``split`` (None: every split) of the dataset at ``root`` and a loader over them, batched and
+    sampled as ``cfg`` (a :class:`p2m.config.TrainConfig`) trains: what a trained model is tested on.
+
+    Raises:
+        ValueError: naming the dataset and the split, when the split has no views.
+    """
+    samples = find_samples(root, split)
+    if not samples:
+        raise ValueError(f"{root}: no views in split {split!r}")
+    dataset = P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size)
+    return samples, DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate_p2m,
+                               num_workers=num_workers)
 
 
 @torch.inference_mode()

@@ -160,23 +160,15 @@ def _test_run(cfg: TrainConfig, checkpoint_dir: Path, run_dir: Path, experiment_
     if not split:
         write_run(experiment_dir, run[TRIAL_ID], run[SEED], [{**run, **last, **config, **item} for item in views])
         return {}
-    from torch.utils.data import DataLoader
-
     from p2m.checkpoint import checkpoint_file, final_weights, load_checkpoint, model_from_state, save_checkpoint
-    from p2m.data.dataset import P2MDataset, collate_p2m
-    from p2m.data.layout import find_samples
-    from p2m.evaluate import evaluate
+    from p2m.evaluate import evaluate, split_loader
     from p2m.predict import plot_curves, write_previews
 
-    samples = find_samples(cfg.data.root, split)
-    if not samples:
-        raise ValueError(f"{cfg.data.root}: no samples in split {split!r}")
+    samples, loader = split_loader(cfg.data.root, split, cfg)
     device = resolve_device(extra[DEVICE])
     source = checkpoint_file(checkpoint_dir)
     state = load_checkpoint(source)  # read once: the model to test, and the weights to publish
     model, _ = model_from_state(state, str(source), device)  # the last epoch, as the search compared
-    loader = DataLoader(P2MDataset(samples, cfg.data.gt_samples, cfg.data.image_size),
-                        batch_size=cfg.optim.batch_size, collate_fn=collate_p2m)
     test = evaluate(model, loader, device)
     out = run_dir / "outputs"  # the run's config, metrics, curves, previews and weights, published beside the tables
     out.mkdir()
