@@ -156,6 +156,11 @@ def kill_search_midway():
 
 
 @pytest.fixture(scope="session")
+def fake_controller():
+    return FakeController
+
+
+@pytest.fixture(scope="session")
 def check_retention():
     return retained_as_the_rule_says
 
@@ -231,3 +236,28 @@ def write_search_config(path: Path, data_root: Path, storage: Path, **sections) 
 def p2m_cli(*args, env, timeout=600, **kwargs):
     return subprocess.run([sys.executable, "-m", "p2m.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
+
+
+class FakeController:
+    """The part of Ray's TuneController a scheduler calls, without Ray: its trials (all, and those not ended), a
+    save (recorded, and returned as the checkpoint the scheduler holds) and a pause (recorded)."""
+
+    search_alg = None
+
+    def __init__(self, trials):
+        self.trials, self.saves, self.paused = trials, [], []
+
+    def get_trials(self):
+        return self.trials
+
+    def get_live_trials(self):
+        return [t for t in self.trials if t.status != "TERMINATED"]  # Ray's Trial.TERMINATED
+
+    def _schedule_trial_save(self, trial, result=None):
+        from results.schema import ITERATION
+
+        self.saves.append((trial.trial_id, result[ITERATION]))
+        return f"{trial.trial_id}@{result[ITERATION]}"
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        self.paused.append(trial.trial_id)

@@ -44,26 +44,7 @@ def test_population_schedulers_change_the_continuous_keys_pb2_in_log10():
         search_config_from_dict({"scheduler": {"type": "pb2"}, "search": {"objectives": ["val_s3_cd", "val_s3_f_tau"]}})
 
 
-class _Controller:
-    """The part of Ray's TuneController a population scheduler calls: its trials, a save, a pause."""
-
-    search_alg = None
-
-    def __init__(self, trials):
-        self.trials, self.saves, self.paused = trials, [], []
-
-    def get_trials(self):
-        return self.trials
-
-    def _schedule_trial_save(self, trial, result=None):
-        self.saves.append((trial.trial_id, result[ITERATION]))
-        return f"{trial.trial_id}@{result[ITERATION]}"  # the checkpoint, as the scheduler holds it
-
-    def pause_trial(self, trial, should_checkpoint=True):
-        self.paused.append(trial.trial_id)
-
-
-def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back():
+def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back(fake_controller):
     # Ray marks a trial finished only after its last result, so that result reached the quantiles of a trial
     # still counted as live: a cloned trial was given a checkpoint at max_t, with no epoch left to train
     from ray.tune.experiment import Trial
@@ -73,7 +54,7 @@ def test_a_population_trial_at_max_t_is_neither_a_donor_nor_sent_back():
     a, b, c = trials
     scheduler = strategy("pbt").build(SearchSettings(max_t=3, perturbation_interval=1), SPACE, {})
     scheduler._log_config = False  # no experiment directory here
-    controller = _Controller(trials)
+    controller = fake_controller(trials)
     for trial in trials:
         trial.set_status(Trial.RUNNING)
         scheduler.on_trial_add(controller, trial)

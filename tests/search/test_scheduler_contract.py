@@ -17,36 +17,15 @@ from search.population import trial_params
 from search.schedulers import REGISTRY, KeepBaselines, strategy
 
 MAX_T = 6
-SPACE = {"loss.w1_edge": FloatDistribution(3e-3, 3.0, log=True), "data.gt_samples": CategoricalDistribution((500, 1000))}
+SPACE = {"loss.w1_edge": FloatDistribution(3e-3, 3.0, log=True),
+         "data.gt_samples": CategoricalDistribution((500, 1000))}
 PUBLISHED = {"loss.w1_edge": 0.1, "data.gt_samples": 500}
 SETTINGS = SearchSettings(max_t=MAX_T, grace_period=1, reduction_factor=2, perturbation_interval=1)
 # each searched trial's validation CD, epoch after epoch: spread enough that every scheduler stops or exploits some
 CURVES = {f"s{i}": [1.0 + i * (0.3 + 0.1 * e) + 0.05 * ((i * 7 + e) % 3) for e in range(MAX_T)] for i in range(6)}
 
 
-class _Controller:
-    """The part of Ray's TuneController a scheduler calls: its trials (all, live), a save, a pause."""
-
-    search_alg = None
-
-    def __init__(self, trials):
-        self.trials, self.saves, self.paused = trials, [], []
-
-    def get_trials(self):
-        return self.trials
-
-    def get_live_trials(self):
-        return [t for t in self.trials if t.status != Trial.TERMINATED]
-
-    def _schedule_trial_save(self, trial, result=None):
-        self.saves.append((trial.trial_id, result[ITERATION]))
-        return f"{trial.trial_id}@{result[ITERATION]}"
-
-    def pause_trial(self, trial, should_checkpoint=True):
-        self.paused.append(trial.trial_id)
-
-
-def _run(name: str, baseline_curve: list[float] | None) -> dict:
+def _run(name: str, baseline_curve: list[float] | None, controller_class) -> dict:
     """Every trial reports its curve, epoch by epoch, to a fresh scheduler ``name`` (seeded alike every run) until
     it is told to stop; returns each trial's decisions and configs, and the saves and pauses asked for."""
     random.seed(0), np.random.seed(0)
@@ -57,7 +36,7 @@ def _run(name: str, baseline_curve: list[float] | None) -> dict:
     if baseline_curve is not None:
         curves["base"], configs["base"] = baseline_curve, dict(PUBLISHED)
     trials = {tid: Trial("__fake", config=dict(configs[tid]), trial_id=tid, stub=True) for tid in curves}
-    controller = _Controller(list(trials.values()))
+    controller = controller_class(list(trials.values()))
     for trial in trials.values():  # the baseline last: what PB2 draws for the searched trials here is alike
         trial.set_status(Trial.RUNNING)
         scheduler.on_trial_add(controller, trial)
@@ -86,10 +65,10 @@ def _searched(run: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_a_baseline_is_never_stopped_exploited_or_counted(name):
-    alone = _run(name, None)
-    worst = _run(name, [9.0] * MAX_T)  # the worst every epoch: what a scheduler stops or exploits first
-    best = _run(name, [0.1] * MAX_T)  # the best every epoch: what would raise a rung's cutoff, or be cloned
+def test_a_baseline_is_never_stopped_exploited_or_counted(name, fake_controller):
+    alone = _run(name, None, fake_controller)
+    worst = _run(name, [9.0] * MAX_T, fake_controller)  # the worst each epoch: what a scheduler stops or exploits
+    best = _run(name, [0.1] * MAX_T, fake_controller)  # the best each epoch: what would raise a cutoff, or be cloned
     for run in (worst, best):
         assert all(d == TrialScheduler.CONTINUE for d in run["decisions"]["base"][:-1]), run["decisions"]["base"]
         assert len(run["decisions"]["base"]) == MAX_T  # it trained to max_t
@@ -100,13 +79,13 @@ def test_a_baseline_is_never_stopped_exploited_or_counted(name):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_every_scheduler_acts_on_the_searched_trials(name):
+def test_every_scheduler_acts_on_the_searched_trials(name, fake_controller):
     """The contract above is no empty check: without a baseline each scheduler stops, pauses or changes some
     searched trial (FIFO, which never does, excepted); and each keeps the baselines the one shared way."""
     s = strategy(name)
     scheduler = s.build(SETTINGS, SPACE, {"published": PUBLISHED})
     assert isinstance(scheduler, KeepBaselines)
-    alone = _run(name, None)
+    alone = _run(name, None, fake_controller)
     acted = any(len(d) < MAX_T for d in alone["decisions"].values()) or alone["paused"]  # stopped early, or exploited
     assert bool(acted) == (name != "fifo"), alone
     assert s.shares_checkpoints == (name in POPULATION_SCHEDULERS)  # the analysis draws their weight schedules
