@@ -60,7 +60,7 @@ def baselines_vs_best(exp: Experiment) -> pd.DataFrame:
     Columns: baseline, baseline_trial, best_trial, epoch, stage, metric, baseline_value, best_value,
     change (best / baseline - 1), improved (the best trial is better on this metric).
     """
-    columns = ["baseline", "baseline_trial", "best_trial", EPOCH, "stage", "metric", "baseline_value",
+    columns = [BASELINE, "baseline_trial", "best_trial", EPOCH, "stage", "metric", "baseline_value",
                "best_value", "change", "improved"]
     base = exp.trials[exp.trials[BASELINE].notna()]
     try:

@@ -128,7 +128,7 @@ def _evidence(exp: Experiment, best: pd.Series, base: pd.Series) -> tuple[str, p
 
 def _changes(exp: Experiment, best: pd.Series, base: pd.Series, evidence, confidence: float) -> pd.DataFrame:
     name = base[BASELINE]
-    columns = ["baseline", "source", "metric", "best", "baseline_value", "change", "low", "high", "p", "p_holm",
+    columns = [BASELINE, "source", "metric", "best", "baseline_value", "change", "low", "high", "p", "p_holm",
                "verdict"]
     if evidence is None:
         epoch = int(min(best[ITERATIONS], base[ITERATIONS]))
@@ -213,7 +213,7 @@ def _head(changes: pd.DataFrame) -> pd.Series | None:
     if changes is None or changes.empty:
         return None
     rows = changes[changes["metric"] == DECISION_METRIC]
-    ref = rows[rows["baseline"] == REFERENCE]
+    ref = rows[rows[BASELINE] == REFERENCE]
     return (ref if len(ref) else rows).iloc[0] if len(rows) else None
 
 
@@ -226,7 +226,7 @@ def decision(exp: Experiment, v: Verdict) -> str:
     head = _head(v.changes)
     if head is None:
         return f"Use {label}: there is no baseline to compare it with."
-    ref = head["baseline"]
+    ref = head[BASELINE]
     change = f"{100 * head['change']:+.1f}%"
     interval = f" [{100 * head['low']:+.1f}, {100 * head['high']:+.1f}]" if np.isfinite(head["low"]) else ""
     what = f"stage-3 CD {change}{interval} against {ref} ({head['source']}"
