@@ -11,7 +11,7 @@ import yaml
 
 from p2m.names import (PREVIEWS_DIR, RESULTS_DIR, SETTINGS_FILE, SPACE_FILE, SYNTH_META_FILE, TRAIN_BEST_DIR,
                        TRIALS_FILE)
-from results.store import read_trials
+from results.parquet import read_trials
 from results.trials import pick_best
 
 EVIDENCE = Path(__file__).resolve().parent / "evidence"  # the committed outputs of the studies, which BENCHMARKS.md links

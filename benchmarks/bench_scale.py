@@ -137,7 +137,7 @@ def _search(args, out: Path, table: bool, data: Path) -> dict:
     from p2m.config import TrainConfig
     from p2m.names import RESULTS_DIR
     from results.schema import ITERATION
-    from results.store import list_parts, read_results, read_trials
+    from results.parquet import list_parts, read_results, read_trials
     from search import callbacks, ray_adapter, retention
     from search.ray_adapter import trial_dir_name
     from search.config import load_search_config

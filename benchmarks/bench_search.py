@@ -46,7 +46,7 @@ def cheap_search(trials: int, results: int) -> None:
     from ray import tune
 
     from p2m.names import EPOCH, OBJECTIVE
-    from results.store import read_results
+    from results.parquet import read_results
     from search.callbacks import ParquetResults
     from search.run import init_ray
 
@@ -105,7 +105,7 @@ def time_shares(exp: Path) -> None:
 
     from p2m.data.layout import find_samples
     from p2m.names import EPOCH_SECONDS, SAMPLES_PER_SECOND, SETTINGS_FILE
-    from results.store import read_results
+    from results.parquet import read_results
 
     rows = read_results(exp)
     cfg = yaml.safe_load((exp / SETTINGS_FILE).read_text())["base"]

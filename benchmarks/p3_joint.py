@@ -33,7 +33,7 @@ from p2m.atomic import atomic_write_bytes
 from p2m.names import SETTINGS_FILE
 from results.analysis.fidelity import full_curves
 from results.analysis.replay import JOINT_SHARE, POINT_MET, RESAMPLE, RESAMPLES, joint_goal, overall_verdict, replay
-from results.store import read_results
+from results.parquet import read_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

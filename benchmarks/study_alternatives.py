@@ -30,7 +30,7 @@ from _study import EVIDENCE, copy_tables, run, search_config, synth_data, write_
 from p2m.names import STAGES, TRIALS_FILE, WEIGHTS, learned_column, val_column
 from results.analysis.pareto import front, pick_on_front
 from results.schema import BASELINE, LAST_OBJECTIVE, TRIAL_ID
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME, optuna_storage
 
 OBJECTIVES = {val_column(3, "cd"): "min", val_column(3, "normal_consistency"): "max"}

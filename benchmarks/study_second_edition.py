@@ -49,7 +49,7 @@ from p2m.names import (CHECKPOINT_DIR, CONFIG_PREFIX, OBJECTIVE, RESULTS_DIR, SE
                        TRAIN_BEST_RESULTS_FILE, TRIALS_FILE, stage_key, train_best_dir, val_column)
 from results.analysis.paired import model_matrix, paired_change
 from results.schema import BASELINE, ITERATION, TRIAL_ID, WRITTEN_AT
-from results.store import read_results, read_trials, write_table_atomic
+from results.parquet import read_results, read_trials, write_table_atomic
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent.parent / "shared" / "fixtures" / "shapenet_p2m_sample"

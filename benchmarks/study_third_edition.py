@@ -36,7 +36,7 @@ from results.analysis.noise import resolvable_change, seed_sd, seeds_needed
 from results.analysis.paired import ALPHA, EQUIVALENCE_MARGINS, compare_arms, decide_family
 from results.runs import read_race, read_runs
 from results.schema import ARM, BEST_ARM, PHASE_VERDICT, SEED, TRIAL_ID
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from results.trials import pick_best
 
 HERE = Path(__file__).resolve().parent

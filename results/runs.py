@@ -19,7 +19,7 @@ from p2m.names import METRICS, RACE_FILE, RUNS_DIR, RUNS_FINISHED_DIR, STAGES, s
 from p2m.yamlio import parse_yaml
 from results import storage
 from results.schema import ARM, EPOCHS, PHASE, ROUND, SEED, TEST_VIEWS, TRIAL_ID, VIEW_KEY
-from results.store import ResultsError, read_table, write_table_atomic
+from results.parquet import ResultsError, read_table, write_table_atomic
 
 RUN_KEY = (TRIAL_ID, SEED)  # what identifies a run: the configuration (its source trial) and the seed
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -12,7 +12,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 
 from p2m.names import SPACE_FILE
 from results import storage
-from results.store import ResultsError
+from results.parquet import ResultsError
 
 
 def write_space(experiment_dir: str | os.PathLike, space: dict[str, BaseDistribution]) -> storage.Location:

@@ -20,7 +20,7 @@ from results.schema import (BASELINE, BEST_ITERATION, BEST_OBJECTIVE, ERROR, EXP
                             LAST_OBJECTIVE, LAST_PREFIX, NUM_FAILURES, PARENT_EPOCH, PARENT_TRIAL, STATUS,
                             STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TRIAL_ID,
                             WRITTEN_AT)
-from results.store import ResultsError
+from results.parquet import ResultsError
 
 UNKNOWN = "UNKNOWN"  # the status of a trial the search's record does not have (its driver died first)
 META = (EXPERIMENT, STATUS, ERROR, NUM_FAILURES, BASELINE)  # what a search knows of a trial beyond its rows

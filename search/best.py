@@ -30,7 +30,7 @@ from results.analysis.pareto import pick_on_front
 from results.runs import check_epochs, read_race, read_runs, summarise_runs
 from results.schema import (BASELINE, BEST_ARM, ERROR, ITERATION, LAST_OBJECTIVE, PHASE_RACE, PHASE_VERDICT, SEED,
                             STOP_ERRORED, STOP_REASON, TRIAL_ID)
-from results.store import read_results, read_trials, write_table_atomic
+from results.parquet import read_results, read_trials, write_table_atomic
 from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
 from search.population import changing_keys

@@ -1,4 +1,4 @@
-"""The driver-side Ray Tune callback that writes the Parquet tables (through ``results.store``)."""
+"""The driver-side Ray Tune callback that writes the Parquet tables (through ``results.parquet``)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ from ray.tune import Callback
 from p2m.names import CONFIG_PREFIX, VIEWS_DIR
 from results import storage
 from results.schema import BASELINE, ERROR, EXPERIMENT, ITERATION, NUM_FAILURES, RAY_KEYS, STATUS, TRIAL_ID
-from results.store import (FANOUT, VIEWS_KEY, ResultsError, ResultsWriter, compact, maintain, read_results,
+from results.parquet import (FANOUT, VIEWS_KEY, ResultsError, ResultsWriter, compact, maintain, read_results,
                            write_trials)
 from results.trials import summarise_trials
 from search.population import trial_params
@@ -26,7 +26,7 @@ class ParquetResults(Callback):
     trial ends (at most every ``trials_every_s`` seconds: it reads every row, and a search of a thousand trials
     would spend its driver on it) and when the experiment ends. Every ``FANOUT`` results the parts of
     ``RESULTS_DIR`` and of ``VIEWS_DIR`` (which the trials write themselves) are merged by level, so their file
-    counts stay bounded (:func:`results.store.maintain`); when the experiment ends, each is compacted into one
+    counts stay bounded (:func:`results.parquet.maintain`); when the experiment ends, each is compacted into one
     part.
 
     The trials table's figures come from the stored result rows, never from this object's memory: Ray

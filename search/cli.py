@@ -203,7 +203,7 @@ def _run_race(experiment_dir, top: int, seeds: int, min_rounds: int, quiet: bool
 
 def _train_best(args: argparse.Namespace) -> int:
     from results.schema import BASELINE
-    from results.store import read_trials
+    from results.parquet import read_trials
     from search.best import train_best
 
     if args.pick and args.baseline:
@@ -263,7 +263,7 @@ def _check_data(root: str) -> None:
 
 def _leaderboard(exp) -> int:
     from results.analysis.leaderboard import format_leaderboard
-    from results.store import read_trials
+    from results.parquet import read_trials
 
     print(format_leaderboard(read_trials(exp)))
     return 0

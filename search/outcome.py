@@ -2,7 +2,7 @@
 
 Ray Tune ends ``Tuner.fit`` normally when the driver gets SIGINT (it saves its state and returns), and it counts
 an errored trial as a result: a command that was interrupted, or whose trials errored, would exit 0. Here the
-trials table the search wrote at its end (:mod:`results.store`; Ray's statuses) decides:
+trials table the search wrote at its end (:mod:`results.parquet`; Ray's statuses) decides:
 
 - interrupted (SIGINT, or SIGTERM, which :func:`terminate_as_interrupt` turns into Ray's graceful stop): exit
   130 or 143, with the line that resumes it; its running trials keep Ray's status and are recorded ``unfinished``;
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from p2m.train import NonFiniteLossError
 from results import storage
 from results.schema import ERROR, STATUS
-from results.store import ResultsError, read_trials
+from results.parquet import ResultsError, read_trials
 
 EXIT_FAILED = 1
 

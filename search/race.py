@@ -20,7 +20,7 @@ from results import storage
 from results.analysis.race import CANDIDATE, RUN_COLUMNS, VALUE, next_runs, race_state
 from results.runs import read_runs, summarise_runs, write_race, check_epochs
 from results.schema import BASELINE, PHASE_RACE, REFERENCE, ROUND, SEED, TRIAL_ID
-from results.store import read_trials
+from results.parquet import read_trials
 from results.trials import completed
 from search.best import arms_for, check_fresh, search_seeds
 from search.config import load_experiment_config

@@ -22,7 +22,7 @@ from results import storage
 from results.schema import ITERATION, KEY
 from results.lease import LEASE_FILE, Lease
 from results.space import write_space
-from results.store import VIEWS_KEY, compact, remove_temporaries
+from results.parquet import VIEWS_KEY, compact, remove_temporaries
 from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import quiet as quiet_optuna
@@ -101,7 +101,7 @@ def resume(exp: str | Path, address: str | None = None, restart_errored: bool = 
     (:mod:`search.trust`); returns its :class:`Outcome`.
 
     The results tables are compacted first (a driver that died left their parts, and perhaps a merge
-    half done: :mod:`results.store`). ``trainable``: the one the search was launched with, when not training's."""
+    half done: :mod:`results.parquet`). ``trainable``: the one the search was launched with, when not training's."""
     exp = storage.location(exp)
     if not storage.is_remote(exp) and exp.exists() and not exp.is_dir():
         raise ValueError(f"{exp}: not an experiment directory (a file)")

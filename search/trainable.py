@@ -43,7 +43,7 @@ from results.lease import pid_alive
 from results.runs import is_finished, write_run
 from results.schema import (ARM, BEST_ARM, DEVICE, EPOCHS, HOSTNAME, ITERATION, NODE_ID, PARENT_EPOCH, PARENT_TRIAL,
                             PHASE, ROUND, SEED, SPLIT, TRIAL_ID)
-from results.store import VIEWS_KEY, ResultsWriter
+from results.parquet import VIEWS_KEY, ResultsWriter
 from search.population import trial_params
 from search.smoke import local_data
 from search.space import apply_params

@@ -191,7 +191,7 @@ def retained_as_the_rule_says(exp, trials, keep_best: int = 3) -> set:
 def launch_and_kill(cfg: Path, exp: Path, env: dict, rows: int, until=None) -> None:
     """Launch the search of ``cfg`` and SIGKILL its driver (and the Ray processes it started) once the experiment
     ``exp`` holds ``rows`` result rows and ``until()`` (when given) is true; fails when the search ends first."""
-    from results.store import ResultsError, read_results
+    from results.parquet import ResultsError, read_results
 
     driver = subprocess.Popen([sys.executable, "-m", "p2m.cli", "search", "launch", "--config", str(cfg), "--quiet"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -324,7 +324,7 @@ TABLE_CASES = {
 def test_bad_table_is_one_line_naming_the_file(build, reader, fragment, tmp_path):
     """A damaged trials table is a CorruptTableError, not the ResultsError of a missing one, which the analysis
     answers by rebuilding the table as if the driver had died."""
-    import results.store as store
+    import results.parquet as store
 
     with pytest.raises(ValueError, match="") as err:
         getattr(store, reader)(build(tmp_path))

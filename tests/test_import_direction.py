@@ -54,7 +54,7 @@ print(json.dumps({"modules": names, "loaded": sorted(sys.modules)}))
 def test_the_io_layer_of_results_never_imports_the_analysis():
     out = subprocess.run([sys.executable, "-c", IO_LAYER], capture_output=True, text=True, check=True, timeout=300)
     walked = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"results.storage", "results.store", "results.schema", "results.lease"} <= set(walked["modules"])
+    assert {"results.storage", "results.parquet", "results.schema", "results.lease"} <= set(walked["modules"])
     assert not [m for m in walked["modules"] if m.startswith("results.analysis")]
     pulled = [m for m in walked["loaded"] if m == "results.analysis" or m.startswith("results.analysis.")]
     assert not pulled, f"the I/O layer of results imported the analysis: {pulled}"

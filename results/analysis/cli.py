@@ -104,7 +104,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _print_reliability(exp) -> None:
     """With per-view validation rows: how reproducible the last epoch's ranking is on this validation set."""
     from results.analysis.fidelity import validation_reliability
-    from results.store import ResultsError, read_views
+    from results.parquet import ResultsError, read_views
 
     try:
         views = read_views(exp.dir)

@@ -22,7 +22,7 @@ from results import storage
 from results.schema import EXPERIMENT, ITERATION, STATUS, STOP_REASON, STOP_UNFINISHED, TRIAL_ID
 from results.settings import SearchSettings, read_settings
 from results.space import read_space
-from results.store import ResultsError, read_results, read_trials
+from results.parquet import ResultsError, read_results, read_trials
 from results.trials import META, UNKNOWN, summarise_trials
 
 

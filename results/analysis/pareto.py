@@ -18,7 +18,7 @@ import pandas as pd
 
 from p2m.names import val_metric_mode
 from results.schema import BASELINE, LAST_PREFIX, STOP_COMPLETED, STOP_REASON
-from results.store import ResultsError
+from results.parquet import ResultsError
 
 _RULE = re.compile(r"^\s*(min|max)\s+(\S+)(?:\s+where\s+(\S+)\s*(>=|<=)\s*(\S+))?\s*$")
 

@@ -20,7 +20,7 @@ from results.analysis.pareto import front  # noqa: E402
 from results.runs import read_race, read_runs, summarise_runs  # noqa: E402
 from results.schema import (BASELINE, EPOCHS, ITERATION, LAST_PREFIX, PHASE_RACE, ROUND, SAMPLE_COLUMNS,  # noqa: E402
                             SEED, STOP_COMPLETED, STOP_REASON, TRIAL_ID, WEIGHT_COLUMNS)
-from results.store import ResultsError  # noqa: E402
+from results.parquet import ResultsError  # noqa: E402
 from results.analysis.tables import CD, anytime, ranked, short  # noqa: E402
 from results.trials import lineage, pick_best  # noqa: E402
 

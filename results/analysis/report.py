@@ -23,7 +23,7 @@ from results.analysis.importance import importance
 from p2m.atomic import atomic_write_bytes
 from p2m.names import EPOCH, POPULATION_SCHEDULERS, PREVIEWS_DIR, train_best_dir
 from results.schema import LAST_OBJECTIVE, TRIAL_ID
-from results.store import ResultsError
+from results.parquet import ResultsError
 from results.analysis.tables import baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 from results.trials import pick_best
 from results.runs import read_race

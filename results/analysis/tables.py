@@ -17,7 +17,7 @@ from results.analysis.experiment import Experiment, last_rows
 from results.schema import (BASELINE, EPOCHS, ITERATION, ITERATIONS, LAST_OBJECTIVE, SAMPLE_COLUMNS, STOP_COMPLETED,
                             STOP_EARLY, STOP_ERRORED, STOP_REASON, STOP_UNFINISHED, TIMESTAMP, TIME_THIS_ITER_S,
                             TIME_TOTAL_S, TRIAL_ID, WEIGHT_COLUMNS, WRITTEN_AT)
-from results.store import ResultsError
+from results.parquet import ResultsError
 from results.trials import pick_best, rank_trials
 
 CD = "cd_x1000"

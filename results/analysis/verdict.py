@@ -34,7 +34,7 @@ from results.analysis.paired import ALPHA, COMPARED, EQUIVALENCE_MARGINS, compar
 from results.runs import read_race, read_runs, summarise_runs
 from results.schema import (BASELINE, BEST_ARM, ITERATION, ITERATIONS, LAST_PREFIX, PHASE, REFERENCE, ROUND, SEED,
                             TRIAL_ID)
-from results.store import ResultsError, read_table, read_views
+from results.parquet import ResultsError, read_table, read_views
 from results.trials import pick_best
 
 BEST = BEST_ARM

@@ -11,7 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler
 from p2m.names import ASHA, MODE, OBJECTIVE, RESULTS_DIR
 from results import storage
 from results.schema import BASELINE, ITERATION, KEY, TRIAL_ID
-from results.store import list_parts, read_results
+from results.parquet import list_parts, read_results
 from search.ray_adapter import asha_milestones, record_rungs, tuner_scheduler
 from search.schedulers.base import KeepBaselines, Strategy, register
 
@@ -69,7 +69,7 @@ def rebuild_rungs(scheduler: AsyncHyperBandScheduler, rows: pd.DataFrame,
 
     Args:
         scheduler: the restored ASHA (one bracket).
-        rows: the results rows (``results.store.read_results``): ``TRIAL_ID``, ``ITERATION``, ``OBJECTIVE`` and
+        rows: the results rows (``results.parquet.read_results``): ``TRIAL_ID``, ``ITERATION``, ``OBJECTIVE`` and
             ``BASELINE`` (None for a searched trial; without the column every row is a searched trial's).
         milestones: the milestones recorded at launch; () skips the check.
 

@@ -63,7 +63,7 @@ def test_the_chamfer_on_cuda_equals_the_cpu_result():
 
 
 def test_two_trials_share_one_gpu(synth_dir, tmp_path, ray_env, search_yaml, p2m_run):
-    from results.store import read_results, read_trials
+    from results.parquet import read_results, read_trials
 
     cfg = search_yaml(tmp_path / "s.yaml", synth_dir, tmp_path / "exp", resources={"cpu": 1, "gpu": 0.5},
                       search={"num_samples": 2, "max_concurrent": 2}, scheduler={"type": "fifo", "max_t": 3},

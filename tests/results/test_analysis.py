@@ -22,7 +22,7 @@ from results.analysis.report import analyze, format_tables, markdown_table
 from results.schema import SAMPLE_COLUMNS, WEIGHT_COLUMNS
 from results.settings import SearchSettings
 from results.space import write_space
-from results.store import ResultsError, ResultsWriter, read_results, write_trials
+from results.parquet import ResultsError, ResultsWriter, read_results, write_trials
 from results.analysis.tables import anytime, baselines_vs_best, comparison, cost_table, leaderboard, rung_table
 
 MAX_T = 4

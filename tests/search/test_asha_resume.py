@@ -222,7 +222,7 @@ else:
 def test_resume_prints_the_rungs_it_rebuilt(tmp_path, synth_dir, search_yaml, ray_env):
     """A real launch (synthetic curves, no training) SIGKILLed once searched trials have passed a milestone, then
     ``resume``: the restored ASHA's rungs are rebuilt from those rows, and it says so."""
-    from results.store import ResultsError, read_results
+    from results.parquet import ResultsError, read_results
 
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)

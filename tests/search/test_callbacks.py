@@ -3,7 +3,7 @@ import pickle
 from types import SimpleNamespace
 
 from results.schema import BEST_ITERATION, BEST_OBJECTIVE, ITERATIONS, LAST_OBJECTIVE, STOP_REASON
-from results.store import read_trials
+from results.parquet import read_trials
 from search.callbacks import ParquetResults
 
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from results.store import ResultsError, read_results, read_trials
+from results.parquet import ResultsError, read_results, read_trials
 from p2m.names import JOURNAL_FILE
 from search.optuna_adapter import STUDY_NAME
 

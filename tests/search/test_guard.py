@@ -22,7 +22,7 @@ from p2m.names import RUNS_DIR, SETTINGS_FILE
 from results import storage
 from results.lease import LEASE_FILE
 from results.schema import STOP_REASON, STOP_UNFINISHED, TRIAL_ID
-from results.store import read_trials
+from results.parquet import read_trials
 from search.outcome import Outcome, outcome_of
 from search.trust import (KEPT_VERSIONS, SIGNATURES, TUNER_FILE, SignState, UntrustedState, restore_key,
                           sign_files, verify)
@@ -67,7 +67,7 @@ def test_resume_of_a_file_and_max_t_zero_are_one_line(tmp_path, synth_dir, searc
 
 def test_outcome_exit_codes_from_the_trials_table(tmp_path):
     """Hand-made trials tables: the exit code and the line each ending gets."""
-    from results.store import write_trials
+    from results.parquet import write_trials
 
     def outcome(statuses, errors=None, stopped_by=None):
         exp = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
@@ -313,7 +313,7 @@ def test_a_second_driver_is_refused_while_the_first_runs(signed_experiment, tmp_
 def test_an_interrupted_search_exits_128_plus_the_signal_and_resumes(signum, signed_experiment, tmp_path, search_yaml):
     """SIGINT or SIGTERM once trials have reported: exit 130 or 143, a line naming the resume command, the
     trials that were running recorded unfinished (not stopped early); the resume finishes them (SIGTERM's case)."""
-    from results.store import ResultsError, read_results
+    from results.parquet import ResultsError, read_results
 
     exp, env, *_ = signed_experiment
     _, running, driver = _start_search(tmp_path, exp, env, search_yaml, max_t=4)

@@ -11,7 +11,7 @@ import pytest
 from p2m.names import METRICS_FILE, SETTINGS_FILE, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE, WEIGHTS_FILE
 from results import storage
 from results.schema import BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY
-from results.store import list_parts, read_results, read_trials
+from results.parquet import list_parts, read_results, read_trials
 
 
 

@@ -11,7 +11,7 @@ from p2m.config import load_config
 from p2m.names import METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, TERMS, TRAIN_BEST_RESULTS_FILE, train_best_dir, weight
 from results.schema import ITERATION, STOP_COMPLETED
 from results.settings import SearchSettings
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from results.trials import lineage, pick_best
 from search.population import LOG10, changing_keys, param_space, trial_params
 from search.schedulers import strategy

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from p2m.names import JOURNAL_FILE
 from results.schema import BASELINE, ITERATION, ITERATIONS, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, STOP_REASON, \
     TRIAL_ID
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME
 
 

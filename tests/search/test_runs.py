@@ -21,7 +21,7 @@ from p2m.names import (CURVES_FILE, METRICS_FILE, OBJECTIVE, RUN_CONFIG_FILE, RU
 from results.analysis.race import race_state
 from results.runs import read_race, read_runs, summarise_runs
 from results.schema import ARM, BASELINE, PHASE, PHASE_RACE, PHASE_VERDICT, ROUND, SEED, STOP_COMPLETED, TRIAL_ID
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from results.trials import pick_best, rank_trials
 
 pytestmark = pytest.mark.timeout(900)

@@ -11,7 +11,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from p2m.names import JOURNAL_FILE, OBJECTIVE
 from results.schema import BEST_ARM, BEST_OBJECTIVE, LAST_OBJECTIVE, STOP_COMPLETED, STOP_EARLY, STOP_ERRORED, WEIGHT_COLUMNS
-from results.store import read_results, read_trials
+from results.parquet import read_results, read_trials
 from search.optuna_adapter import STUDY_NAME
 from results.analysis.pareto import pick_on_front
 from search.space import PUBLISHED

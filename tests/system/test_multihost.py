@@ -124,7 +124,7 @@ def test_driver_killed_then_resumed_from_another_host(cluster):
     # on host A: launch, and SIGKILL the driver once 2 rows of 8 are in the bucket
     killed = json.loads(a.python(textwrap.dedent(f"""
         import json, os, signal, subprocess, time
-        from results.store import ResultsError, read_results
+        from results.parquet import ResultsError, read_results
         driver = subprocess.Popen(["p2m", "search", "launch", "--config", "/tmp/resume.yaml", "--address",
                                    "{cluster.address}", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline, seen = time.time() + 300, 0
@@ -224,7 +224,7 @@ def test_train_best_and_analyze_from_a_third_host(cluster):
         import json
         from p2m.names import RUNS_DIR, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE
         from results import storage
-        from results.store import read_results, read_table
+        from results.parquet import read_results, read_table
         exp = "{exp}"
         seeds = read_table(storage.join(exp, TRAIN_BEST_DIR, TRAIN_BEST_RESULTS_FILE))["seed"].tolist()
         phases = [d for d in storage.subdirs(storage.join(exp, RUNS_DIR)) if d.startswith("train-best")]
@@ -328,7 +328,7 @@ def _wait_for_row(host: netns.Host, exp: str, hostname: str, timeout: float = 30
     and epoch."""
     out = host.python(textwrap.dedent(f"""
         import json, time
-        from results.store import ResultsError, read_results
+        from results.parquet import ResultsError, read_results
         deadline = time.time() + {timeout}
         while True:
             try:
@@ -379,7 +379,7 @@ def _finished_experiment(cluster: Cluster) -> str:
     for name in ("resume", "hostloss", "linkcut"):
         exp = f"{STORAGE}/{name}"
         done = a.python(textwrap.dedent(f"""
-            from results.store import ResultsError, read_trials
+            from results.parquet import ResultsError, read_trials
             try:
                 print(set(read_trials("{exp}")["status"]) == {{"TERMINATED"}})
             except (ResultsError, OSError, KeyError):
@@ -397,7 +397,7 @@ def _tables(host: netns.Host, exp: str, dedupe: bool = False):
     import pandas as pd
 
     out = host.python(textwrap.dedent(f"""
-        from results.store import read_results, read_trials
+        from results.parquet import read_results, read_trials
         rows = read_results("{exp}", dedupe={dedupe})[["trial_id", "training_iteration", "hostname", "node_ip"]]
         trials = read_trials("{exp}")[["trial_id", "status"]]
         print(rows.to_json(orient="records"))

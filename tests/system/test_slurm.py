@@ -50,7 +50,7 @@ def cluster():
 
 
 def test_sbatch_runs_the_search_across_nodes_and_a_requeued_job_resumes_it(cluster):
-    from results.store import ResultsError, read_results, read_trials
+    from results.parquet import ResultsError, read_results, read_trials
     from search.smoke import make_smoke_data
 
     shared = cluster.shared

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from results.schema import ITERATION, TRIAL_ID
-from results.store import (ResultsError, ResultsWriter, compact, list_parts, maintain, max_parts, part_level,
+from results.parquet import (ResultsError, ResultsWriter, compact, list_parts, maintain, max_parts, part_level,
                            read_results, read_trials, remove_temporaries, write_trials)
 
 
@@ -92,7 +92,7 @@ def test_merging_by_level_bounds_the_part_count_of_a_long_search(tmp_path):
 
 KILL_DURING_MERGE = """
 import os, signal, sys
-from results import storage, store
+from results import parquet, storage
 
 stage = sys.argv[2]
 calls = {"replace": 0, "delete": 0}
@@ -108,7 +108,7 @@ else:
         calls["delete"] += 1
         real_delete(loc)
     storage.delete = delete
-store.compact(sys.argv[1])
+parquet.compact(sys.argv[1])
 """
 
 
@@ -141,7 +141,7 @@ def test_a_writer_rolls_its_own_parts_up_from_memory(tmp_path, monkeypatch):
     assert writer.roll_up(fanout=6) is None and len(list_parts(tmp_path / "results")) == 5
     writer.append(_row("a", 5, -1.0))  # a re-report: both rows go up, readers keep the latest
     expected = read_results(tmp_path)
-    monkeypatch.setattr("results.store._read_arrow", lambda path: pytest.fail("rolled up by reading"))
+    monkeypatch.setattr("results.parquet._read_arrow", lambda path: pytest.fail("rolled up by reading"))
     part = writer.roll_up(fanout=6)
     monkeypatch.undo()
     assert list_parts(tmp_path / "results") == [part] and part_level(part) == 1
