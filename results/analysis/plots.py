@@ -47,7 +47,8 @@ def learning_curves(experiments: list[Experiment], path: str | os.PathLike) -> P
             if isinstance(name, str):
                 style = dict(alpha=0.9, lw=1.6, label=f"baseline: {name}", **styles[name])
             if trial_id == best:
-                style = dict(color="tab:red", alpha=1.0, lw=2.6, label=f"best: {trial_id}")
+                label = f"best: {trial_id}" + (f" (baseline {name})" if isinstance(name, str) else "")
+                style = dict(color="tab:red", alpha=1.0, lw=2.6, label=label)
             ax.plot(rows[ITERATION], rows[CD3], **{"marker": "o", "ms": 2.5, **style})
         for m in exp.settings.rung_epochs():
             ax.axvline(m, color="0.8", lw=0.8, zorder=0)
