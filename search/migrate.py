@@ -52,6 +52,9 @@ def _settings(path: storage.Location) -> list[str]:
     if "rungs" not in data:
         rungs = ()
         if data.get("scheduler") == ASHA:
+            missing = [key for key in ("max_t", "grace_period", "reduction_factor") if key not in data]
+            if missing:
+                raise ValueError(f"{path}: missing field {missing[0]!r}")
             settings = SearchSettings(max_t=data["max_t"], grace_period=data["grace_period"],
                                       reduction_factor=data["reduction_factor"])
             scheduling = strategy(ASHA)

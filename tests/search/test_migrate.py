@@ -55,3 +55,7 @@ def test_what_is_not_an_experiment_is_one_line(tmp_path, capsys):
     assert err == f"p2m: error: {tmp_path / SETTINGS_FILE}: no base.model and base.loss sections: not the settings " \
                   "of a search"
     assert (tmp_path / SETTINGS_FILE).read_text() == "name: x\n"
+
+    (tmp_path / SETTINGS_FILE).write_text("scheduler: asha\nmax_t: 6\nbase: {model: {}, loss: {}}\n")
+    assert main(["search", "migrate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"p2m: error: {tmp_path / SETTINGS_FILE}: missing field 'grace_period'"
