@@ -165,7 +165,8 @@ class SignState(Callback):
 
     Ray's controller writes ``experiment_state-*.json``, then the searcher's state, then asks the callbacks for
     theirs (:meth:`get_state`: the snapshot is signed and its signatures written to the experiment here), then
-    syncs the staging directory to the experiment. The signatures are never in the staging directory, so Ray's
+    syncs the staging directory to the experiment. (The callbacks' own file, written after they are asked, would
+    go unsigned: every callback of this project returns no state, so Ray writes none.) The signatures are never in the staging directory, so Ray's
     sync (in the background, perhaps still carrying an older snapshot) never writes an older version of them over
     a newer one. The staging directory is read off the first trial (``Trial.storage``): Ray's first snapshot, in
     the step that adds the first trials, is taken before any callback sees one, so it is signed at that step's end.
