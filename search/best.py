@@ -33,7 +33,6 @@ from results.schema import (BASELINE, BEST_ARM, ERROR, ITERATION, LAST_OBJECTIVE
 from results.parquet import read_results, read_trials, write_table_atomic
 from results.trials import lineage, pick_baseline, pick_best
 from search.config import load_experiment_config
-from search.population import changing_keys
 from search.runs import Run, run_phase
 from search.schedulers import strategy
 
@@ -141,9 +140,10 @@ def arms_for(exp, cfg, trials: pd.DataFrame, trial_ids: list[str], epochs: int) 
     """What :func:`search.trainable.train_run` trains for each of ``trial_ids``: ``{trial_id: {"config": its
     TrainConfig as a dict, for ``epochs`` epochs, "segments": its weight schedule or []}}``, and the config keys the
     schedules change."""
-    population = strategy(cfg.scheduler).shares_checkpoints
+    scheduling = strategy(cfg.scheduler)
+    population = scheduling.shares_checkpoints
     results = read_results(exp) if population else None
-    keys = changing_keys(cfg.space()) if population else ()
+    keys = scheduling.changing_keys(cfg.space())
     rows = trials.set_index(TRIAL_ID)
     arms = {}
     for trial_id in trial_ids:

@@ -85,7 +85,7 @@ class SearchConfig(SearchSettings):
         """Baseline name -> its trial's params and whether they lie in the space. A name of
         ``search.space.NAMED_BASELINES`` (``published``, ``seed``, ``seed_all_stages``) starts from that baseline's
         values; the YAML's values override them."""
-        return dict(self._resolved()[1])
+        return {name: BaselinePoint(dict(p.params), p.in_space) for name, p in self._resolved()[1].items()}
 
     def _resolved(self) -> tuple[dict[str, BaseDistribution], dict[str, BaselinePoint]]:
         """The space and the baselines' points, built at the first call and kept (the config is frozen)."""

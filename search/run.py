@@ -27,7 +27,6 @@ from search.callbacks import ParquetResults
 from search.config import SearchConfig, load_experiment_config
 from search.optuna_adapter import quiet as quiet_optuna
 from search.outcome import Outcome, fit
-from search.population import changing_keys
 from search.ray_adapter import LostCheckpoints, init_local_ray, quiet_logs
 from search.preflight import preflight_config
 from search.retention import Retention
@@ -78,7 +77,7 @@ def _launch(cfg: SearchConfig, exp: storage.Location, address: str | None, verbo
     try:
         check_resources(cfg.cpu, cfg.gpu, local=address is None)
         preflight_config(cfg.base.data, exp)  # every node reads the data, writes the experiment
-        param_space = scheduling.param_space(space, tuple(dict.fromkeys(k for p in baselines.values() for k in p)))
+        param_space = scheduling.param_space(space, baselines)
         searcher = scheduling.search_algorithm(cfg, exp, space)
         tuner = tune.Tuner(
             _trainable(cfg, exp) if trainable is None else _with_resources(cfg, trainable),
@@ -159,7 +158,7 @@ def _start_over(exp: storage.Location) -> None:
 
 
 def _trainable(cfg: SearchConfig, exp: storage.Location):
-    changing = changing_keys(cfg.space()) if strategy(cfg.scheduler).shares_checkpoints else ()
+    changing = strategy(cfg.scheduler).changing_keys(cfg.space())
     fn = tune.with_parameters(train_trial, base=cfg.base.to_dict(), experiment_dir=str(exp),
                               val_per_view=cfg.val_per_view, changing=changing)
     return _with_resources(cfg, fn)

@@ -66,8 +66,7 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's log
     cfg = apply_params(from_dict(base, base=TrainConfig(), source="search base"), trial_params(params))
     device = str(resolve_device(cfg.device))
-    extra = {DEVICE: device, HOSTNAME: platform.node(), NODE_ID: ray.get_runtime_context().get_node_id(),
-             **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
+    extra = _row_extra(cfg, device)
     cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
         resume_from, parent = _restored(workdir), {}
@@ -88,6 +87,13 @@ def train_trial(params: dict, base: dict, experiment_dir: str | None = None, pre
         # the checkpoint at max_t is a final one (the evaluated weights): kept for predict, never resumed
         fit(dataclasses.replace(cfg, device=device), workdir / "run", on_epoch=on_epoch, resume_from=resume_from,
             progress=False, save_best=False, log=None, changing=changing, final=True)
+
+
+def _row_extra(cfg: TrainConfig, device: str) -> dict:
+    """What every result row of a trial or run adds to its metrics: where it ran (the device, the host, the Ray
+    node) and its whole config as ``config.<section>.<field>`` columns."""
+    return {DEVICE: device, HOSTNAME: platform.node(), NODE_ID: ray.get_runtime_context().get_node_id(),
+            **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
 
 
 def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", previews: int = 0,
@@ -121,8 +127,7 @@ def train_run(params: dict, arms: dict, experiment_dir: str, split: str = "", pr
     device = str(resolve_device(cfg.device))
     run = {PHASE: params[PHASE], ARM: params[ARM], TRIAL_ID: trial_id, SEED: seed, ROUND: int(params[ROUND]),
            SPLIT: split or cfg.data.val_split, EPOCHS: epochs}
-    extra = {**run, DEVICE: device, HOSTNAME: platform.node(), NODE_ID: ray.get_runtime_context().get_node_id(),
-             **{f"{CONFIG_PREFIX}{k}": to_plain(v) for k, v in cfg.flat().items()}}
+    extra = {**run, **_row_extra(cfg, device)}
     cfg = local_data(cfg)  # the smoke dataset: this node's copy when the driver's is on another host
     with _scratch() as workdir:
         resume_from = _restored(workdir)

@@ -109,6 +109,11 @@ def sign_files(directory: str | os.PathLike, key: bytes) -> dict[str, str]:
     root = Path(directory)
     contents = {p.name: p.read_bytes() for p in sorted(root.iterdir())
                 if p.is_file() and not p.name.startswith(".") and p.name not in (SIGNATURES, TUNER_FILE)}
+    return _digests(contents, key)
+
+
+def _digests(contents: dict[str, bytes], key: bytes) -> dict[str, str]:
+    """The HMAC of each state file among ``contents`` (file name -> bytes)."""
     return {name: digest(key, name, data) for name, data in contents.items() if is_state_file(name, data)}
 
 
@@ -127,7 +132,7 @@ def sign_experiment(experiment: storage.Location, key: bytes) -> int:
     """Sign every state file of ``experiment`` as it is now (``p2m search trust``); returns how many."""
     names = [storage.name_of(f) for f in storage.list_files(experiment)]
     contents = {n: storage.read_bytes(storage.join(experiment, n)) for n in names if n != TUNER_FILE}
-    signed = {n: [digest(key, n, data)] for n, data in contents.items() if is_state_file(n, data)}
+    signed = {n: [d] for n, d in _digests(contents, key).items()}
     storage.write_bytes(storage.join(experiment, SIGNATURES), _encode(signed))
     if TUNER_FILE in names:
         sign_tuner(experiment, key)
@@ -166,13 +171,13 @@ class SignState(Callback):
     Ray's controller writes ``experiment_state-*.json``, then the searcher's state, then asks the callbacks for
     theirs (:meth:`get_state`: the snapshot is signed and its signatures written to the experiment here), then
     syncs the staging directory to the experiment. (The callbacks' own file, written after they are asked, would
-    go unsigned: every callback of this project returns no state, so Ray writes none.) The signatures are never in the staging directory, so Ray's
-    sync (in the background, perhaps still carrying an older snapshot) never writes an older version of them over
-    a newer one. The staging directory is read off the first trial (``Trial.storage``): Ray's first snapshot, in
-    the step that adds the first trials, is taken before any callback sees one, so it is signed at that step's end.
-    A restored experiment with nothing left to run takes its only snapshot before any callback sees a trial, so
-    at its end the state is signed again. The key is read when signing, never kept: Ray pickles its callbacks into
-    ``tuner.pkl``."""
+    go unsigned: every callback of this project returns no state, so Ray writes none.) The signatures are never in
+    the staging directory, so Ray's sync (in the background, perhaps still carrying an older snapshot) never
+    writes an older version of them over a newer one. The staging directory is read off the first trial
+    (``Trial.storage``): Ray's first snapshot, in the step that adds the first trials, is taken before any callback
+    sees one, so it is signed at that step's end. A restored experiment with nothing left to run takes its only
+    snapshot before any callback sees a trial, so at its end the state is signed again. The key is read when
+    signing, never kept: Ray pickles its callbacks into ``tuner.pkl``."""
 
     def __init__(self):
         self._storage = None  # the first trial's ray.train StorageContext

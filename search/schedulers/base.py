@@ -17,6 +17,7 @@ from ray.tune.schedulers import TrialScheduler
 from results import storage
 from results.schema import ITERATION
 from search.optuna_adapter import optuna_storage
+from search.population import changing_keys
 from search.searcher import build_searcher
 from search.space import baseline_name
 
@@ -82,9 +83,14 @@ class Strategy:
         return build_searcher(space, cfg.points_to_evaluate(), study, cfg.seed, cfg.max_t, cfg.max_concurrent,
                               cfg.algorithm, cfg.side_points(), cfg.objective_modes())
 
-    def param_space(self, space: dict, baseline_keys: tuple[str, ...]) -> dict | None:
+    def param_space(self, space: dict, baselines: dict[str, dict]) -> dict | None:
         """Ray's search space, for a strategy that does without the searcher (None: the searcher's)."""
         return None
+
+    def changing_keys(self, space: dict) -> tuple[str, ...]:
+        """The config keys whose values change during a trial (:func:`search.population.changing_keys` when a
+        trial may go on from another's checkpoint, else none)."""
+        return changing_keys(space) if self.shares_checkpoints else ()
 
 
 class KeepBaselines:

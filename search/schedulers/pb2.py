@@ -7,7 +7,7 @@ import math
 from ray.tune.schedulers.pb2 import PB2 as RayPB2
 
 from p2m.names import PB2
-from search.population import LOG10, changing_keys
+from search.population import LOG10
 from search.schedulers.base import KeepBaselines, register
 from search.schedulers.pbt import LastEpochKept, Pbt
 
@@ -22,7 +22,8 @@ class Pb2(Pbt):
 
     def build(self, cfg, space, baselines):
         bounds = {}
-        for key in changing_keys(space):
+        for key in self.changing_keys(space):
             d = space[key]
-            bounds[LOG10 + key if d.log else key] = [math.log10(d.low), math.log10(d.high)] if d.log else [d.low, d.high]
+            bounds[LOG10 + key if d.log else key] = ([math.log10(d.low), math.log10(d.high)] if d.log
+                                                     else [d.low, d.high])
         return BaselinePB2(hyperparam_bounds=bounds, **self.common(cfg, baselines))

@@ -8,7 +8,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from p2m.names import MODE, OBJECTIVE, PBT
 from results.schema import ITERATION
-from search.population import changing_keys, param_space
+from search.population import param_space
 from search.schedulers.base import KeepBaselines, Strategy, register
 
 
@@ -37,7 +37,7 @@ class Pbt(Strategy):
     shares_checkpoints = True
 
     def build(self, cfg, space, baselines):
-        mutations = {key: param_space({key: space[key]}, PBT)[key] for key in changing_keys(space)}
+        mutations = {key: param_space({key: space[key]}, PBT)[key] for key in self.changing_keys(space)}
         return BaselinePBT(resample_probability=0.25, hyperparam_mutations=mutations,
                            **self.common(cfg, baselines))
 
@@ -50,8 +50,8 @@ class Pbt(Strategy):
     def checkpoints_to_keep(self, cfg):
         return 2 * cfg.perturbation_interval + 2  # a donor's checkpoint is cloned a few epochs after it was written
 
-    def param_space(self, space, baseline_keys):
-        return param_space(space, self.name, baseline_keys)
+    def param_space(self, space, baselines):
+        return param_space(space, self.name, tuple(dict.fromkeys(key for point in baselines.values() for key in point)))
 
     def search_algorithm(self, cfg, exp, space):
         """Ray's generator of the initial population: the baselines first, then seeded draws."""

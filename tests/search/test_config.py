@@ -177,6 +177,8 @@ def test_the_space_and_the_baselines_are_resolved_once_per_config(monkeypatch):
         cfg.space(), cfg.points_to_evaluate(), cfg.side_points(), cfg.named_points()
     assert len(calls) == 1
     cfg.space().clear()  # a caller's copy: the config's own space is untouched
+    cfg.named_points()["mine"]["loss.w1_edge"] = 9.0  # ... and its own baselines' points
+    assert cfg.named_points()["mine"]["loss.w1_edge"] == 0.5 and cfg.points_to_evaluate()[-1]["loss.w1_edge"] == 0.5
     assert len(cfg.space()) == len(real({}, cfg.base, False))
     wider = dataclasses.replace(cfg, search_lr=True)  # another config resolves its own
     assert "optim.lr" in wider.space() and "optim.lr" not in cfg.space() and len(calls) == 2
