@@ -27,19 +27,23 @@ A lease is stale, and taken over, when its heartbeat is older than ``timeout_s``
 on this host (the same hostname) and its pid is gone (or a zombie), so a driver killed with SIGKILL does not
 block an immediate ``resume``. A file that is not a lease record (not JSON, a field missing) is stale when
 untouched for ``timeout_s``, else refused. Each takeover is logged on this logger (one line) and appended as a
-JSON line to ``<experiment>/driver.lease.log``: ``time``, ``reason``, ``from`` (the stale record, null when
-unreadable), ``by`` (the new holder) and ``removed_by`` (the driver that removed the stale lease: the new holder,
-unless a driver that arrived in that instant created its lease first).
+JSON line to ``<experiment>/driver.lease.log``: ``time``, ``event``, ``reason``, ``from`` (the stale record, null
+when unreadable) and ``by`` (the new holder).
 
 How safe it is:
     A local or shared disk (NFS included): the lease is created whole with ``os.link`` of a temporary file (an
-    exclusive ``O_CREAT | O_EXCL`` create where hard links are refused), so of two drivers racing exactly one
-    wins. A taker moves the stale file aside under a unique name, checks that what it moved is what it judged
-    stale (else it puts it back), and creates its own with the same exclusive create, so of two takers one
-    wins and the other is refused. Left open, each needing two events in the same instant: a holder that wakes
-    after more than ``timeout_s`` asleep rewrites its heartbeat as a taker replaces it; a taker that judged the
-    old lease moves aside a new holder's and, before it is put back, a third driver creates its own. Every
-    holder checks the file's token at each beat, so a displaced one sees ``lost`` within ``heartbeat_s``.
+    exclusive ``O_CREAT | O_EXCL`` create where hard links are refused), so of two drivers racing for a free
+    experiment exactly one wins. A taker first claims the stale record: it creates
+    ``.driver.lease.<digest of the stale bytes>.claim`` with the same exclusive create, so of any number of
+    takers exactly one holds the claim. The claimant checks that the file still holds what it judged stale and
+    replaces it with its own in one ``rename``, then removes its claim; the lease file is never absent during a
+    takeover, so a driver arriving then finds it and is refused, and a taker that judged a record already
+    replaced finds the file changed and judges again. The others wait for the new lease and are refused
+    naming it. A taker that died holding a claim blocks takeovers of that record until the claim is
+    ``timeout_s`` old; then the next taker removes it. Left open, each needing a driver asleep for more than
+    ``timeout_s``: a holder that wakes then rewrites its heartbeat or releases as a taker replaces it; a
+    claimant that wakes then replaces a lease after its claim was judged abandoned. Every holder checks the
+    file's token at each beat, so a displaced one sees ``lost`` within ``heartbeat_s``.
     Object storage (``s3://``, ``gs://``): pyarrow has no conditional write, so this is best effort. A driver
     writes its record, waits ``settle_s``, reads it back and wins only if its token is still there; two
     drivers both win only if one's read-then-write takes longer than ``settle_s``, and the next heartbeat of
@@ -53,6 +57,7 @@ Only the standard library, pyarrow's file system (for an object's mtime) and :mo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -75,6 +80,7 @@ LEASE_LOG = "driver.lease.log"
 FIELDS = ("host", "pid", "command", "token", "started", "heartbeat")
 
 _ATTEMPTS = 5  # passes of acquire when the file keeps changing under it (each pass wins, refuses or retries)
+_CLAIM_WAIT_S = 10.0  # how long a taker waits for another that claimed the same stale lease
 _JOIN_S = 30.0  # how long release waits for a heartbeat in flight
 _sleep = time.sleep  # the settle wait on object storage (tests replace it)
 
@@ -145,7 +151,7 @@ class Lease:
         self.record, self.lost, self._misses = record, False, 0
         try:
             if taken is not None:
-                self._log_takeover(*taken, record, record)
+                self._log_takeover(*taken, record)
             self._stop.clear()
             self._thread = threading.Thread(target=self._heartbeats, name="driver-lease-heartbeat", daemon=True)
             self._thread.start()
@@ -184,16 +190,51 @@ class Lease:
             if seen is None:
                 continue  # released in between: try again
             old, reason = self._judge(*seen)  # raises LeaseHeld while it is live
-            if not _set_aside(path, seen[0], record["token"]):
-                continue  # another taker moved it first, or it changed: judge again
-            if _create_local(path, _encode(record)):
+            if self._take_over_local(path, seen[0], _encode(record)):
                 return old, reason
-            # a driver that came while the stale lease was moved aside created the file first: it took over,
-            # and this driver, which removed the stale lease, records that (then is refused on the next pass)
-            current = _read_local(path)
-            self._log_takeover(old, reason, current and _parse_or_none(current[0]), record)
+            # another taker holds the claim, or the file changed: judge what it holds now
         raise LeaseHeld(f"{self.experiment}: the driver lease {self.path} kept changing while this driver tried "
                         f"to take it ({_ATTEMPTS} times); try again")
+
+    def _take_over_local(self, path: Path, stale: bytes, data: bytes) -> bool:
+        """Replace the lease file holding ``stale`` by ``data``; True when done, False when the file changed or
+        another taker claimed ``stale`` (then it waits, up to ``_CLAIM_WAIT_S``, for that taker to finish)."""
+        claim = path.with_name(f".{path.name}.{hashlib.sha256(stale).hexdigest()[:32]}.claim")
+        if not _create_local(claim, data):
+            self._await_claim(path, stale, claim)
+            return False
+        try:
+            if (_read_local(path) or (None,))[0] != stale:
+                return False  # replaced, released or rewritten since it was judged
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+            tmp.write_bytes(data)
+            try:
+                os.rename(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return True
+        finally:
+            claim.unlink(missing_ok=True)
+
+    def _await_claim(self, path: Path, stale: bytes, claim: Path) -> None:
+        """Wait while another taker's ``claim`` on the lease ``stale`` stands; remove it once ``timeout_s`` old
+        (its taker died); raises LeaseHeld when it stands, recent, for ``_CLAIM_WAIT_S``."""
+        deadline = time.monotonic() + _CLAIM_WAIT_S
+        while True:
+            seen, held = _read_local(claim), _read_local(path)
+            if seen is None or held is None or held[0] != stale:
+                return  # the taker finished, or gave up: judge the file again
+            age = self._clock() - seen[1]
+            if age > self.timeout_s:
+                log.warning(f"{self.experiment}: removed a claim on the stale driver lease left {age:.0f} s ago "
+                            f"by a taker that did not finish ({claim.name})")
+                _set_aside(claim, seen[0], secrets.token_hex(8))
+                return
+            if time.monotonic() > deadline:
+                raise LeaseHeld(f"{self.experiment}: another driver is taking over the stale driver lease "
+                                f"({claim} made {max(age, 0):.0f} s ago); try again, or remove {claim} after "
+                                f"{self.timeout_s:.0f} s if no driver runs")
+            time.sleep(0.01)
 
     def _acquire_remote(self, record: dict) -> tuple[dict | None, str] | None:
         for _ in range(_ATTEMPTS):
@@ -243,19 +284,13 @@ class Lease:
                         f"{held['pid']} on {held['host']}, since {since}, last heartbeat {max(age, 0):.0f} s ago); "
                         f"wait for it, stop it, or remove {self.path} if you know it is dead")
 
-    def _log_takeover(self, old: dict | None, reason: str, new: dict | None, remover: dict) -> None:
-        """Log that ``new`` (the record now in the file) took over from ``old`` (None: unreadable), after
-        ``remover`` (this driver's record) found it stale for ``reason`` and removed it."""
+    def _log_takeover(self, old: dict | None, reason: str, new: dict) -> None:
+        """Log that ``new`` (this driver's record) took over from ``old`` (None: unreadable), stale for ``reason``."""
         who = f"{old['command']}, pid {old['pid']} on {old['host']}" if old else "an unreadable lease"
-        if new is not None and new["token"] == remover["token"]:
-            log.warning(f"{self.experiment}: took over the driver lease from {who}: {reason}")
-        else:
-            log.warning(f"{self.experiment}: removed the stale driver lease of {who} ({reason}); another driver "
-                        f"created its lease first")
+        log.warning(f"{self.experiment}: took over the driver lease from {who}: {reason}")
         ids = ("host", "pid", "command", "token")
         line = json.dumps({"time": _iso(self._clock()), "event": "takeover", "reason": reason, "from": old,
-                           "by": new and {k: new[k] for k in ids}, "removed_by": {k: remover[k] for k in ids}},
-                          sort_keys=True).encode() + b"\n"
+                           "by": {k: new[k] for k in ids}}, sort_keys=True).encode() + b"\n"
         target = storage.join(self.experiment, LEASE_LOG)
         try:
             if self._remote:  # no append on object stores: read, add, write back
