@@ -206,12 +206,7 @@ class Lease:
         try:
             if (_read_local(path) or (None,))[0] != stale:
                 return False  # replaced, released or rewritten since it was judged
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-            tmp.write_bytes(data)
-            try:
-                os.rename(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            storage.write_bytes(path, data)  # a temporary file renamed over the stale one: never absent
             return True
         finally:
             claim.unlink(missing_ok=True)

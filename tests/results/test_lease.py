@@ -492,7 +492,7 @@ def test_of_three_drivers_taking_over_one_stale_lease_exactly_one_wins_in_every_
 
         with monkeypatch.context() as patch:
             for owner, name in ((lease_module, "_read_local"), (lease_module, "_create_local"), (os, "rename"),
-                                (Path, "read_bytes")):
+                                (os, "replace"), (Path, "read_bytes")):
                 patch.setattr(owner, name, hooked(getattr(owner, name)))
             threads = [threading.Thread(target=turns.run, args=(i, lambda i=i: drive(i))) for i in range(3)]
             for thread in threads:
